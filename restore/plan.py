@@ -1,0 +1,114 @@
+"""The JSONL plan: one message to restore per line (SPEC.md "Plan file").
+
+A plan is input too: it can be edited by hand or by scripts, so every line is
+validated on read, and a bad line is reported with its number and reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import IO
+
+from restore.errors import UsageError
+from restore.recipients import invalid_mailbox_reason
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEntry:
+    user: str
+    folder: str
+    source: str          # the archive STORE spec, e.g. "eml:/srv/gateway"
+    ref: str             # re-opens the item inside source (mbox: PATH:OFFSET)
+    received: str        # ISO 8601 with offset
+    size: int
+    message_id: str | None
+    fingerprint: str
+
+    @property
+    def received_ts(self) -> float:
+        return datetime.fromisoformat(self.received).timestamp()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(", ", ": "))
+
+
+FIELDS = ("user", "folder", "source", "ref", "received", "size", "message_id", "fingerprint")
+
+
+def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry:
+    """One plan line -> PlanEntry; raises UsageError naming the line and the reason."""
+    where = f"{name}:{lineno}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where}: expected a JSON object")
+    missing = [f for f in ("user", "source", "ref", "received") if not obj.get(f)]
+    if missing:
+        raise UsageError(f"{where}: missing field(s) {', '.join(missing)}")
+    user = str(obj["user"])
+    reason = invalid_mailbox_reason(user)
+    if reason:
+        raise UsageError(f"{where}: user {user!r} rejected: {reason}")
+    folder = str(obj.get("folder") or "INBOX")
+    reason = invalid_folder_reason(folder)
+    if reason:
+        raise UsageError(f"{where}: folder {folder!r} rejected: {reason}")
+    try:
+        received = datetime.fromisoformat(str(obj["received"]))
+    except ValueError:
+        raise UsageError(f"{where}: received {obj['received']!r} is not an ISO 8601 time") from None
+    if received.tzinfo is None:
+        raise UsageError(f"{where}: received {obj['received']!r} has no UTC offset")
+    try:
+        size = int(obj.get("size") or 0)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: size {obj.get('size')!r} is not a number") from None
+    mid = obj.get("message_id")
+    return PlanEntry(
+        user=user,
+        folder=folder,
+        source=str(obj["source"]),
+        ref=str(obj["ref"]),
+        received=received.isoformat(),
+        size=size,
+        message_id=str(mid) if mid else None,
+        fingerprint=str(obj.get("fingerprint") or ""),
+    )
+
+
+def invalid_folder_reason(folder: str) -> str | None:
+    """Why a folder name may not be used in a path, or None if it is safe."""
+    if not folder or folder.strip() != folder:
+        return "empty or padded with spaces"
+    if any(ord(c) < 32 or ord(c) == 127 for c in folder):
+        return "contains a control character"
+    parts = folder.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "empty, '.' or '..' path component"
+    if any(p.startswith(".") for p in parts):
+        return "component starts with '.'"
+    return None
+
+
+def read_plan(fh: IO[str], name: str = "plan") -> Iterator[PlanEntry | UsageError]:
+    """Yield entries; a bad line is yielded as its UsageError so the run goes on."""
+    for lineno, line in enumerate(fh, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            yield parse_line(line, lineno, name)
+        except UsageError as exc:
+            yield exc
+
+
+def write_plan(fh: IO[str], entries: Iterable[PlanEntry]) -> int:
+    n = 0
+    for entry in entries:
+        fh.write(entry.to_json() + "\n")
+        n += 1
+    return n

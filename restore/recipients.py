@@ -1,0 +1,134 @@
+"""Who an archive message belongs to: path variables, envelope headers, alias map.
+
+Recipients are compared with angle brackets stripped and the domain
+lowercased; the local part is kept as written. The alias map is applied once
+(no chains). A recipient that could escape a mail root when put into a path
+(``/``, ``..``, NUL, control characters, empty parts) is rejected with a
+reason and never used in a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from email.utils import getaddresses
+from pathlib import Path
+
+from restore.errors import UsageError
+
+DEFAULT_RECIPIENT_HEADERS = ("X-Envelope-To", "Envelope-To", "X-Original-To", "Delivered-To")
+
+MAX_ADDRESS = 254
+
+
+def normalize_address(addr: str) -> str:
+    """``<Alice@Example.COM>`` -> ``Alice@example.com``."""
+    addr = addr.strip().strip("<>").strip()
+    local, at, domain = addr.rpartition("@")
+    if not at:
+        return addr
+    return f"{local}@{domain.lower()}"
+
+
+def invalid_mailbox_reason(user: str) -> str | None:
+    """Why ``user`` may not name a mailbox (it could escape the mail root), or None."""
+    if not user:
+        return "empty address"
+    if len(user) > MAX_ADDRESS:
+        return f"longer than {MAX_ADDRESS} characters"
+    if "\x00" in user:
+        return "contains a NUL byte"
+    if any(ord(c) < 32 or ord(c) == 127 for c in user):
+        return "contains a control character"
+    if "/" in user or "\\" in user:
+        return "contains a path separator"
+    if ".." in user:
+        return "contains '..'"
+    if any(c.isspace() for c in user):
+        return "contains white space"
+    local, at, domain = user.rpartition("@")
+    if at and (not local or not domain):
+        return "empty local part or domain"
+    parts = (local, domain) if at else (user,)
+    if any(p.startswith(".") for p in parts):
+        return "a part starts with '.'"
+    return None
+
+
+def header_addresses(values: Iterable[str]) -> list[str]:
+    """Addresses named by envelope-header values (comma lists, <brackets>, comments)."""
+    out: list[str] = []
+    for _name, addr in getaddresses([v for v in values if v]):
+        if addr:
+            out.append(normalize_address(addr))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    address: str
+    reason: str
+
+
+class AliasMap:
+    """``alias@dom  user@dom`` lines; ``#`` comments. Applied once, never chained."""
+
+    def __init__(self, mapping: Mapping[str, str] | None = None):
+        self.mapping = dict(mapping or {})
+
+    @classmethod
+    def load(cls, path: str | Path) -> AliasMap:
+        mapping: dict[str, str] = {}
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"--alias-map {path}: {exc.strerror or exc}") from None
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = line.split()
+            if len(fields) != 2:
+                raise UsageError(f"--alias-map {path}:{lineno}: expected 'alias@domain user@domain'")
+            mapping[normalize_address(fields[0])] = normalize_address(fields[1])
+        return cls(mapping)
+
+    def __call__(self, address: str) -> str:
+        return self.mapping.get(address, address)
+
+    def __bool__(self) -> bool:
+        return bool(self.mapping)
+
+
+def resolve_users(
+    path_user: str | None,
+    envelope: Mapping[str, list[str]],
+    headers: Iterable[str] = DEFAULT_RECIPIENT_HEADERS,
+    aliases: AliasMap | None = None,
+) -> tuple[list[str], list[Rejected]]:
+    """The users an archive message belongs to, and the recipients rejected.
+
+    ``envelope`` maps lower-cased header names to their values. Path variables
+    win; otherwise the first header of ``headers`` present names the users.
+    """
+    aliases = aliases or AliasMap()
+    if path_user:
+        candidates = [normalize_address(path_user)]
+    else:
+        candidates = []
+        for name in headers:
+            values = envelope.get(name.lower())
+            if values:
+                candidates = header_addresses(values)
+                if candidates:
+                    break
+    users: list[str] = []
+    rejected: list[Rejected] = []
+    for addr in candidates:
+        user = aliases(addr)
+        reason = invalid_mailbox_reason(user)
+        if reason:
+            rejected.append(Rejected(user, reason))
+        elif user not in users:
+            users.append(user)
+    return users, rejected

@@ -1,0 +1,59 @@
+"""Store readers: ``open_store("maildir:/var/vmail/%d/%n/Maildir")`` and friends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from restore.errors import UsageError
+from restore.stores.base import Item, Store, Unit, Unreadable
+
+__all__ = ["Item", "Store", "StoreOptions", "Unit", "Unreadable", "open_store", "split_spec"]
+
+KINDS = ("maildir", "mbox", "eml", "imap", "imaps")
+
+
+@dataclass
+class StoreOptions:
+    """What opening a store may need besides its spec."""
+
+    password: str | None = None          # IMAP: from --password-file / MAILRESTORE_PASSWORD / prompt
+    insecure: bool = False               # IMAP: skip TLS certificate verification
+    users: list[str] | None = None       # IMAP: which users to read (else recipients from the archive)
+    timeout: float = 60.0
+    extra: dict = field(default_factory=dict)
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"eml:/srv/gw"`` -> ``("eml", "/srv/gw")``; IMAP URLs keep their whole text."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in KINDS or not rest:
+        raise UsageError(
+            f"bad STORE {spec!r}: expected maildir:PATH, mbox:PATH, eml:PATH, "
+            "imap://[LOGIN@]HOST[:PORT] or imaps://[LOGIN@]HOST[:PORT]"
+        )
+    if kind in ("imap", "imaps"):
+        if not rest.startswith("//") or len(rest) <= 2:
+            raise UsageError(f"bad STORE {spec!r}: expected {kind}://[LOGIN@]HOST[:PORT]")
+        return kind, spec
+    return kind, rest
+
+
+def open_store(spec: str, options: StoreOptions | None = None) -> Store:
+    """Open a store for reading; raises UsageError for bad syntax, StoreError if absent."""
+    kind, where = split_spec(spec)
+    options = options or StoreOptions()
+    if kind == "maildir":
+        from restore.stores.maildir import MaildirStore
+
+        return MaildirStore(spec, where)
+    if kind == "mbox":
+        from restore.stores.mbox import MboxStore
+
+        return MboxStore(spec, where)
+    if kind == "eml":
+        from restore.stores.eml import EmlStore
+
+        return EmlStore(spec, where)
+    from restore.stores.imap import ImapStore
+
+    return ImapStore(spec, options)

@@ -1,0 +1,82 @@
+"""The contract every store reader keeps.
+
+A store is read in two steps so that the catalog can skip what it has seen:
+
+1. ``units()`` lists the store's units cheaply (a stat, a directory listing,
+   an IMAP UID SEARCH): for Maildir and eml a unit is one message file, for an
+   mbox file it is the whole file, for IMAP one message (folder, UIDVALIDITY,
+   UID). Each unit carries a ``stamp``: while the stamp is unchanged the
+   unit's bytes are unchanged, so the catalog reuses what it recorded.
+2. ``read(units)`` yields the unit's messages as ``Item`` (bytes in hand) or
+   ``Unreadable`` (with the reason). It never raises for one bad unit; it
+   raises ``StoreError`` only when the store as a whole is unusable.
+
+``open_ref(ref)`` re-opens one item by the ``ref`` a plan line carries.
+
+Stores are read-only: nothing under a store is ever opened for writing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    ref: str                 # stable key inside the store (Maildir: path without :2,flags)
+    stamp: str               # changes whenever the unit's bytes may have changed
+    folder: str = "INBOX"    # decoded folder name, "/"-separated ("Sent", "Archive/2017")
+    user: str | None = None  # owner from path variables / IMAP login; None if not per-user
+    resume: int = 0          # mbox: byte offset to resume reading from (append-only growth)
+    size: int = 0            # bytes on disk (compressed size for compressed files)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One message read from a store."""
+
+    unit: Unit
+    ref: str                  # what a plan's ``ref`` holds: relative path, or PATH:OFFSET for mbox
+    data: bytes               # message bytes (mbox: From_ line dropped, mboxrd unquoted)
+    delivered: float | None   # the store's own delivery time (From_ line, file mtime, INTERNALDATE)
+    headers_only: bool = False  # IMAP replica: only header fields were fetched
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    unit: Unit
+    where: str    # path (relative to the store root) or PATH:OFFSET
+    reason: str
+
+
+class Store(ABC):
+    """A place messages live. ``spec`` is the STORE argument as the user wrote it."""
+
+    kind: str = ""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+
+    @abstractmethod
+    def units(self) -> Iterator[Unit | Unreadable]:
+        """List units cheaply; yield Unreadable for an entry that cannot even be listed."""
+
+    @abstractmethod
+    def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
+        """Read the given units (from ``unit.resume`` for mbox)."""
+
+    @abstractmethod
+    def open_ref(self, ref: str) -> bytes:
+        """Bytes of the item a plan line names; raises UnreadableItem."""
+
+    def users(self) -> set[str] | None:
+        """Users that have a mailbox here, when the store is laid out per user; else None."""
+        return None
+
+    def close(self) -> None:
+        """Release connections; a no-op for file stores."""
+
+    def describe(self) -> str:
+        return self.spec
