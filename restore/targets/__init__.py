@@ -1,0 +1,1 @@
+"""Target writers: where restored messages are appended (Maildir, IMAP)."""

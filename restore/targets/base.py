@@ -1,0 +1,86 @@
+"""The contract every target keeps.
+
+A target only ever appends. It never deletes, overwrites, renames or reorders
+anything already in a mailbox, never changes an existing folder's
+UIDVALIDITY, and never writes outside its mail root.
+
+``Target.session(user)`` opens one user's mailbox (one IMAP connection, or
+the user's Maildir). A session is used by one worker thread at a time.
+
+``session.append(folder, batch)`` appends messages in the order given and
+returns one ``Outcome`` per message, in the same order:
+  - ``Outcome(ok=True, target_id=...)``: written; ``target_id`` says where
+    (``"APPENDUID 1700000000 42"``, or the Maildir file name);
+  - ``Outcome(ok=False, reason=...)``: refused for good (quota, too big).
+It raises ``TransientError`` when the connection died (the caller retries
+the unfinished part on a fresh session) and ``TargetError`` when the target
+is unusable as a whole (login refused, no such mail root).
+
+``session.find(folder, message)`` answers, for an entry the journal left in
+doubt after a crash, whether the target already holds that message, and
+returns its target id or None. ``planned_id`` is what ``prepare`` promised.
+
+``session.prepare(folder, message)`` returns an id to record in the journal
+*before* writing (Maildir: the unique file name it will use; IMAP: "").
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message to append."""
+
+    data: bytes              # bytes as in the archive; the target converts line endings
+    received: float          # epoch seconds: INTERNALDATE / file mtime
+    message_id: str | None   # for the in-doubt check
+    fingerprint: str         # identity key (restore.identity), for the in-doubt check
+    flags: tuple[str, ...] = ()
+    planned_id: str = ""     # from prepare(), recorded in the journal before writing
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    target_id: str = ""
+    reason: str = ""
+    warning: str = ""        # e.g. "server ignored INTERNALDATE"
+
+
+class TargetSession(ABC):
+    @abstractmethod
+    def prepare(self, folder: str, message: Message) -> str: ...
+
+    @abstractmethod
+    def append(self, folder: str, batch: Sequence[Message]) -> list[Outcome]: ...
+
+    @abstractmethod
+    def find(self, folder: str, message: Message) -> str | None: ...
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> TargetSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Target(ABC):
+    spec: str
+    kind: str
+
+    @abstractmethod
+    def session(self, user: str) -> TargetSession: ...
+
+    def has_mailbox(self, user: str) -> bool:
+        """Whether ``user`` already has a mailbox here (used by --create-missing checks)."""
+        return True
+
+    def describe(self) -> str:
+        return self.spec
