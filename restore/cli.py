@@ -6,11 +6,16 @@ This is the only place where errors become exit codes (SPEC.md):
 
 from __future__ import annotations
 
+import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
-from restore import __version__
+from restore import __version__, report
+from restore.catalog import Catalog
+from restore.diff import DiffSettings, where
 from restore.errors import MailrestoreError, UsageError
 from restore.options import (
     imap_options,
@@ -20,6 +25,11 @@ from restore.options import (
     reading_options,
     window_options,
 )
+from restore.pipeline import Job
+from restore.plan import write_plan
+from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, normalize_address
+from restore.stores import StoreOptions, open_store
+from restore.window import iso
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -36,11 +46,11 @@ def cli() -> None:
     original received time, exactly once.
 
     \b
-    Typical night:
-      mailrestore timeline --archive eml:/srv/gateway --replica maildir:/var/vmail/%d/%n/Maildir
-      mailrestore diff     --archive eml:/srv/gateway --replica maildir:/var/vmail/%d/%n/Maildir --plan gap.jsonl
-      mailrestore inject   gap.jsonl --to maildir:/var/vmail/%d/%n/Maildir --dry-run
-      mailrestore inject   gap.jsonl --to maildir:/var/vmail/%d/%n/Maildir
+    Typical night (R=maildir:/var/vmail/%d/%n/Maildir, A=eml:/srv/gateway):
+      mailrestore timeline --archive A --replica R
+      mailrestore diff --archive A --replica R --plan gap.jsonl
+      mailrestore inject gap.jsonl --to R --dry-run
+      mailrestore inject gap.jsonl --to R
 
     Exit codes: 0 done, 1 findings or partial failure, 2 usage error,
     3 could not run (store missing, connection or login failed).
@@ -73,6 +83,77 @@ def _not_ready(name: str) -> None:
     raise UsageError(f"'{name}' is not built yet")
 
 
+def parse_time(value: str | None, option: str) -> float | None:
+    """ISO 8601 -> epoch seconds; a time without offset is UTC; "auto" -> None."""
+    if value is None or value == "auto":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option} {value!r}: expected ISO 8601, e.g. 2017-12-08T16:02:00+00:00") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _wants_imap(*specs: str | None) -> bool:
+    return any(s and s.startswith(("imap://", "imaps://")) for s in specs)
+
+
+def store_options(opts: dict, *specs: str | None) -> StoreOptions:
+    password = None
+    if _wants_imap(*specs):
+        from restore.credentials import get_password
+
+        password = get_password(opts.get("password_file"), "IMAP password")
+    users = None
+    if opts.get("users_file"):
+        users = read_users_file(opts["users_file"])
+    return StoreOptions(password=password, insecure=bool(opts.get("insecure")), users=users)
+
+
+def read_users_file(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"--users {path}: {exc.strerror or exc}") from None
+    users = [normalize_address(line.split("#", 1)[0]) for line in lines]
+    return [u for u in users if u]
+
+
+def make_job(opts: dict, *specs: str | None, progress: bool = True) -> Job:
+    aliases = AliasMap.load(opts["alias_map"]) if opts.get("alias_map") else AliasMap()
+    settings = DiffSettings(
+        match=opts.get("match") or "auto",
+        recipient_headers=tuple(opts.get("recipient_headers") or DEFAULT_RECIPIENT_HEADERS),
+        aliases=aliases,
+        since=parse_time(opts.get("since"), "--since"),
+        until=parse_time(opts.get("until"), "--until"),
+        create_missing=bool(opts.get("create_missing")),
+    )
+    if settings.since is not None and settings.until is not None and settings.since >= settings.until:
+        raise UsageError("--since must be earlier than --until")
+    return Job(
+        catalog=Catalog(opts.get("catalog")),
+        settings=settings,
+        store_options=store_options(opts, *specs),
+        progress=report.progress_factory(progress and not opts.get("as_json")),
+    )
+
+
+def save_plan(path: str, entries) -> int:
+    """Write the plan atomically: a crash never leaves a half plan behind."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            n = write_plan(fh, entries)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"--plan {path}: {exc.strerror or exc}") from None
+    return n
+
+
 @cli.command()
 @click.argument("store")
 @reading_options
@@ -83,8 +164,32 @@ def scan(store: str, **opts: object) -> None:
 
     Prints messages per user and folder, the time span, and every unreadable
     item with its reason. A second scan of an unchanged store re-reads nothing.
+    Exit 1 when some items are unreadable.
     """
-    _not_ready("scan")
+    job = make_job(opts, store)
+    opened = open_store(store, job.store_options)
+    try:
+        side, stats = job.scan(opened)
+    finally:
+        opened.close()
+    summary = job.catalog.summary(side.sid)
+    problems = [{"class": "unreadable", "where": where(store, p.where), "reason": p.reason}
+                for p in job.catalog.problems(side.sid)]
+    summary.update(read=stats.read, reused=stats.reused, dropped=stats.dropped,
+                   unreadable=len(problems), problems=problems)
+    if opts["as_json"]:
+        report.print_json({
+            "store": store, "messages": summary["messages"], "unreadable": len(problems),
+            "first": iso(summary["first"]), "last": iso(summary["last"]),
+            "catalog": {"units_read": stats.read, "units_unchanged": stats.reused,
+                        "units_gone": stats.dropped},
+            "folders": [{"user": u, "folder": f, "messages": n} for u, f, n in summary["folders"]],
+            "problems": problems,
+        })
+    else:
+        report.print_scan(store, summary)
+    if problems:
+        raise SystemExit(1)
 
 
 @cli.command()
@@ -92,7 +197,8 @@ def scan(store: str, **opts: object) -> None:
 @reading_options
 @imap_options
 @click.option("--user", "only_user", metavar="U", help="Only this user's timeline.")
-@click.option("--bucket", type=click.Choice(["hour", "day"]), default="hour", show_default=True)
+@click.option("--bucket", type=click.Choice(["hour", "day"]), default="hour", show_default=True,
+              help="Width of one bar of the chart.")
 @click.option("--svg", type=click.Path(dir_okay=False), help="Also save the chart as an SVG file.")
 @window_options
 def timeline(**opts: object) -> None:
@@ -114,7 +220,26 @@ def diff(**opts: object) -> None:
     Prints the window and how it was found, a table per user, the totals and
     the problems. Exit 1 when something is missing, unroutable or unreadable.
     """
-    _not_ready("diff")
+    job = make_job(opts, opts["replica"], *opts["archives"])
+    result = job.diff(opts["archives"], opts["replica"])
+    planned = 0
+    if opts["plan_file"]:
+        planned = save_plan(opts["plan_file"], result.plan())
+    if opts["as_json"]:
+        doc = result.to_json()
+        if opts["plan_file"]:
+            doc["plan"] = {"file": opts["plan_file"], "messages": planned}
+        report.print_json(doc)
+    else:
+        hint = None
+        if opts["plan_file"] and planned:
+            hint = (f"Next: mailrestore inject {opts['plan_file']} --to TARGET --dry-run, "
+                    "then without --dry-run.")
+        elif result.counts["missing"] and not opts["plan_file"]:
+            hint = "Next: add --plan FILE to write the messages to restore."
+        report.print_diff(result, opts["plan_file"], planned, hint)
+    if result.findings:
+        raise SystemExit(1)
 
 
 @cli.command()
@@ -154,12 +279,13 @@ def restore(**opts: object) -> None:
 @pair_options
 @reading_options
 @imap_options
-@click.option("--window", default="24h", show_default=True, help="How far back to check (s/m/h/d).")
-@click.option("--grace", default="15m", show_default=True,
+@click.option("--window", default="24h", show_default=True, metavar="DURATION", help="How far back to check (s/m/h/d).")
+@click.option("--grace", default="15m", show_default=True, metavar="DURATION",
               help="Skip mail this recent: it may still be in flight.")
 @click.option("--now", default=None, metavar="TIME", help="Audit as if it were TIME (ISO 8601).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "nagios"]), default="text",
-              show_default=True)
+              show_default=True,
+              help="text: silent when clean; json: the diff's fields; nagios: one plugin status line.")
 @click.option("--warning", type=int, default=1, show_default=True, help="Nagios: WARNING at N missing.")
 @click.option("--critical", type=int, default=10, show_default=True, help="Nagios: CRITICAL at N missing.")
 def audit(**opts: object) -> None:

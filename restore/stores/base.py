@@ -71,6 +71,14 @@ class Store(ABC):
     def open_ref(self, ref: str) -> bytes:
         """Bytes of the item a plan line names; raises UnreadableItem."""
 
+    def resume_offset(self, unit: Unit, old_stamp: str) -> int:
+        """Where to resume reading ``unit`` that changed since ``old_stamp`` was seen.
+
+        0 (the default) re-reads the whole unit. An mbox store returns the old
+        end of a plain file that only grew, so only the appended mail is read.
+        """
+        return 0
+
     def users(self) -> set[str] | None:
         """Users that have a mailbox here, when the store is laid out per user; else None."""
         return None

@@ -1,0 +1,292 @@
+"""The diff: every (user, archive message) pair gets exactly one class.
+
+The pairs live in temporary SQLite tables beside the catalog, so memory stays
+flat however large the archive is. Classes (SPEC.md), decided in this order:
+
+duplicate       a further copy of a message already classed for that user
+unroutable      the recipient is not a valid mailbox name, or has no mailbox
+present         the replica has it, in any folder
+missing         absent, received inside the window: to restore
+outside-window  absent, received outside the window (most likely deleted)
+unreadable      counted once per archive item, since it has no user
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from restore.catalog import Catalog
+from restore.plan import PlanEntry
+from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, resolve_users
+from restore.stores import split_spec
+from restore.window import Window, best_run, combine, window_from_run
+
+
+class Class(StrEnum):
+    PRESENT = "present"
+    MISSING = "missing"
+    OUTSIDE = "outside-window"
+    DUPLICATE = "duplicate"
+    UNROUTABLE = "unroutable"
+    UNREADABLE = "unreadable"
+
+
+CLASSES = [c.value for c in Class]
+KEY_COLUMN = {"auto": "key", "message-id": "mid_key", "strict": "strict_key"}
+BATCH = 2000
+
+
+class InvariantError(AssertionError):
+    """The class counts do not add up: a bug, never to be papered over."""
+
+
+@dataclass
+class DiffSettings:
+    match: str = "auto"
+    recipient_headers: Sequence[str] = DEFAULT_RECIPIENT_HEADERS
+    aliases: AliasMap = field(default_factory=AliasMap)
+    since: float | None = None          # None: detect
+    until: float | None = None
+    create_missing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """A store as the diff sees it: its catalog id and spec."""
+
+    sid: int
+    spec: str
+
+
+@dataclass
+class DiffResult:
+    window: Window
+    counts: dict[str, int]
+    users: dict[str, dict[str, int]]
+    problems: list[dict]
+    pairs: int
+    catalog: Catalog
+    archives: list[Side]
+    replica: Side
+
+    def to_json(self) -> dict:
+        return {
+            "window": self.window.to_json(),
+            "counts": self.counts,
+            "users": [{"user": u, **c} for u, c in sorted(self.users.items())],
+            "problems": self.problems,
+        }
+
+    @property
+    def findings(self) -> bool:
+        """Whether a cron job should hear about this diff (exit 1)."""
+        return any(self.counts[c] for c in ("missing", "unroutable", "unreadable"))
+
+    def plan(self, folder: str = "INBOX") -> Iterator[PlanEntry]:
+        """The missing messages, per user in received-time order."""
+        specs = {s.sid: s.spec for s in self.archives}
+        for user, received, store, ref, size, mid, key in self.catalog.db.execute(
+            "SELECT p.user, p.received, m.store, m.ref, m.size, m.message_id, m.key"
+            " FROM pairs p JOIN messages m ON m.id = p.msg"
+            " WHERE p.class = 'missing' ORDER BY p.user, p.received, m.ref"
+        ):
+            yield PlanEntry(
+                user=user,
+                folder=folder,
+                source=specs[store],
+                ref=ref,
+                received=datetime.fromtimestamp(received, UTC).isoformat(),
+                size=size,
+                message_id=mid,
+                fingerprint=key,
+            )
+
+    def series(self, bucket: int, user: str | None = None) -> list[tuple[float, int, int, int]]:
+        """Per time bucket: (start, archive messages, of which absent, replica messages)."""
+        db = self.catalog.db
+        where, args = ("AND user = ?", (user,)) if user else ("", ())
+        arch = {
+            b: (n, a) for b, n, a in db.execute(
+                f"SELECT CAST(received / ? AS INTEGER), COUNT(*), SUM(NOT present) FROM pairs"
+                f" WHERE copy = 1 AND routable AND received IS NOT NULL {where} GROUP BY 1",
+                (bucket, *args),
+            )
+        }
+        rep = dict(db.execute(
+            f"SELECT CAST(received / ? AS INTEGER), COUNT(*) FROM messages WHERE store = ?"
+            f" AND received IS NOT NULL {where} GROUP BY 1",
+            (bucket, self.replica.sid, *args),
+        ))
+        buckets = sorted(set(arch) | set(rep))
+        if not buckets:
+            return []
+        first, last = buckets[0], buckets[-1]
+        return [(b * bucket, *arch.get(b, (0, 0)), rep.get(b, 0)) for b in range(first, last + 1)]
+
+
+def compare(
+    catalog: Catalog,
+    archives: Sequence[Side],
+    replica: Side,
+    replica_users: set[str] | None,
+    settings: DiffSettings,
+) -> DiffResult:
+    db = catalog.db
+    keycol = KEY_COLUMN[settings.match]
+    db.executescript(
+        """
+        DROP TABLE IF EXISTS temp.rep;
+        DROP TABLE IF EXISTS temp.repusers;
+        DROP TABLE IF EXISTS temp.pairs;
+        CREATE TEMP TABLE rep (user TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (user, key))
+            WITHOUT ROWID;
+        CREATE TEMP TABLE repusers (user TEXT PRIMARY KEY) WITHOUT ROWID;
+        CREATE TEMP TABLE pairs (
+            id INTEGER PRIMARY KEY, user TEXT NOT NULL, msg INTEGER NOT NULL,
+            received REAL, key TEXT NOT NULL, reason TEXT,
+            routable INTEGER NOT NULL DEFAULT 0, present INTEGER NOT NULL DEFAULT 0,
+            copy INTEGER NOT NULL DEFAULT 1, class TEXT);
+        """
+    )
+    # A replica that is not laid out per user is one mailbox for every recipient.
+    single = replica_users is None and db.execute(
+        "SELECT 1 FROM messages WHERE store = ? AND user IS NOT NULL LIMIT 1", (replica.sid,)
+    ).fetchone() is None
+    db.execute("BEGIN")
+    db.execute(
+        f"INSERT OR IGNORE INTO rep SELECT COALESCE(user, ''), {keycol} FROM messages"
+        " WHERE store = ?", (replica.sid,))
+    users = replica_users if replica_users is not None else {
+        u for (u,) in db.execute(
+            "SELECT DISTINCT user FROM messages WHERE store = ? AND user IS NOT NULL", (replica.sid,))
+    }
+    db.executemany("INSERT OR IGNORE INTO repusers VALUES (?)", [(u,) for u in users])
+    for side in archives:
+        _insert_pairs(catalog, side, keycol, settings)
+    db.execute("CREATE INDEX temp.pairs_user_key ON pairs (user, key, received, msg)")
+    if settings.create_missing or single:
+        db.execute("UPDATE pairs SET routable = 1 WHERE reason IS NULL")
+    else:
+        db.execute("UPDATE pairs SET routable = 1 WHERE reason IS NULL"
+                   " AND user IN (SELECT user FROM repusers)")
+    rep_user = "''" if single else "pairs.user"
+    db.execute(f"UPDATE pairs SET present = EXISTS (SELECT 1 FROM rep WHERE rep.user = {rep_user}"
+               " AND rep.key = pairs.key) WHERE routable")
+    db.execute(
+        "UPDATE pairs SET copy = c.n FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY user, key"
+        " ORDER BY received IS NULL, received, msg) AS n FROM pairs) AS c"
+        " WHERE pairs.id = c.id AND c.n > 1")
+    db.execute("COMMIT")
+
+    window = _window(catalog, settings)
+    since, until = window.since, window.until
+    db.execute("BEGIN")
+    db.execute(
+        "UPDATE pairs SET class = CASE"
+        " WHEN copy > 1 THEN 'duplicate'"
+        " WHEN NOT routable THEN 'unroutable'"
+        " WHEN present THEN 'present'"
+        " WHEN ? IS NOT NULL AND ? IS NOT NULL AND received > ? AND received <= ? THEN 'missing'"
+        " ELSE 'outside-window' END",
+        (since, until, since, until),
+    )
+    db.execute("COMMIT")
+    return _tally(catalog, archives, replica, window, users)
+
+
+def _insert_pairs(catalog: Catalog, side: Side, keycol: str, settings: DiffSettings) -> None:
+    db = catalog.db
+    cursor = db.execute(
+        f"SELECT id, user, received, {keycol}, envelope FROM messages WHERE store = ? ORDER BY id",
+        (side.sid,))
+    while rows := cursor.fetchmany(BATCH):
+        out = []
+        for msg, path_user, received, key, envelope in rows:
+            users, rejected = resolve_users(
+                path_user, json.loads(envelope), settings.recipient_headers, settings.aliases)
+            out.extend((u, msg, received, key, None) for u in users)
+            out.extend((r.address, msg, received, key, r.reason) for r in rejected)
+            if not users and not rejected:
+                out.append(("", msg, received, key, "no recipient: none of "
+                            + ", ".join(settings.recipient_headers) + " is present"))
+        db.executemany("INSERT INTO pairs (user, msg, received, key, reason) VALUES (?,?,?,?,?)", out)
+
+
+def _window(catalog: Catalog, settings: DiffSettings) -> Window:
+    auto = None
+    if settings.since is None or settings.until is None:
+        stream = catalog.db.execute(
+            "SELECT received, present FROM pairs WHERE copy = 1 AND routable"
+            " AND received IS NOT NULL ORDER BY received, present DESC")
+        run = best_run((ts, bool(p)) for ts, p in stream)
+        absent_users = active_users = 0
+        if run is not None:
+            span = (run.first_absent, run.last_absent)
+            absent_users, active_users = catalog.db.execute(
+                "SELECT COUNT(DISTINCT CASE WHEN NOT present THEN user END), COUNT(DISTINCT user)"
+                " FROM pairs WHERE copy = 1 AND routable AND received BETWEEN ? AND ?", span,
+            ).fetchone()
+        auto = window_from_run(run, absent_users, active_users)
+    return combine(auto, settings.since, settings.until)
+
+
+def _tally(catalog: Catalog, archives: Sequence[Side], replica: Side, window: Window,
+           replica_users: set[str]) -> DiffResult:
+    db = catalog.db
+    counts = dict.fromkeys(CLASSES, 0)
+    for cls, n in db.execute("SELECT class, COUNT(*) FROM pairs GROUP BY class"):
+        counts[cls] = n
+    pairs = int(db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0])
+    users: dict[str, dict[str, int]] = {}
+    for user, cls, n in db.execute(
+        "SELECT user, class, COUNT(*) FROM pairs WHERE routable GROUP BY user, class"
+    ):
+        users.setdefault(user, dict.fromkeys(CLASSES[:4], 0))[cls] = n
+    problems: list[dict] = []
+    for side in archives:
+        for p in catalog.problems(side.sid):
+            counts["unreadable"] += 1
+            problems.append({"class": "unreadable", "where": where(side.spec, p.where),
+                             "reason": p.reason})
+    for user, reason, ref, store in db.execute(
+        "SELECT p.user, p.reason, m.ref, m.store FROM pairs p JOIN messages m ON m.id = p.msg"
+        " WHERE p.class = 'unroutable' ORDER BY p.user, m.ref"
+    ):
+        spec = next(s.spec for s in archives if s.sid == store)
+        problems.append({
+            "class": "unroutable", "where": where(spec, ref), "user": user,
+            "reason": f"recipient {user!r} rejected: {reason}" if reason
+            else f"recipient {user!r} has no mailbox on the replica",
+        })
+    for p in catalog.problems(replica.sid):
+        problems.append({"class": "replica-unreadable", "where": where(replica.spec, p.where),
+                         "reason": p.reason})
+    if sum(counts[c] for c in CLASSES if c != "unreadable") != pairs:
+        raise InvariantError(f"class counts {counts} do not add up to {pairs} pairs")
+    return DiffResult(window, counts, users, problems, pairs, catalog, list(archives), replica)
+
+
+def where(spec: str, location: str) -> str:
+    """An item's location an administrator can open: a path where the store has one."""
+    kind, root = split_spec(spec)
+    if kind in ("maildir", "mbox", "eml") and "%" not in root and os.path.isdir(root):
+        return os.path.join(root, location)
+    return f"{location} (in {spec})"
+
+
+def recipients_of(catalog: Catalog, archives: Sequence[Side], settings: DiffSettings) -> list[str]:
+    """Every valid user the archives' messages belong to (for an IMAP replica's user list)."""
+    users: set[str] = set()
+    for side in archives:
+        for path_user, envelope in catalog.db.execute(
+            "SELECT DISTINCT user, envelope FROM messages WHERE store = ?", (side.sid,)
+        ):
+            found, _ = resolve_users(path_user, json.loads(envelope), settings.recipient_headers,
+                                     settings.aliases)
+            users.update(found)
+    return sorted(users)

@@ -1,0 +1,136 @@
+"""What the administrator reads: rich tables on stdout, tqdm progress on stderr.
+
+Nothing in the core imports this module; the CLI hands results to it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from restore.pipeline import ProgressBar
+
+SHOW_USERS = 25
+SHOW_PROBLEMS = 20
+
+
+def console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+class TqdmBar(ProgressBar):
+    def __init__(self, label: str, total: int | None):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=label, unit="msg", file=sys.stderr, leave=False,
+                        dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def progress_factory(enabled: bool):
+    """Progress bars only on a terminal (SPEC.md): cron logs stay clean."""
+    if enabled and sys.stderr.isatty():
+        return TqdmBar
+    from restore.pipeline import no_progress
+
+    return no_progress
+
+
+def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+    return t
+
+
+def print_scan(spec: str, summary: dict) -> None:
+    out = console()
+    out.print(f"[bold]{spec}[/]: {summary['messages']:,} messages, "
+              f"{summary['unreadable']:,} unreadable items")
+    if summary["first"] is not None:
+        out.print(f"received from {when(summary['first'])} to {when(summary['last'])}")
+    out.print(f"catalog: {summary['reused']:,} units unchanged, {summary['read']:,} read, "
+              f"{summary['dropped']:,} gone since the last scan")
+    rows = [(u or "(not per user)", f, n) for u, f, n in summary["folders"]]
+    if rows:
+        out.print(table(None, ("user", "folder", "messages"), rows[:200]))
+        if len(rows) > 200:
+            out.print(f"... {len(rows) - 200:,} more user/folder rows in --json")
+    print_problems(out, summary["problems"])
+
+
+def print_diff(result, plan_file: str | None = None, planned: int = 0,
+               next_hint: str | None = None) -> None:
+    out = console()
+    w = result.window
+    c = result.counts
+    if w.empty:
+        out.print("[bold]Window:[/] none")
+    else:
+        out.print(f"[bold]Window:[/] {when(w.since)} (exclusive) to {when(w.until)} ({w.source})")
+    out.print(f"  {w.evidence}")
+    out.print()
+    users = sorted(result.users.items(), key=lambda kv: (-kv[1]["missing"], kv[0]))
+    rows = [(u, v["present"], v["missing"], v["outside-window"], v["duplicate"])
+            for u, v in users[:SHOW_USERS]]
+    if rows:
+        out.print(table("Per user", ("user", "present", "missing", "outside-window", "duplicate"),
+                        rows))
+        if len(users) > SHOW_USERS:
+            rest = users[SHOW_USERS:]
+            out.print(f"... and {len(rest):,} more users with "
+                      f"{sum(v['missing'] for _, v in rest):,} missing (all in --json)")
+        out.print()
+    out.print(
+        f"[bold]Totals:[/] {c['present']:,} present, {c['missing']:,} missing (to restore), "
+        f"{c['outside-window']:,} outside the window, {c['duplicate']:,} duplicate, "
+        f"{c['unroutable']:,} unroutable: {result.pairs:,} (user, message) pairs; "
+        f"{c['unreadable']:,} unreadable archive items"
+    )
+    print_problems(out, result.problems)
+    if c["outside-window"]:
+        out.print(f"{c['outside-window']:,} messages are absent outside the window: most likely "
+                  "deleted by their users, so they are not restored.")
+    if plan_file:
+        out.print(f"\nPlan: {planned:,} messages written to {plan_file}")
+    if next_hint:
+        out.print(next_hint)
+
+
+def print_problems(out: Console, problems: list[dict]) -> None:
+    if not problems:
+        return
+    out.print()
+    out.print("[bold]Problems:[/]")
+    unroutable = Counter(p["reason"] for p in problems if p["class"] == "unroutable")
+    for reason, n in sorted(unroutable.items()):
+        out.print(f"  unroutable  {n:,} message(s): {reason}")
+    others = [p for p in problems if p["class"] != "unroutable"]
+    for p in others[:SHOW_PROBLEMS]:
+        out.print(f"  {p['class']}  {p['where']}: {p['reason']}")
+    if len(others) > SHOW_PROBLEMS:
+        out.print(f"  ... {len(others) - SHOW_PROBLEMS:,} more (all in --json)")
