@@ -9,7 +9,6 @@ runs inside SQLite, so memory stays flat however large the stores are.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ CREATE TABLE IF NOT EXISTS units (
     store INTEGER NOT NULL,
     ref TEXT NOT NULL,
     stamp TEXT NOT NULL,
+    end_offset INTEGER,
     PRIMARY KEY (store, ref)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
@@ -163,12 +163,12 @@ class Catalog:
                 stats.units += 1
                 db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (unit.ref,))
                 row = db.execute(
-                    "SELECT stamp FROM units WHERE store=? AND ref=?", (sid, unit.ref)
+                    "SELECT stamp, end_offset FROM units WHERE store=? AND ref=?", (sid, unit.ref)
                 ).fetchone()
                 if row and row[0] == unit.stamp:
                     stats.reused += 1
                     continue
-                resume = store.resume_offset(unit, row[0]) if row else 0
+                resume = _resume_offset(row, unit)
                 if resume:
                     unit = replace(unit, resume=resume)
                 else:
@@ -216,7 +216,14 @@ class Catalog:
     ) -> None:
         db = self.db
         rows = []
+        restarted: set[str] = set()
         for got in store.read(units):
+            unit = got.unit
+            if (isinstance(got, Item) and unit.resume and unit.ref not in restarted
+                    and _offset(got.ref) < unit.resume):
+                # The file was rewritten, not appended to: its old rows are stale.
+                self._forget_unit(sid, unit.ref)
+                restarted.add(unit.ref)
             if isinstance(got, Unreadable):
                 db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)",
                            (sid, got.unit.ref, got.where, got.reason))
@@ -232,8 +239,8 @@ class Catalog:
             if progress:
                 progress(len(rows))
         db.executemany(
-            "INSERT OR REPLACE INTO units (store, ref, stamp) VALUES (?, ?, ?)",
-            [(sid, unit.ref, unit.stamp) for unit in units],
+            "INSERT OR REPLACE INTO units (store, ref, stamp, end_offset) VALUES (?, ?, ?, ?)",
+            [(sid, unit.ref, unit.stamp, store.end_offset(unit)) for unit in units],
         )
         stats.read += len(units)
 
@@ -286,5 +293,15 @@ def _row(sid: int, item: Item, headers: tuple[str, ...]) -> tuple:
     )
 
 
-def catalog_size(path: Path) -> int:
-    return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if p.exists())
+def _resume_offset(row: tuple | None, unit: Unit) -> int:
+    """Read a changed unit from its old end when it only grew (append-only mbox)."""
+    if row is None or row[1] is None:
+        return 0
+    old_size = row[0].split(":", 1)[0]
+    return int(row[1]) if old_size.isdigit() and unit.size > int(old_size) else 0
+
+
+def _offset(ref: str) -> int:
+    """The byte offset an mbox ``PATH:OFFSET`` ref names."""
+    _, colon, offset = ref.rpartition(":")
+    return int(offset) if colon and offset.isdigit() else 0

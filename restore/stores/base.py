@@ -71,13 +71,14 @@ class Store(ABC):
     def open_ref(self, ref: str) -> bytes:
         """Bytes of the item a plan line names; raises UnreadableItem."""
 
-    def resume_offset(self, unit: Unit, old_stamp: str) -> int:
-        """Where to resume reading ``unit`` that changed since ``old_stamp`` was seen.
+    def end_offset(self, unit: Unit) -> int | None:
+        """Where the last complete read of ``unit`` ended, for ``Unit.resume`` next time.
 
-        0 (the default) re-reads the whole unit. An mbox store returns the old
-        end of a plain file that only grew, so only the appended mail is read.
+        None (the default) means a changed unit is read again whole. The mbox
+        store answers, so a file that only grew is read from its old end; when
+        it was rewritten instead, its first item's offset is below ``resume``.
         """
-        return 0
+        return None
 
     def users(self) -> set[str] | None:
         """Users that have a mailbox here, when the store is laid out per user; else None."""

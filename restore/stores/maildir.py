@@ -1,0 +1,262 @@
+"""Maildir reader: one Maildir, or a Dovecot-style template tree of per-user Maildirs.
+
+``maildir:/srv/mail/alice/Maildir`` is one Maildir; its units have no user.
+``maildir:/var/vmail/%d/%n/Maildir`` is a tree walked below its fixed root
+(``/var/vmail``), one directory level per template component; each unit's
+user comes from the variables (see ``restore.stores.template``). A directory
+whose name is not a valid mailbox name (``restore.recipients``) is reported
+as unreadable and never entered.
+
+Folders are Maildir++: the Maildir itself is INBOX, ``.Sent`` is "Sent",
+``.Archive.2017`` is "Archive/2017", and modified UTF-7 is decoded
+(``.&AMQ-rger`` is "Ärger"). Messages are the files in ``cur/`` and
+``new/``; ``tmp/`` and Dovecot's index files are never read. A message file
+may be compressed (Dovecot zlib / mail_compress plugin): told by magic bytes.
+
+A unit's ``ref`` is the file's path relative to the store root (the
+Maildir, or the template's fixed root) without the ``:2,FLAGS`` info suffix,
+e.g. ``example.com/alice/Maildir/.Sent/cur/1512767585.M1P2.host,S=4123``: a
+client setting a flag renames the file but neither changes its ref nor, as
+the rename keeps the mtime, its stamp. ``open_ref`` finds the file in
+``cur/`` or ``new/`` whatever its flags are now. ``Item.delivered`` is the
+file's mtime.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+
+from restore.errors import StoreError, UnreadableItem
+from restore.recipients import invalid_mailbox_reason
+from restore.stores.base import Item, Store, Unit, Unreadable
+from restore.stores.files import (
+    OUTSIDE_ROOT,
+    Refused,
+    StoreRoot,
+    failure_reason,
+    read_message,
+    stamp,
+)
+from restore.stores.template import PathTemplate, is_template
+
+MESSAGE_DIRS = ("cur", "new")
+INFO_SEPARATOR = ":2,"
+
+
+def message_stem(name: str) -> str:
+    """A message file name without its ``:2,FLAGS`` suffix."""
+    return name.partition(INFO_SEPARATOR)[0]
+
+
+def decode_mutf7(name: str) -> str:
+    """IMAP modified UTF-7 (RFC 3501) to text; a malformed name is kept as written."""
+    out, rest = [], name
+    while "&" in rest:
+        before, _, after = rest.partition("&")
+        encoded, dash, rest = after.partition("-")
+        if not dash:
+            return name
+        out.append(before)
+        if not encoded:
+            out.append("&")
+            continue
+        try:
+            raw = base64.b64decode(encoded.replace(",", "/") + "=" * (-len(encoded) % 4))
+            out.append(raw.decode("utf-16-be"))
+        except ValueError:
+            return name
+    out.append(rest)
+    return "".join(out)
+
+
+def folder_name(directory: str) -> str:
+    """``.Archive.2017`` -> ``Archive/2017``; the Maildir itself (``""``) -> ``INBOX``."""
+    if not directory:
+        return "INBOX"
+    return "/".join(decode_mutf7(part) for part in directory.lstrip(".").split("."))
+
+
+class MaildirStore(Store):
+    kind = "maildir"
+
+    def __init__(self, spec: str, path: str):
+        super().__init__(spec)
+        self.template = PathTemplate(path) if is_template(path) else None
+        self.root = StoreRoot(self.template.root if self.template else path, spec)
+        if self.template is None and not any(
+            os.path.isdir(os.path.join(self.root.path, sub)) for sub in MESSAGE_DIRS
+        ):
+            raise StoreError(f"{spec}: {self.root.path} is not a Maildir (no cur/ or new/)")
+        self._index_dir = ""
+        self._index: dict[str, str] = {}
+
+    # -- listing -------------------------------------------------------------
+
+    def users(self) -> set[str] | None:
+        if self.template is None:
+            return None
+        return {user for user, _ in self._mailboxes() if user is not None}
+
+    def units(self) -> Iterator[Unit | Unreadable]:
+        for user, maildir in self._mailboxes():
+            if isinstance(maildir, Refused):
+                yield Unreadable(Unit(maildir.rel, ""), maildir.rel, maildir.reason)
+                continue
+            for folder in self._folders(maildir):
+                if isinstance(folder, Refused):
+                    yield Unreadable(Unit(folder.rel, "", user=user), folder.rel, folder.reason)
+                    continue
+                yield from self._folder_units(*folder, user)
+
+    def _mailboxes(self) -> Iterator[tuple[str | None, str | Refused]]:
+        """(user, Maildir path) for every mailbox; (None, Refused) for a rejected one."""
+        if self.template is None:
+            yield None, self.root.path
+            return
+        yield from self._descend(self.root.path, 0, {})
+
+    def _descend(
+        self, directory: str, depth: int, variables: dict[str, str]
+    ) -> Iterator[tuple[str | None, str | Refused]]:
+        assert self.template is not None
+        components = self.template.components
+        if depth == len(components):
+            user = self.template.user(variables)
+            reason = invalid_mailbox_reason(user)
+            if reason:
+                yield None, Refused(self.root.rel(directory), f"not a valid mailbox name: {reason}")
+            else:
+                yield user, directory
+            return
+        component = components[depth]
+        if component.literal is not None:
+            path = os.path.join(directory, component.literal)
+            if os.path.isdir(path):
+                yield from self._enter(path, depth, variables, {})
+            return
+        for entry in self._list(directory):
+            if isinstance(entry, Refused):
+                yield None, entry
+                continue
+            captured = component.match(entry.name)
+            if captured is None or not entry.is_dir():
+                continue
+            yield from self._enter(entry.path, depth, variables, captured)
+
+    def _enter(
+        self, path: str, depth: int, variables: dict[str, str], captured: dict[str, str]
+    ) -> Iterator[tuple[str | None, str | Refused]]:
+        if any(variables.get(k, v) != v for k, v in captured.items()):
+            return  # a variable repeated in the template took two values
+        if not self.root.contains(path):
+            yield None, Refused(self.root.rel(path), OUTSIDE_ROOT)
+            return
+        yield from self._descend(path, depth + 1, variables | captured)
+
+    def _list(self, directory: str) -> Sequence[os.DirEntry[str] | Refused]:
+        """A directory's entries in name order (hidden ones too: they may be bad user names)."""
+        try:
+            with os.scandir(directory) as it:
+                return sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            return [Refused(self.root.rel(directory), f"cannot list directory: {failure_reason(exc)}")]
+
+    def _folders(self, maildir: str) -> Iterator[tuple[str, str] | Refused]:
+        """(folder directory, folder name) of INBOX and every Maildir++ subfolder."""
+        yield maildir, "INBOX"
+        for entry in self._list(maildir):
+            if isinstance(entry, Refused):
+                yield entry
+            elif entry.name.startswith(".") and entry.name not in (".", ".."):
+                if problem := self.root.entry_problem(entry):
+                    yield Refused(self.root.rel(entry.path), problem)
+                elif os.path.isdir(os.path.join(entry.path, "cur")):
+                    yield entry.path, folder_name(entry.name)
+
+    def _folder_units(
+        self, folder_dir: str, folder: str, user: str | None
+    ) -> Iterator[Unit | Unreadable]:
+        for sub in MESSAGE_DIRS:
+            directory = os.path.join(folder_dir, sub)
+            if not os.path.isdir(directory):
+                continue
+            if not self.root.contains(directory):
+                rel = self.root.rel(directory)
+                yield Unreadable(Unit(rel, "", folder, user), rel, OUTSIDE_ROOT)
+                continue
+            for entry in self._list(directory):
+                if isinstance(entry, Refused):
+                    yield Unreadable(Unit(entry.rel, "", folder, user), entry.rel, entry.reason)
+                    continue
+                if entry.name.startswith("."):
+                    continue
+                rel = self.root.rel(entry.path)
+                problem = self.root.entry_problem(entry)
+                try:
+                    st = entry.stat()
+                except OSError as exc:
+                    problem = problem or failure_reason(exc)
+                if not problem and not stat.S_ISREG(st.st_mode):
+                    problem = "not a regular file"
+                ref = f"{self.root.rel(directory)}/{message_stem(entry.name)}"
+                if problem:
+                    yield Unreadable(Unit(ref, "", folder, user), rel, problem)
+                    continue
+                yield Unit(ref, stamp(st), folder, user, size=st.st_size)
+
+    # -- reading -------------------------------------------------------------
+
+    def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
+        for unit in units:
+            try:
+                path = self._find(unit.ref)
+                delivered = os.stat(path).st_mtime
+                data = read_message(path, unit.ref)
+            except UnreadableItem as exc:
+                yield Unreadable(unit, exc.where, exc.reason)
+                continue
+            except OSError as exc:
+                yield Unreadable(unit, unit.ref, failure_reason(exc))
+                continue
+            yield Item(unit, unit.ref, data, delivered)
+
+    def open_ref(self, ref: str) -> bytes:
+        return read_message(self._find(ref), ref)
+
+    def _find(self, ref: str) -> str:
+        """The message file a ref names, in ``cur/`` or ``new/``, whatever its flags."""
+        folder_ref, _, sub_and_stem = ref.rpartition("/")
+        head, _, sub = folder_ref.rpartition("/")
+        stem = sub_and_stem
+        if sub not in MESSAGE_DIRS or not stem or INFO_SEPARATOR in stem:
+            raise UnreadableItem(ref, "not a Maildir message reference")
+        folder_dir = self.root.locate(head) if head else self.root.path
+        if self._index_dir != folder_dir:
+            self._index, self._index_dir = self._build_index(folder_dir), folder_dir
+        name = self._index.get(stem)
+        if name is None or not os.path.lexists(os.path.join(folder_dir, name)):
+            # moved to cur/ or flags changed since the folder was indexed
+            self._index = self._build_index(folder_dir)
+            name = self._index.get(stem)
+        if name is None:
+            raise UnreadableItem(ref, "no such message (expunged?)")
+        path = os.path.join(folder_dir, name)
+        if not self.root.contains(path):
+            raise UnreadableItem(ref, OUTSIDE_ROOT)
+        return path
+
+    @staticmethod
+    def _build_index(folder_dir: str) -> dict[str, str]:
+        """Message stem -> ``cur/NAME`` or ``new/NAME`` for one folder (one folder in memory)."""
+        index: dict[str, str] = {}
+        for sub in MESSAGE_DIRS:
+            try:
+                with os.scandir(os.path.join(folder_dir, sub)) as it:
+                    for entry in it:
+                        index.setdefault(message_stem(entry.name), f"{sub}/{entry.name}")
+            except OSError:
+                continue
+        return index

@@ -1,0 +1,253 @@
+"""mbox reader: one file, a directory tree of them, or a glob; gzip/zstd streamed.
+
+Splitting rule (mboxo/mboxrd, as written by MTAs and Dovecot): a message
+starts at a line beginning with ``From `` that is the first line of the file
+or follows an empty line. A ``From `` line without an empty line before it
+is body text. A message is the bytes after its ``From `` line up to the next
+one, less the one empty line that separates messages (also at the end of
+the file); one ``>`` is removed from lines matching ``^>+From `` (mboxrd
+unquoting). A file whose first line is not a ``From `` line is not an mbox
+and is reported unreadable; an empty file is an empty mbox.
+
+A unit is one file (stamp: size and mtime). An item's ref is
+``RELPATH:OFFSET``, OFFSET being the byte offset of its ``From `` line in
+the decompressed stream; ``open_ref`` re-reads that one message (a
+compressed file is decompressed up to there). ``Item.delivered`` is the
+date of the ``From `` line (asctime, taken as UTC) when it has one.
+
+Incremental reading of append-only files: ``read`` starts a unit at
+``unit.resume`` when a message (or the end of the data) starts there. When it
+does not, the file was rewritten rather than appended to, and the whole file
+is read again from offset 0 — the caller sees that from the first item's
+offset being below ``unit.resume``. After a unit has been read to its end
+without error, ``end_offset(unit)`` gives the offset to resume from next time.
+
+A compressed stream damaged midway: the messages before the damage are
+good (each was closed by the next ``From `` line); the message being read is
+reported unreadable with the reason, and the rest of the file is lost.
+Hidden files and directories (``.imap``, ``.subscriptions``) are skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+from restore.errors import StoreError, UnreadableItem
+from restore.stores.base import Item, Store, Unit, Unreadable
+from restore.stores.compression import READ_SIZE, CorruptData, open_stream
+from restore.stores.files import Found, Refused, StoreRoot, failure_reason, stamp
+from restore.stores.sniff import not_a_message_reason
+
+FROM_LINE = b"From "
+BLANK_LINES = (b"\n", b"\r\n")
+QUOTED_FROM = re.compile(rb">+From ")
+MONTHS = {m.encode(): i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+# "From alice@example.com Fri Dec  8 21:13:05 2017": search, since the sender
+# part may itself hold spaces.
+ASCTIME = re.compile(
+    rb"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+([A-Z][a-z]{2})\s+(\d{1,2})\s+"
+    rb"(\d{1,2}):(\d{2})(?::(\d{2}))?\s+(\d{4})"
+)
+GLOB_CHARS = re.compile(r"[*?\[]")
+NOT_MBOX = "not an mbox (does not start with a 'From ' line)"
+
+
+def from_line_date(line: bytes) -> float | None:
+    """Epoch seconds of a ``From `` line's asctime date (UTC), or None."""
+    m = ASCTIME.search(line)
+    if not m or m.group(1) not in MONTHS:
+        return None
+    try:
+        when = datetime(
+            int(m.group(6)), MONTHS[m.group(1)], int(m.group(2)),
+            int(m.group(3)), int(m.group(4)), int(m.group(5) or 0), tzinfo=UTC,
+        )
+    except ValueError:
+        return None
+    return when.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    offset: int         # of the From_ line, in the decompressed stream
+    from_line: bytes
+    data: bytes         # From_ line dropped, separator dropped, mboxrd unquoted
+
+
+class MboxReader:
+    """Splits one decompressed mbox stream into messages.
+
+    ``current`` is the offset of the message being read (where to report a
+    failure), ``end`` the offset just past the last line read.
+    """
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self._first = b""
+        self.current = 0
+        self.end = 0
+
+    @property
+    def in_message(self) -> bool:
+        return self.end > self.current
+
+    def seek(self, offset: int) -> bool:
+        """Go to ``offset``; True when a message or the end of the data starts there."""
+        if offset and not self._skip(offset):
+            return False
+        self.current = self.end = offset
+        self._first = self._stream.readline()
+        return not self._first or self._first.startswith(FROM_LINE)
+
+    def _skip(self, offset: int) -> bool:
+        if self._stream.seekable():
+            if offset > os.fstat(self._stream.fileno()).st_size:
+                return False
+            self._stream.seek(offset)
+            return True
+        remaining = offset
+        while remaining:
+            chunk = self._stream.read(min(remaining, READ_SIZE))
+            if not chunk:
+                return False
+            remaining -= len(chunk)
+        return True
+
+    def messages(self) -> Iterator[RawMessage]:
+        line = self._first
+        if not line:
+            return
+        from_line, lines = line, list[bytes]()
+        self.end += len(line)
+        after_blank = False
+        for line in iter(self._stream.readline, b""):
+            if after_blank and line.startswith(FROM_LINE):
+                yield RawMessage(self.current, from_line, _body(lines))
+                self.current, from_line, lines = self.end, line, []
+            else:
+                lines.append(line)
+            after_blank = line in BLANK_LINES
+            self.end += len(line)
+        yield RawMessage(self.current, from_line, _body(lines))
+
+
+def _body(lines: list[bytes]) -> bytes:
+    if lines and lines[-1] in BLANK_LINES:
+        lines.pop()
+    return b"".join(line[1:] if QUOTED_FROM.match(line) else line for line in lines)
+
+
+def folder_name(rel: str) -> str:
+    """``Sent.mbox.gz`` -> ``Sent``; ``inbox`` -> ``INBOX``."""
+    name = rel
+    for suffix in (".gz", ".zst", ".mbox"):
+        name = name.removesuffix(suffix)
+    return "INBOX" if name.lower() == "inbox" else name
+
+
+class MboxStore(Store):
+    kind = "mbox"
+
+    def __init__(self, spec: str, path: str):
+        super().__init__(spec)
+        self._pattern = path if GLOB_CHARS.search(path) else None
+        self._single: str | None = None
+        if self._pattern:
+            fixed = path[: GLOB_CHARS.search(path).start()]  # type: ignore[union-attr]
+            self.root = StoreRoot(os.path.dirname(fixed) or ".", spec)
+            if next(glob.iglob(path, recursive=True), None) is None:
+                raise StoreError(f"{spec}: no file matches {path}")
+        elif os.path.isfile(path):
+            path = os.path.realpath(path)  # the file named is trusted, wherever it lives
+            self.root = StoreRoot(os.path.dirname(path), spec)
+            self._single = os.path.basename(path)
+        else:
+            self.root = StoreRoot(path, spec)
+        self._ends: dict[str, int] = {}
+
+    def _files(self) -> Iterator[Found | Refused]:
+        if self._single:
+            yield self.root.examine(os.path.join(self.root.path, self._single))
+        elif self._pattern:
+            for match in sorted(glob.iglob(self._pattern, recursive=True)):
+                if os.path.isdir(match) and not os.path.islink(match):
+                    yield from self.root.walk(match)
+                else:
+                    yield self.root.examine(match)
+        else:
+            yield from self.root.walk()
+
+    def units(self) -> Iterator[Unit | Unreadable]:
+        for found in self._files():
+            if isinstance(found, Refused):
+                yield Unreadable(Unit(found.rel, ""), found.rel, found.reason)
+                continue
+            folder = "INBOX" if self._single else folder_name(found.rel)
+            yield Unit(found.rel, stamp(found.stat), folder, size=found.stat.st_size)
+
+    def end_offset(self, unit: Unit) -> int | None:
+        """Where the last full read of ``unit`` ended, to pass as ``resume`` next time."""
+        return self._ends.get(unit.ref)
+
+    def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
+        for unit in units:
+            self._ends.pop(unit.ref, None)
+            try:
+                path = self.root.locate(unit.ref)
+            except UnreadableItem as exc:
+                yield Unreadable(unit, exc.where, exc.reason)
+                continue
+            yield from self._read_file(unit, path, unit.resume)
+
+    def _read_file(self, unit: Unit, path: str, start: int) -> Iterator[Item | Unreadable]:
+        reader = None
+        try:
+            with open_stream(path) as stream:
+                reader = MboxReader(stream)
+                if reader.seek(start):
+                    yield from self._items(unit, reader)
+                    self._ends[unit.ref] = reader.end
+                    return
+        except (CorruptData, OSError) as exc:
+            where = f"{unit.ref}:{reader.current}" if reader and reader.in_message else unit.ref
+            yield Unreadable(unit, where, failure_reason(exc))
+            return
+        if start:
+            yield from self._read_file(unit, path, 0)  # rewritten, not appended to
+        else:
+            yield Unreadable(unit, unit.ref, NOT_MBOX)
+
+    @staticmethod
+    def _items(unit: Unit, reader: MboxReader) -> Iterator[Item | Unreadable]:
+        for raw in reader.messages():
+            ref = f"{unit.ref}:{raw.offset}"
+            reason = not_a_message_reason(raw.data)
+            if reason:
+                yield Unreadable(unit, ref, reason)
+            else:
+                yield Item(unit, ref, raw.data, from_line_date(raw.from_line))
+
+    def open_ref(self, ref: str) -> bytes:
+        rel, _, offset_text = ref.rpartition(":")
+        if not rel or not re.fullmatch(r"[0-9]+", offset_text):
+            raise UnreadableItem(ref, "not an mbox reference (PATH:OFFSET)")
+        offset = int(offset_text)
+        path = self.root.locate(rel)
+        try:
+            with open_stream(path) as stream:
+                reader = MboxReader(stream)
+                raw = next(reader.messages(), None) if reader.seek(offset) else None
+        except (CorruptData, OSError) as exc:
+            raise UnreadableItem(ref, failure_reason(exc)) from None
+        if raw is None:
+            raise UnreadableItem(ref, f"no message starts at offset {offset}")
+        reason = not_a_message_reason(raw.data)
+        if reason:
+            raise UnreadableItem(ref, reason)
+        return raw.data

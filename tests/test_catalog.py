@@ -1,0 +1,119 @@
+"""The catalog re-reads only what changed, and forgets what vanished."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import pytest
+
+from restore.catalog import Catalog
+from restore.stores import open_store
+
+
+def scan(catalog: Catalog, spec: str):
+    store = open_store(spec)
+    try:
+        return catalog.refresh(store)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    cat = Catalog(tmp_path / "catalog.sqlite")
+    yield cat
+    cat.close()
+
+
+def test_second_scan_of_unchanged_maildir_reads_nothing(catalog, mail_factory, tmp_path):
+    msgs = [mail_factory.make_message(subject=f"m{i}") for i in range(20)]
+    mail_factory.write_maildir(tmp_path / "md", {"INBOX": msgs[:15], "Sent": msgs[15:]})
+    _, first = scan(catalog, f"maildir:{tmp_path / 'md'}")
+    _, second = scan(catalog, f"maildir:{tmp_path / 'md'}")
+    assert (first.read, first.messages) == (20, 20)
+    assert (second.read, second.reused, second.messages) == (0, 20, 20)
+
+
+def test_flag_change_rereads_nothing_and_new_file_is_read_alone(catalog, mail_factory, tmp_path):
+    md = tmp_path / "md"
+    paths = mail_factory.write_maildir(md, {"INBOX": [mail_factory.make_message() for _ in range(5)]},
+                                       flags="")
+    scan(catalog, f"maildir:{md}")
+    os.rename(paths[0], str(paths[0]).replace(":2,", ":2,S"))      # a client marked it seen
+    mail_factory.write_maildir(md, {"INBOX": [mail_factory.make_message()]})
+    _, stats = scan(catalog, f"maildir:{md}")
+    assert (stats.read, stats.reused, stats.messages) == (1, 5, 6)
+
+
+def test_vanished_files_are_dropped(catalog, mail_factory, tmp_path):
+    paths = mail_factory.write_eml_tree(tmp_path / "gw", [mail_factory.make_message() for _ in range(4)])
+    scan(catalog, f"eml:{tmp_path / 'gw'}")
+    paths[0].unlink()
+    _, stats = scan(catalog, f"eml:{tmp_path / 'gw'}")
+    assert (stats.dropped, stats.messages) == (1, 3)
+
+
+def test_changed_file_is_reread_and_its_old_record_replaced(catalog, mail_factory, tmp_path):
+    [path] = mail_factory.write_eml_tree(tmp_path / "gw", [mail_factory.make_message(subject="old")])
+    sid, _ = scan(catalog, f"eml:{tmp_path / 'gw'}")
+    [before] = list(catalog.records(sid, "x"))
+    path.write_bytes(mail_factory.make_message(message_id="<other@x>"))
+    _, stats = scan(catalog, f"eml:{tmp_path / 'gw'}")
+    [after] = list(catalog.records(sid, "x"))
+    assert stats.read == 1
+    assert after.message_id == "<other@x>" and after.key != before.key
+
+
+def test_appended_mbox_is_read_from_its_old_end(catalog, mail_factory, tmp_path):
+    box = tmp_path / "archive.mbox"
+    first = [mail_factory.make_message(subject=f"a{i}") for i in range(3)]
+    mail_factory.write_mbox(box, first)
+    sid, _ = scan(catalog, f"mbox:{box}")
+    before = {r.ref for r in catalog.records(sid, "x")}
+    later = [mail_factory.make_message(subject=f"b{i}") for i in range(2)]
+    mail_factory.write_mbox(tmp_path / "more.mbox", later)
+    with open(box, "ab") as fh:
+        fh.write((tmp_path / "more.mbox").read_bytes())
+    store = open_store(f"mbox:{box}")
+    reads = []
+    original = store.read
+    store.read = lambda units: (reads.append([u.resume for u in units]) or original(units))
+    _, stats = catalog.refresh(store)
+    records = list(catalog.records(sid, "x"))
+    assert stats.messages == 5 and len({r.key for r in records}) == 5
+    assert before <= {r.ref for r in records}
+    assert reads[0][0] > 0, "the grown mbox must be resumed, not re-read from 0"
+
+
+def test_rewritten_mbox_replaces_its_records(catalog, mail_factory, tmp_path):
+    box = tmp_path / "archive.mbox"
+    mail_factory.write_mbox(box, [mail_factory.make_message(subject=f"a{i}") for i in range(3)])
+    sid, _ = scan(catalog, f"mbox:{box}")
+    # expunged one message and appended two: the file is longer but not an append
+    mail_factory.write_mbox(box, [mail_factory.make_message(subject=f"c{i}", body="x" * 400)
+                                  for i in range(4)])
+    _, stats = scan(catalog, f"mbox:{box}")
+    subjects = {r.key for r in catalog.records(sid, "x")}
+    assert stats.messages == 4 and len(subjects) == 4
+
+
+def test_received_time_prefers_received_header_then_store_time(catalog, mail_factory, tmp_path):
+    t_recv = datetime(2017, 12, 8, 21, 13, 5, tzinfo=UTC)
+    t_file = datetime(2017, 12, 9, 8, 0, tzinfo=UTC)
+    with_recv = mail_factory.make_message(received=t_recv)
+    without = mail_factory.make_message()
+    mail_factory.write_eml_tree(tmp_path / "gw", [with_recv, without], mtime=t_file)
+    sid, _ = scan(catalog, f"eml:{tmp_path / 'gw'}")
+    got = sorted((r.received, r.received_from) for r in catalog.records(sid, "x"))
+    assert got == [(t_recv.timestamp(), "received"), (t_file.timestamp(), "delivered")]
+
+
+def test_unreadable_items_are_recorded_with_reasons(catalog, mail_factory, tmp_path):
+    gw = tmp_path / "gw"
+    mail_factory.write_eml_tree(gw, [mail_factory.make_message()])
+    (gw / "empty.eml").write_bytes(b"")
+    sid, stats = scan(catalog, f"eml:{gw}")
+    assert stats.messages == 1 and stats.unreadable == 1
+    [problem] = catalog.problems(sid)
+    assert problem.where == "empty.eml" and problem.reason
