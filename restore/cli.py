@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from restore import __version__, report
+from restore import audit as auditing
 from restore.catalog import Catalog
 from restore.diff import DiffSettings, where
 from restore.errors import MailrestoreError, UsageError
@@ -159,7 +162,7 @@ def save_plan(path: str, entries) -> int:
 @reading_options
 @imap_options
 @json_option
-def scan(store: str, **opts: object) -> None:
+def scan(store: str, **opts: Any) -> None:
     """Fingerprint STORE into the catalog and count its messages.
 
     Prints messages per user and folder, the time span, and every unreadable
@@ -201,9 +204,41 @@ def scan(store: str, **opts: object) -> None:
               help="Width of one bar of the chart.")
 @click.option("--svg", type=click.Path(dir_okay=False), help="Also save the chart as an SVG file.")
 @window_options
-def timeline(**opts: object) -> None:
-    """Chart archive and replica arrivals per hour or day, with the gap highlighted."""
-    _not_ready("timeline")
+def timeline(**opts: Any) -> None:
+    """Chart archive and replica arrivals per hour or day, with the gap highlighted.
+
+    Green: archive mail the replica has; red: archive mail it lacks; blue:
+    what arrived on the replica. The window (detected, or --since/--until)
+    is marked in the margin. --svg saves the same chart for a postmortem.
+    """
+    job = make_job(opts, opts["replica"], *opts["archives"])
+    result = job.diff(opts["archives"], opts["replica"])
+    show_timeline(result, opts["bucket"], opts["only_user"], opts["svg"])
+
+
+def show_timeline(result, bucket: str, user: str | None, svg: str | None,
+                  around_window: int | None = None, with_window: bool = True) -> None:
+    """Draw the chart; ``around_window`` keeps only that many buckets either side of the gap."""
+    from restore import chart
+
+    who = f"user {user}" if user else f"all {len(result.users):,} users"
+    size = chart.BUCKETS[bucket]
+    series = result.series(size, user)
+    w = result.window
+    if around_window is not None and not w.empty:
+        low, high = w.since - around_window * size, w.until + around_window * size
+        series = [row for row in series if low <= row[0] <= high]
+    if not series:
+        click.echo(f"No archive or replica mail to chart for {who}.")
+        return
+    lines = chart.render(series, w, bucket, f"Arrivals per {bucket}, {who}")
+    chart.show(lines, svg)
+    if with_window:
+        click.echo(f"Window: {report.when(w.since)} to {report.when(w.until)} ({w.source})"
+                   if not w.empty else "Window: none")
+        click.echo(f"  {w.evidence}")
+    if svg:
+        click.echo(f"Chart saved to {svg}")
 
 
 @cli.command()
@@ -214,7 +249,7 @@ def timeline(**opts: object) -> None:
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
               help="Write the messages to restore to FILE (JSON Lines).")
 @json_option
-def diff(**opts: object) -> None:
+def diff(**opts: Any) -> None:
     """Class every archive message per user: present, missing, outside-window, ...
 
     Prints the window and how it was found, a table per user, the totals and
@@ -249,7 +284,7 @@ def diff(**opts: object) -> None:
 @inject_options
 @imap_options
 @json_option
-def inject(**opts: object) -> None:
+def inject(**opts: Any) -> None:
     """Append the messages of PLAN to TARGET, exactly once.
 
     Append only: nothing in the target is deleted, overwritten or reordered.
@@ -270,7 +305,7 @@ def inject(**opts: object) -> None:
 @inject_options
 @imap_options
 @json_option
-def restore(**opts: object) -> None:
+def restore(**opts: Any) -> None:
     """Diff and inject in one go: put the gap back into TARGET."""
     _not_ready("restore")
 
@@ -288,17 +323,93 @@ def restore(**opts: object) -> None:
               help="text: silent when clean; json: the diff's fields; nagios: one plugin status line.")
 @click.option("--warning", type=int, default=1, show_default=True, help="Nagios: WARNING at N missing.")
 @click.option("--critical", type=int, default=10, show_default=True, help="Nagios: CRITICAL at N missing.")
-def audit(**opts: object) -> None:
+def audit(**opts: Any) -> None:
     """Cron check: is every archived message of the last window in its mailbox?
 
-    Silent with exit 0 when nothing is missing, so cron mails only on trouble.
+    Checks archive mail received in (now - window, now - grace]. Silent with
+    exit 0 when nothing is missing, so cron mails only on trouble; a report
+    and exit 1 when something is. Two overlapping runs never both run.
     """
-    _not_ready("audit")
+    fmt = opts["fmt"]
+    try:
+        now = parse_time(opts["now"], "--now") if opts["now"] else time.time()
+        window = auditing.parse_duration(opts["window"], "--window")
+        grace = auditing.parse_duration(opts["grace"], "--grace")
+        since, until = auditing.audit_bounds(now, window, grace)
+        opts.update(since=None, until=None)
+        job = make_job(opts, opts["replica"], *opts["archives"], progress=False)
+        job.settings.since, job.settings.until = since, until
+        job.settings.consider_from = since - window
+        lock = auditing.default_lock_path(list(opts["archives"]), opts["replica"])
+        with auditing.exclusive(lock):
+            result = job.diff(opts["archives"], opts["replica"])
+    except MailrestoreError as exc:
+        if fmt != "nagios":
+            raise
+        code, line = auditing.nagios_unknown(str(exc))
+        click.echo(line)
+        raise SystemExit(code) from None
+    missing = result.counts["missing"]
+    findings = result.missing_by_user()
+    if fmt == "nagios":
+        detail = (f"{len(findings)} users" if findings
+                  else f"window {report.when(since)} to {report.when(until)}")
+        code, line = auditing.nagios(missing, opts["warning"], opts["critical"], detail)
+        click.echo(line)
+        raise SystemExit(code)
+    if fmt == "json":
+        doc = result.to_json()
+        doc["missing"] = [{**f, "oldest": iso(f["oldest"]), "newest": iso(f["newest"])}
+                          for f in findings]
+        report.print_json(doc)
+    elif missing:
+        report.print_audit(result, findings)
+    if missing:
+        raise SystemExit(1)
 
 
 @cli.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False),
               help="Where to create the sample incident (default: a new temporary directory).")
-def demo(**opts: object) -> None:
-    """Build a sample incident, diff it, chart it, and print the next commands."""
-    _not_ready("demo")
+def demo(**opts: Any) -> None:
+    """Build a sample incident, diff it, chart it, and print the next commands.
+
+    The incident: a promoted replica of six mailboxes missing five and a half
+    hours of mail, and a gateway archive of zstd-compressed eml files with
+    the usual twists (duplicates, a Bcc recipient, an alias, an unroutable
+    recipient, a corrupt item). Works offline; writes only under --dir.
+    """
+    import tempfile
+
+    from restore.incident import build_incident
+
+    root = Path(opts["directory"] or tempfile.mkdtemp(prefix="mailrestore-demo-"))
+    if root.exists() and any(root.iterdir()):
+        raise UsageError(f"--dir {root}: not empty; give an empty or new directory")
+    incident = build_incident(root)
+    archive = incident.archives[0]
+    alias = f" --alias-map {incident.alias_map}" if incident.alias_map else ""
+    catalog = root / "catalog.sqlite"
+    plan = root / "gap.jsonl"
+    click.echo(f"Sample incident built in {root}")
+    click.echo(f"  replica (promoted backup): {incident.replica}")
+    click.echo(f"  gateway archive:           {archive}")
+    click.echo(f"  the replica lacks the mail received from {report.when(incident.gap_since.timestamp())} "
+               f"to {report.when(incident.gap_until.timestamp())}")
+    click.echo()
+    job = make_job({"catalog": str(catalog), "alias_map": incident.alias_map}, progress=False)
+    result = job.diff(incident.archives, incident.replica)
+    show_timeline(result, "hour", None, None, around_window=4, with_window=False)
+    click.echo()
+    planned = save_plan(str(plan), result.plan())
+    report.print_diff(result, str(plan), planned)
+    common = f"--archive {archive} --replica '{incident.replica}'{alias} --catalog {catalog}"
+    state = root / "journal.sqlite"
+    click.echo()
+    click.echo("Next, try:")
+    click.echo(f"  mailrestore timeline {common} --svg {root / 'timeline.svg'}")
+    click.echo(f"  mailrestore inject {plan} --to '{incident.replica}' --state {state} --dry-run")
+    click.echo(f"  mailrestore inject {plan} --to '{incident.replica}' --state {state}")
+    click.echo(f"  mailrestore diff {common}      # afterwards: 0 missing")
+    click.echo(f"  mailrestore inject {plan} --to '{incident.replica}' --state {state}"
+               "      # again: nothing appended")

@@ -24,7 +24,7 @@ from restore.catalog import Catalog
 from restore.plan import PlanEntry
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, resolve_users
 from restore.stores import split_spec
-from restore.window import Window, best_run, combine, window_from_run
+from restore.window import Window, best_run, combine, extend_run, window_from_run
 
 
 class Class(StrEnum):
@@ -53,6 +53,9 @@ class DiffSettings:
     since: float | None = None          # None: detect
     until: float | None = None
     create_missing: bool = False
+    # Only archive mail received after this is paired at all (the audit's
+    # look-back): an hourly check need not re-classify years of archive.
+    consider_from: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,21 @@ class DiffResult:
                 message_id=mid,
                 fingerprint=key,
             )
+
+    def missing_by_user(self, show_ids: int = 3) -> list[dict]:
+        """Per user with missing mail: how many, the oldest and newest, a few Message-IDs."""
+        found = []
+        for user, n, oldest, newest in self.catalog.db.execute(
+            "SELECT user, COUNT(*), MIN(received), MAX(received) FROM pairs"
+            " WHERE class = 'missing' GROUP BY user ORDER BY user"
+        ):
+            ids = [mid for (mid,) in self.catalog.db.execute(
+                "SELECT COALESCE(m.message_id, '(no Message-ID) ' || m.ref) FROM pairs p"
+                " JOIN messages m ON m.id = p.msg WHERE p.class = 'missing' AND p.user = ?"
+                " ORDER BY p.received LIMIT ?", (user, show_ids))]
+            found.append({"user": user, "missing": n, "oldest": oldest, "newest": newest,
+                          "message_ids": ids})
+        return found
 
     def series(self, bucket: int, user: str | None = None) -> list[tuple[float, int, int, int]]:
         """Per time bucket: (start, archive messages, of which absent, replica messages)."""
@@ -201,9 +219,11 @@ def compare(
 
 def _insert_pairs(catalog: Catalog, side: Side, keycol: str, settings: DiffSettings) -> None:
     db = catalog.db
+    since = "" if settings.consider_from is None else " AND received > ?"
+    args = (side.sid,) if settings.consider_from is None else (side.sid, settings.consider_from)
     cursor = db.execute(
-        f"SELECT id, user, received, {keycol}, envelope FROM messages WHERE store = ? ORDER BY id",
-        (side.sid,))
+        f"SELECT id, user, received, {keycol}, envelope FROM messages WHERE store = ?{since}"
+        " ORDER BY id", args)
     while rows := cursor.fetchmany(BATCH):
         out = []
         for msg, path_user, received, key, envelope in rows:
@@ -226,6 +246,10 @@ def _window(catalog: Catalog, settings: DiffSettings) -> Window:
         run = best_run((ts, bool(p)) for ts, p in stream)
         absent_users = active_users = 0
         if run is not None:
+            later = catalog.db.execute(
+                "SELECT received, present FROM pairs WHERE copy = 1 AND routable"
+                " AND received > ? ORDER BY received, present DESC", (run.last_absent,))
+            run = extend_run(run, ((ts, bool(p)) for ts, p in later))
             span = (run.first_absent, run.last_absent)
             absent_users, active_users = catalog.db.execute(
                 "SELECT COUNT(DISTINCT CASE WHEN NOT present THEN user END), COUNT(DISTINCT user)"

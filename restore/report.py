@@ -22,13 +22,17 @@ SHOW_PROBLEMS = 20
 
 
 def console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def print_json(doc: Any) -> None:
@@ -128,9 +132,25 @@ def print_problems(out: Console, problems: list[dict]) -> None:
     out.print("[bold]Problems:[/]")
     unroutable = Counter(p["reason"] for p in problems if p["class"] == "unroutable")
     for reason, n in sorted(unroutable.items()):
-        out.print(f"  unroutable  {n:,} message(s): {reason}")
+        out.print(f"  unroutable  {plural(n, 'message')}: {reason}")
     others = [p for p in problems if p["class"] != "unroutable"]
     for p in others[:SHOW_PROBLEMS]:
         out.print(f"  {p['class']}  {p['where']}: {p['reason']}")
     if len(others) > SHOW_PROBLEMS:
         out.print(f"  ... {len(others) - SHOW_PROBLEMS:,} more (all in --json)")
+
+
+def print_audit(result, findings: list[dict]) -> None:
+    """The cron mail: short, and enough to act on."""
+    out = console()
+    w = result.window
+    total = result.counts["missing"]
+    out.print(f"mailrestore audit: {total:,} archived message(s) received between "
+              f"{when(w.since)} and {when(w.until)} are not in their mailbox.")
+    for f in findings:
+        out.print(f"  {f['user']}: {f['missing']:,} missing, received {when(f['oldest'])} "
+                  f"to {when(f['newest'])}")
+        for mid in f["message_ids"]:
+            out.print(f"      {mid}")
+    out.print("Next: mailrestore diff with the same stores and --since/--until to see them, "
+              "add --plan FILE, then mailrestore inject.")

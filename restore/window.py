@@ -1,12 +1,19 @@
 """Finding the gap: where the archive has mail the replica lacks, for most users.
 
 The archive's (user, message) pairs, in received-time order, are a sequence
-of "present" and "absent". The gap is the stretch that is overwhelmingly
-absent: the best-scoring run when an absent pair scores +1 and a present one
-costs ``PRESENT_COST`` (a few late arrivals through a backup MX do not split
-it; a user's scattered deletions do not make one). A run only counts as a gap
-when it touches most of the users that had mail during it, so one user who
-deleted a day of mail does not become a failover.
+of "present" and "absent". Before the gap nearly everything is present (an
+absent message there was deleted by its user); inside it nearly everything
+is absent, except late arrivals that a backup MX queued and delivered after
+the gap; after it, everything is present again.
+
+So the gap is found in two steps. Its core is the best-scoring run when an
+absent pair scores +1 and a present one costs ``PRESENT_COST``: scattered
+deletions do not make one, and its start is sharp. Then its end is pushed on
+over any stretch that is still at least a quarter absent
+(``TAIL_PRESENT_COST``), because late arrivals thin out the absent mail near
+the end of a gap without ending it. A run only counts as a gap when it
+touches most of the users that had mail during it, so one user who deleted a
+day of mail does not become a failover.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 PRESENT_COST = 3
+TAIL_PRESENT_COST = 1 / 3
 MIN_USER_SHARE = 0.5
 
 
@@ -72,7 +80,10 @@ def best_run(timeline: Iterable[tuple[float, bool]]) -> Run | None:
             if open_run:
                 score -= PRESENT_COST
                 present += 1
-                if score <= 0:
+                # A run survives one late arrival right after its first absent
+                # messages: closing it there would start the gap after them and
+                # leave them outside the window, never restored.
+                if score <= -PRESENT_COST:
                     open_run = False
             if best is not None and best.first_present_after is None and ts > best.last_absent:
                 best = _with_after(best, ts)
@@ -92,6 +103,32 @@ def _with_after(run: Run, ts: float) -> Run:
     return Run(run.first_absent, run.last_absent, run.last_present_before, ts, run.absent, run.present)
 
 
+def extend_run(run: Run, later: Iterable[tuple[float, bool]]) -> Run:
+    """Push the end of ``run`` over what follows it while that is still partly absent.
+
+    ``later`` is the (time, present) sequence received after ``run.last_absent``.
+    """
+    score = best = 0.0
+    absent = present = 0
+    extended = run
+    for ts, is_present in later:
+        if is_present:
+            score -= TAIL_PRESENT_COST
+            present += 1
+            if extended.first_present_after is None:
+                extended = _with_after(extended, ts)
+            if score < -1:          # a whole absent message's worth of presence: mail is back
+                break
+            continue
+        score += 1
+        absent += 1
+        if score > best:
+            best = score
+            extended = Run(run.first_absent, ts, run.last_present_before, None,
+                           run.absent + absent, run.present + present)
+    return extended
+
+
 def window_from_run(run: Run | None, users_absent: int, users_active: int) -> Window:
     """Turn the best run into a window, or say why there is no gap."""
     if run is None:
@@ -104,14 +141,18 @@ def window_from_run(run: Run | None, users_absent: int, users_active: int) -> Wi
             f"{iso(run.last_absent)}) looks like deletions, not a failover; "
             "give --since/--until to restore it anyway",
         )
-    since = run.last_present_before if run.last_present_before is not None else run.first_absent - 1
+    since = run.last_present_before
+    if since is None or since >= run.first_absent:
+        # A present message in the same second as the first absent one: the
+        # window's since is exclusive, so it must lie before that second.
+        since = run.first_absent - 1
     after = (f"inbound mail reaches the replica again at {iso(run.first_present_after)}"
              if run.first_present_after is not None else "no mail reached the replica after it")
     evidence = (
         f"auto: {run.absent} archive messages for {users_absent} of {users_active} users "
         f"are absent from the replica after its last replicated message at {iso(since)}; "
         f"the last absent one was received at {iso(run.last_absent)}; {after}"
-        + (f"; {run.present} messages inside arrived late and are present" if run.present else "")
+        + (f"; {run.present} inside arrived late (backup MX) and are present" if run.present else "")
     )
     return Window(since, run.last_absent, "auto", evidence)
 

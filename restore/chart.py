@@ -1,0 +1,64 @@
+"""The timeline chart: archive and replica arrivals per hour or day, the gap highlighted.
+
+Drawn with rich in the terminal; ``--svg`` records the very same chart with
+rich's SVG export, so it can be opened in a browser or pasted into a postmortem.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.text import Text
+
+from restore.window import Window
+
+BAR_WIDTH = 40
+BUCKETS = {"hour": 3600, "day": 86400}
+
+
+def render(series: list[tuple[float, int, int, int]], window: Window, bucket: str,
+           title: str) -> list[Text]:
+    """Lines of the chart: one row per bucket, archive bar above replica bar."""
+    size = BUCKETS[bucket]
+    fmt = "%Y-%m-%d %H:%M" if bucket == "hour" else "%Y-%m-%d"
+    peak = max((max(a, r) for _, a, _, r in series), default=0) or 1
+    lines = [Text(title, style="bold"),
+             Text.assemble(("█", "green"), " archive, present on the replica   ",
+                           ("█", "red"), " archive, absent from the replica   ",
+                           ("█", "blue"), " replica arrivals   ",
+                           ("▌", "yellow"), " inside the window"),
+             Text("")]
+    for start, archived, absent, replica in series:
+        in_gap = (not window.empty and start + size > (window.since or 0)
+                  and start <= (window.until or 0))
+        label = datetime.fromtimestamp(start, UTC).strftime(fmt)
+        present_w = _width(archived - absent, peak)
+        absent_w = _width(absent, peak) if absent else 0
+        line = Text.assemble(
+            ("▌" if in_gap else " ", "yellow"), f"{label} ",
+            ("█" * present_w, "green"), ("█" * absent_w, "red"),
+            " " * (BAR_WIDTH - present_w - absent_w),
+            f" {archived:>6,} archived",
+            (f" {absent:>6,} absent" if absent else " " * 14, "red" if absent else ""),
+        )
+        lines.append(line)
+        lines.append(Text.assemble(
+            "  " + " " * len(label), ("█" * _width(replica, peak), "blue"),
+            " " * (BAR_WIDTH - _width(replica, peak)), f" {replica:>6,} on replica"))
+    return lines
+
+
+def _width(n: int, peak: int) -> int:
+    if n <= 0:
+        return 0
+    return max(1, round(n * BAR_WIDTH / peak))
+
+
+def show(lines: list[Text], svg: str | None = None) -> None:
+    out = Console(file=sys.stdout, highlight=False, record=bool(svg), width=100)
+    for line in lines:
+        out.print(line, no_wrap=True, overflow="crop")
+    if svg:
+        out.save_svg(svg, title="mailrestore timeline")

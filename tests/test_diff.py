@@ -1,0 +1,145 @@
+"""End to end: the diff of a generated incident finds exactly what the incident's truth says."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from restore.cli import cli
+from restore.incident import build_incident
+from restore.plan import read_plan
+from restore.stores import open_store
+
+KEY = re.compile(rb"^X-Incident-Key: *(\S+)", re.MULTILINE)
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def diff_args(incident, tmp_path: Path, *extra: str) -> list[str]:
+    args = ["diff", "--replica", incident.replica, "--catalog", str(tmp_path / "catalog.sqlite")]
+    for spec in incident.archives:
+        args += ["--archive", spec]
+    if incident.alias_map:
+        args += ["--alias-map", str(incident.alias_map)]
+    return args + list(extra)
+
+
+def planned_keys(plan: Path) -> set[tuple[str, str]]:
+    keys = set()
+    stores = {}
+    with plan.open() as fh:
+        for entry in read_plan(fh):
+            assert not isinstance(entry, Exception), entry
+            store = stores.setdefault(entry.source, open_store(entry.source))
+            [key] = KEY.findall(store.open_ref(entry.ref))
+            keys.add((entry.user, key.decode()))
+    return keys
+
+
+@pytest.mark.parametrize("formats,compress", [
+    (("eml",), "zst"),
+    (("mbox",), "zst"),
+    (("maildir",), None),
+    (("eml", "mbox", "maildir"), "gz"),
+])
+def test_diff_matches_the_truth(tmp_path, formats, compress):
+    incident = build_incident(tmp_path / "incident", archive_formats=formats, compress=compress)
+    plan = tmp_path / "gap.jsonl"
+    code, out = run(*diff_args(incident, tmp_path, "--json", "--plan", str(plan)))
+    doc = json.loads(out)
+    truth = incident.truth
+    assert doc["counts"] == truth.counts
+    assert code == 1                                   # missing mail is a finding
+    by_user = {u["user"]: u for u in doc["users"]}
+    for user, classes in truth.users.items():
+        if user in by_user:
+            for cls in ("present", "missing", "outside-window", "duplicate"):
+                assert by_user[user][cls] == classes.get(cls, 0), (user, cls)
+    assert planned_keys(plan) == set(truth.missing)
+    assert doc["window"]["source"] == "auto"
+
+
+def datetime_of(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def test_window_is_found_around_the_real_gap(tmp_path):
+    incident = build_incident(tmp_path / "incident")
+    _, out = run(*diff_args(incident, tmp_path, "--json"))
+    window = json.loads(out)["window"]
+    since, until = datetime_of(window["since"]), datetime_of(window["until"])
+    # bounded by the last replicated message and the last absent one inside the gap
+    assert since <= incident.gap_since.timestamp() < until <= incident.gap_until.timestamp()
+    assert "absent from the replica" in window["evidence"]
+
+
+def test_given_window_overrides_detection_and_is_reported(tmp_path):
+    incident = build_incident(tmp_path / "incident")
+    _, out = run(*diff_args(incident, tmp_path, "--json",
+                            "--since", incident.gap_since.isoformat(),
+                            "--until", incident.gap_until.isoformat()))
+    doc = json.loads(out)
+    assert doc["window"]["source"] == "given"
+    assert doc["counts"]["missing"] == incident.truth.counts["missing"]
+
+
+def test_counts_add_up_in_the_human_report(tmp_path):
+    incident = build_incident(tmp_path / "incident")
+    code, out = run(*diff_args(incident, tmp_path))
+    assert code == 1
+    totals = re.search(r"Totals: ([\d,]+) present, ([\d,]+) missing.*?([\d,]+) outside the window, "
+                       r"([\d,]+) duplicate, ([\d,]+) unroutable: ([\d,]+) \(user, message\) pairs",
+                       out, re.S)
+    assert totals, out
+    numbers = [int(n.replace(",", "")) for n in totals.groups()]
+    assert sum(numbers[:5]) == numbers[5]
+    assert "truncated" in out and "unroutable" in out and "Window:" in out
+
+
+def test_without_a_gap_nothing_is_missing_and_exit_is_zero(tmp_path):
+    incident = build_incident(tmp_path / "incident", twists=False)
+    # compare the archive with itself: everything present
+    code, out = run("diff", "--archive", incident.archives[0], "--replica", incident.replica,
+                    "--catalog", str(tmp_path / "c.sqlite"), "--json",
+                    "--since", "2000-01-01T00:00:00", "--until", "2000-01-02T00:00:00")
+    doc = json.loads(out)
+    assert doc["counts"]["missing"] == 0
+
+
+def test_unroutable_recipient_becomes_missing_with_create_missing(tmp_path):
+    incident = build_incident(tmp_path / "incident")
+    _, out = run(*diff_args(incident, tmp_path, "--json", "--create-missing"))
+    doc = json.loads(out)
+    rejected = [p for p in doc["problems"] if p["class"] == "unroutable"]
+    assert rejected and all("rejected" in p["reason"] for p in rejected), \
+        "invalid names stay unroutable even with --create-missing"
+    assert doc["counts"]["unroutable"] < incident.truth.counts["unroutable"]
+
+
+def mailrestore(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "restore", *args], capture_output=True, text=True)
+
+
+def test_bad_store_syntax_is_a_usage_error(tmp_path):
+    done = mailrestore("diff", "--archive", "nonsense:/x", "--replica", "maildir:/y",
+                       "--catalog", str(tmp_path / "c.sqlite"))
+    assert done.returncode == 2
+    assert "bad STORE 'nonsense:/x'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_missing_store_cannot_run(tmp_path):
+    done = mailrestore("diff", "--archive", f"eml:{tmp_path / 'nowhere'}", "--replica",
+                       f"maildir:{tmp_path / 'md'}", "--catalog", str(tmp_path / "c.sqlite"))
+    assert done.returncode == 3
+    assert "nowhere" in done.stderr and "Traceback" not in done.stderr
