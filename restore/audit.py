@@ -1,0 +1,89 @@
+"""The cron check: did every message the gateway accepted reach its mailbox?
+
+Audits archive mail received in ``(now - window, now - grace]``: the grace
+period skips mail that may still be in flight. Silent when clean, so cron
+mails only on trouble; a lock keeps two overlapping runs from both running.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from restore.errors import LockedError, UsageError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+NAGIOS_STATES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``90s``, ``15m``, ``24h``, ``7d`` -> seconds."""
+    m = _DURATION.match(text or "")
+    if not m:
+        raise UsageError(f"{option} {text!r}: expected a duration like 90s, 15m, 24h or 7d")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def audit_bounds(now: float, window: float, grace: float) -> tuple[float, float]:
+    if grace >= window:
+        raise UsageError("--grace must be shorter than --window")
+    return now - window, now - grace
+
+
+@dataclass(frozen=True, slots=True)
+class UserFinding:
+    user: str
+    missing: int
+    oldest: float
+    newest: float
+    message_ids: list[str]
+
+
+def nagios(missing: int, warning: int, critical: int, detail: str = "") -> tuple[int, str]:
+    """One plugin status line with perfdata, and its exit code."""
+    code = 2 if missing >= critical else 1 if missing >= warning else 0
+    text = f"{missing} message{'s' if missing != 1 else ''} missing"
+    if detail:
+        text += f" ({detail})"
+    return code, (f"MAILRESTORE {NAGIOS_STATES[code]} - {text} "
+                  f"| missing={missing};{warning};{critical};0;")
+
+
+def nagios_unknown(reason: str) -> tuple[int, str]:
+    return 3, f"MAILRESTORE UNKNOWN - {reason}"
+
+
+def default_lock_path(archives: list[str], replica: str) -> Path:
+    from platformdirs import user_state_dir
+
+    digest = hashlib.sha256("\0".join([*sorted(archives), replica]).encode()).hexdigest()[:16]
+    return Path(user_state_dir("mailrestore")) / f"audit-{digest}.lock"
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold the audit lock; a second overlapping run fails at once with LockedError."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise LockedError(
+                f"another audit of these stores is still running (pid {holder}, lock {lock_path}); "
+                "this run did nothing"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
