@@ -19,7 +19,9 @@ from restore.identity import facts_of
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.stores.base import Item, Store, Unit, Unreadable
 
-SCHEMA_VERSION = 1
+# Bump when identity or the schema changes what a scan records: an older
+# catalog is then emptied and rebuilt rather than trusted.
+SCHEMA_VERSION = 2
 READ_BATCH = 500
 
 SCHEMA = """
@@ -123,8 +125,12 @@ class Catalog:
         except (OSError, sqlite3.Error) as exc:
             raise UsageError(f"catalog {self.path}: {exc}") from None
         row = self.db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-        if row is None:
-            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        if row is None or row[0] != str(SCHEMA_VERSION):
+            self.db.executescript(
+                "DROP TABLE IF EXISTS stores; DROP TABLE IF EXISTS units;"
+                " DROP TABLE IF EXISTS messages; DROP TABLE IF EXISTS problems;")
+            self.db.executescript(SCHEMA)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()

@@ -255,7 +255,9 @@ def _window(catalog: Catalog, settings: DiffSettings) -> Window:
                 "SELECT COUNT(DISTINCT CASE WHEN NOT present THEN user END), COUNT(DISTINCT user)"
                 " FROM pairs WHERE copy = 1 AND routable AND received BETWEEN ? AND ?", span,
             ).fetchone()
-        auto = window_from_run(run, absent_users, active_users)
+        total_users = catalog.db.execute(
+            "SELECT COUNT(DISTINCT user) FROM pairs WHERE routable").fetchone()[0]
+        auto = window_from_run(run, absent_users, active_users, total_users)
     return combine(auto, settings.since, settings.until)
 
 

@@ -19,6 +19,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from email.utils import parseaddr, parsedate_tz
 
 MATCH_MODES = ("auto", "message-id", "strict")
@@ -83,17 +84,20 @@ def split_message(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
     if data.startswith(b"\n"):
         return [], data[1:]
     block, sep, body = data.partition(b"\n\n")
-    headers: list[tuple[str, str]] = []
+    # Unfolded as bytes and decoded whole: decoding line by line would let a
+    # header's text depend on where it was folded when its lines differ in charset.
+    fields: list[tuple[bytes, list[bytes]]] = []
     for raw in block.split(b"\n"):
         if raw[:1] in (b" ", b"\t"):
-            if headers:
-                name, value = headers[-1]
-                headers[-1] = (name, value + " " + _text(raw).strip())
+            if fields:
+                fields[-1][1].append(raw.strip())
             continue
         name, colon, value = raw.partition(b":")
         if not colon or not name or b" " in name.strip() or len(name) > 200:
             continue
-        headers.append((_text(name).strip().lower(), _text(value).strip()))
+        fields.append((name, [value.strip()]))
+    headers = [(_text(name).strip().lower(), _text(b" ".join(parts)).strip())
+               for name, parts in fields]
     return headers, body
 
 
@@ -113,8 +117,12 @@ def parse_date(value: str | None) -> float | None:
         parsed = parsedate_tz(value)
         if parsed is None:
             return None
-        offset = parsed[9] or 0
-        ts = calendar.timegm((*parsed[:6], 0, 0, 0)) - offset
+        year, month, day, hour, minute, second = parsed[:6]
+        # datetime refuses 31 Feb, 25:61 and zones beyond 24 h, which
+        # timegm would silently roll over into another day. A leap second
+        # (:60) is real, but datetime cannot hold it.
+        zone = timezone(timedelta(seconds=parsed[9] or 0))
+        ts = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=zone).timestamp()
     except (ValueError, TypeError, IndexError, OverflowError):
         return None
     return float(ts) if EARLIEST <= ts < LATEST else None
@@ -178,12 +186,13 @@ def facts_of(
     headers, body = split_message(data)
     first: dict[str, str] = {}
     received: float | None = None
+    topmost_seen = False
     wanted = {h.lower() for h in envelope_headers}
     envelope: dict[str, list[str]] = {}
     for name, value in headers:
         if name == "received":
-            if received is None:
-                received = received_date(value)
+            if not topmost_seen:    # only the topmost counts, even when its date is garbage
+                received, topmost_seen = received_date(value), True
             continue
         if name in wanted:
             envelope.setdefault(name, []).append(value)

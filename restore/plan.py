@@ -7,6 +7,7 @@ validated on read, and a bad line is reported with its number and reason.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -68,6 +69,8 @@ def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry:
         size = int(obj.get("size") or 0)
     except (TypeError, ValueError):
         raise UsageError(f"{where}: size {obj.get('size')!r} is not a number") from None
+    if size < 0:
+        raise UsageError(f"{where}: size {size} is negative")
     mid = obj.get("message_id")
     return PlanEntry(
         user=user,
@@ -85,7 +88,7 @@ def invalid_folder_reason(folder: str) -> str | None:
     """Why a folder name may not be used in a path, or None if it is safe."""
     if not folder or folder.strip() != folder:
         return "empty or padded with spaces"
-    if any(ord(c) < 32 or ord(c) == 127 for c in folder):
+    if any(unicodedata.category(c) == "Cc" for c in folder):   # C0, DEL and C1
         return "contains a control character"
     parts = folder.split("/")
     if any(p in ("", ".", "..") for p in parts):

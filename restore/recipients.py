@@ -9,6 +9,7 @@ reason and never used in a path.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -38,7 +39,7 @@ def invalid_mailbox_reason(user: str) -> str | None:
         return f"longer than {MAX_ADDRESS} characters"
     if "\x00" in user:
         return "contains a NUL byte"
-    if any(ord(c) < 32 or ord(c) == 127 for c in user):
+    if any(unicodedata.category(c) == "Cc" for c in user):   # C0, DEL and C1 (U+0080-U+009F)
         return "contains a control character"
     if "/" in user or "\\" in user:
         return "contains a path separator"

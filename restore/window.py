@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 PRESENT_COST = 3
+EARLIEST = 0.0                        # the open bounds of a half-given window
+LATEST = 4102444800.0                 # 2100-01-01
 TAIL_PRESENT_COST = 1 / 3
 MIN_USER_SHARE = 0.5
+MIN_GAP_MESSAGES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +132,20 @@ def extend_run(run: Run, later: Iterable[tuple[float, bool]]) -> Run:
     return extended
 
 
-def window_from_run(run: Run | None, users_absent: int, users_active: int) -> Window:
-    """Turn the best run into a window, or say why there is no gap."""
+def window_from_run(run: Run | None, users_absent: int, users_active: int,
+                    users_total: int | None = None) -> Window:
+    """Turn the best run into a window, or say why there is no gap.
+
+    A failover hits every mailbox that gets mail while it lasts, so a gap
+    needs at least ``MIN_GAP_MESSAGES`` absent messages, for at least half of
+    the users active then and for two users or more (unless the archive has
+    only one user): a user tidying up a thread at night is no failover.
+    """
     if run is None:
         return Window(None, None, "auto", "no archive message is absent from the replica: no gap")
-    if users_absent < max(1, MIN_USER_SHARE * users_active) or (users_absent == 1 and run.absent < 3):
+    need_users = 1 if users_total == 1 else 2
+    if (users_absent < max(need_users, MIN_USER_SHARE * users_active)
+            or run.absent < MIN_GAP_MESSAGES):
         return Window(
             None, None, "auto",
             f"no gap found: the largest cluster of absent mail ({run.absent} messages, "
@@ -161,6 +173,11 @@ def combine(auto: Window | None, since: float | None, until: float | None) -> Wi
     """Apply --since/--until over the detected window (either may be given alone)."""
     if since is not None and until is not None:
         return Window(since, until, "given", "given with --since and --until")
+    if auto is not None and auto.empty and (since is not None or until is not None):
+        # No gap detected: one bound alone means "everything after / before it".
+        return Window(since if since is not None else EARLIEST, until if until is not None else LATEST,
+                      "given", f"{'--since' if since is not None else '--until'} given, the other "
+                      f"bound open ({auto.evidence})")
     if auto is None:
         return Window(since, until, "given", "given")
     if since is None and until is None:

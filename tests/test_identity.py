@@ -1,0 +1,353 @@
+"""Message identity: what must not change a key, what must, and hostile input.
+
+The keys decide whether a message is restored: a key that changes with a
+delivery detail restores a double, a key shared by two messages loses one.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from restore.identity import Facts, facts_of, fingerprint_of, parse_date
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+DELIVERY_HEADERS = (
+    "Received", "Return-Path", "Delivered-To", "X-Original-To", "Envelope-To",
+    "X-Envelope-From", "X-Envelope-To", "Status", "X-Status", "X-UID", "X-Keywords",
+    "Content-Length", "X-Spam-Status", "X-Spam-Flag", "X-Spam-Score", "X-Spam-Level",
+)
+
+
+# -- building messages ---------------------------------------------------------
+
+# Header text: any printable character (8-bit UTF-8 on the wire), no line breaks.
+header_text = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40
+)
+word = st.text(st.characters(whitelist_categories=("Ll", "Lu", "Nd")), min_size=1, max_size=12)
+ascii_word = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=10)
+dates = st.datetimes(
+    min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=1)), timezone(timedelta(hours=-5)),
+                               timezone(timedelta(hours=5, minutes=30))]),
+)
+body_line = st.one_of(
+    header_text,
+    header_text.map(lambda s: "From " + s),          # what mbox quoting touches
+    header_text.map(lambda s: ">From " + s),
+    header_text.map(lambda s: ">>From " + s),
+    st.just(""),
+)
+
+
+@st.composite
+def messages(draw, with_message_id: bool | None = None) -> dict:
+    """The parts of a message (origin headers and body lines), before serialising."""
+    if with_message_id is None:
+        with_message_id = draw(st.booleans())
+    headers = []
+    if with_message_id:
+        headers.append(("Message-ID", f"<{draw(ascii_word)}.{draw(ascii_word)}@{draw(ascii_word)}.test>"))
+    headers += [
+        ("Date", format_datetime(draw(dates))),
+        ("From", f"{draw(word)} {draw(word)} <{draw(ascii_word)}@{draw(ascii_word)}.example>"),
+        ("To", f"{draw(ascii_word)}@example.com, {draw(word)} <{draw(ascii_word)}@example.org>"),
+        ("Subject", draw(header_text)),
+    ]
+    if draw(st.booleans()):
+        headers.append(("In-Reply-To", f"<{draw(ascii_word)}@{draw(ascii_word)}.test>"))
+    return {"headers": headers, "body": draw(st.lists(body_line, max_size=8))}
+
+
+def serialise(headers: list[tuple[str, str]], body: list[str]) -> bytes:
+    head = "".join(f"{name}: {value}\n" for name, value in headers)
+    return (head + "\n" + "".join(line + "\n" for line in body)).encode("utf-8")
+
+
+def keys(data: bytes) -> tuple[str, str, str]:
+    facts = facts_of(data)
+    return facts.key, facts.mid_key, facts.strict_key
+
+
+def delivery_header(draw) -> tuple[str, str]:
+    return draw(st.sampled_from(DELIVERY_HEADERS)), draw(header_text)
+
+
+# -- what must not change the keys ---------------------------------------------
+
+
+@FAST
+@given(messages(), st.sampled_from([b"\r\n", b"\r"]))
+def test_line_endings_do_not_change_keys(msg, newline):
+    data = serialise(msg["headers"], msg["body"])
+    assert keys(data.replace(b"\n", newline)) == keys(data)
+
+
+@FAST
+@given(messages(), st.data())
+def test_header_folding_does_not_change_keys(msg, data):
+    folded = []
+    for name, value in msg["headers"]:
+        line = f"{name}: {value}"
+        # RFC 5322 folding: a line break before any white space after the colon.
+        spaces = [m.start() for m in re.finditer(r"[ \t]", line) if m.start() > len(name)]
+        for pos in sorted(data.draw(st.sets(st.sampled_from(spaces))) if spaces else [],
+                          reverse=True):
+            line = line[:pos] + "\n" + line[pos:]
+        folded.append(line)
+    original = serialise(msg["headers"], msg["body"])
+    folded_data = ("".join(line + "\n" for line in folded) + "\n"
+                   + "".join(line + "\n" for line in msg["body"])).encode("utf-8")
+    assert keys(folded_data) == keys(original)
+
+
+def test_folding_where_lines_differ_in_charset_does_not_change_keys():
+    one_line = b"From: a@example.org\nSubject: caf\xe9 \xc3\xa9t\xc3\xa9\n\nbody\n"
+    folded = b"From: a@example.org\nSubject: caf\xe9\n \xc3\xa9t\xc3\xa9\n\nbody\n"
+    assert keys(folded) == keys(one_line)
+
+
+@FAST
+@given(messages(), st.data())
+def test_delivery_headers_added_removed_or_reordered_do_not_change_keys(msg, data):
+    def with_delivery_headers() -> list[tuple[str, str]]:
+        headers = list(msg["headers"])
+        for _ in range(data.draw(st.integers(0, 6))):
+            at = data.draw(st.integers(0, len(headers)))
+            headers.insert(at, delivery_header(data.draw))
+        return headers
+
+    plain = serialise(msg["headers"], msg["body"])
+    one, other = with_delivery_headers(), with_delivery_headers()
+    reordered = data.draw(st.permutations(one))
+    assert keys(serialise(one, msg["body"])) == keys(plain)
+    assert keys(serialise(other, msg["body"])) == keys(plain)
+    # Reordering moves origin headers too; each name still appears once.
+    assert keys(serialise(reordered, msg["body"])) == keys(plain)
+
+
+@FAST
+@given(messages())
+def test_mboxrd_from_quoting_does_not_change_keys(msg):
+    quoted = [">" + line if re.match(r">*From ", line) else line for line in msg["body"]]
+    assert keys(serialise(msg["headers"], quoted)) == keys(serialise(msg["headers"], msg["body"]))
+
+
+@FAST
+@given(messages(), st.sampled_from(["[SPAM] ", "[SPAM]", "***SPAM*** ", "SPAM: ", "[spam] [SPAM] "]))
+def test_spam_tag_in_subject_does_not_change_keys(msg, tag):
+    tagged = [(n, tag + v if n == "Subject" else v) for n, v in msg["headers"]]
+    assert keys(serialise(tagged, msg["body"])) == keys(serialise(msg["headers"], msg["body"]))
+
+
+def test_mbox_from_line_in_front_does_not_change_keys():
+    msg = b"Message-ID: <a@b>\nDate: Fri, 8 Dec 2017 12:00:00 +0000\nFrom: x@y\n\nHi\n"
+    assert keys(b"From x@y Fri Dec  8 12:00:00 2017\n" + msg) == keys(msg)
+
+
+# -- what must change them -----------------------------------------------------
+
+
+def _with(msg: dict, **values: str) -> list[tuple[str, str]]:
+    return [(n, values.get(n, v)) for n, v in msg["headers"]]
+
+
+@FAST
+@given(messages(with_message_id=True), dates)
+def test_same_message_id_other_date_is_another_message(msg, other_date):
+    date = dict(msg["headers"])["Date"]
+    if parse_date(format_datetime(other_date)) == parse_date(date):
+        return
+    one = facts_of(serialise(msg["headers"], msg["body"]))
+    two = facts_of(serialise(_with(msg, Date=format_datetime(other_date)), msg["body"]))
+    assert one.key != two.key
+    assert one.strict_key != two.strict_key
+    assert one.mid_key == two.mid_key      # --match message-id only looks at the Message-ID
+
+
+@FAST
+@given(messages(with_message_id=True), ascii_word)
+def test_same_message_id_other_sender_is_another_message(msg, local):
+    other = _with(msg, From=f"Someone <{local}@elsewhere.example>")
+    assert facts_of(serialise(other, msg["body"])).key != facts_of(
+        serialise(msg["headers"], msg["body"])).key
+
+
+def test_sender_display_name_and_domain_case_do_not_matter():
+    base = b"Message-ID: <a@b>\nDate: Fri, 8 Dec 2017 12:00:00 +0000\nFrom: %s\n\nHi\n"
+    plain = facts_of(base % b"alice@example.com").key
+    assert facts_of(base % b"Alice Smith <alice@EXAMPLE.com>").key == plain
+    assert facts_of(base % b"bob@example.com").key != plain
+
+
+@FAST
+@given(messages(with_message_id=True), word, word)
+def test_other_body_same_headers_same_key_but_not_strict(msg, one, two):
+    if one == two:
+        return
+    a = facts_of(serialise(msg["headers"], [one]))
+    b = facts_of(serialise(msg["headers"], [two]))
+    assert a.key == b.key
+    assert a.strict_key != b.strict_key
+
+
+@FAST
+@given(messages(with_message_id=False), word, word)
+def test_without_message_id_other_body_is_another_message(msg, one, two):
+    if one == two:
+        return
+    a = facts_of(serialise(msg["headers"], [one]))
+    b = facts_of(serialise(msg["headers"], [two]))
+    assert a.message_id is None
+    assert a.key != b.key
+    assert a.mid_key != b.mid_key
+
+
+def test_without_message_id_other_subject_is_another_message():
+    base = b"Date: Fri, 8 Dec 2017 12:00:00 +0000\nFrom: x@y\nSubject: %s\n\nHi\n"
+    assert facts_of(base % b"one").key != facts_of(base % b"two").key
+
+
+def test_headers_only_keeps_message_id_key_and_never_matches_a_strict_key():
+    msg = b"Message-ID: <a@b>\nDate: Fri, 8 Dec 2017 12:00:00 +0000\nFrom: x@y\n\nHi\n"
+    head = msg.partition(b"\n\n")[0] + b"\n\n"
+    assert facts_of(head, headers_only=True).key == facts_of(msg).key
+    assert facts_of(head, headers_only=True).strict_key != facts_of(msg).strict_key
+    assert facts_of(head, headers_only=True).strict_key != facts_of(head).strict_key
+
+
+def test_message_id_is_normalised():
+    base = b"Message-ID: %s\nDate: Fri, 8 Dec 2017 12:00:00 +0000\nFrom: x@y\n\nHi\n"
+    plain = facts_of(base % b"<abc@example.org>")
+    assert plain.message_id == "<abc@example.org>"
+    assert facts_of(base % b"  <abc@example.org> (comment)").key == plain.key
+    assert facts_of(base % b"abc@example.org").key == plain.key
+
+
+def test_envelope_headers_are_kept_for_recipient_lookup():
+    msg = (b"Received: from a by b; Fri, 8 Dec 2017 12:00:00 +0000\n"
+           b"X-Envelope-To: <alice@example.com>\nDelivered-To: a@x\nDelivered-To: b@x\n"
+           b"From: x@y\n\nHi\n")
+    facts = facts_of(msg, envelope_headers=("X-Envelope-To", "delivered-to"))
+    assert facts.envelope == {"x-envelope-to": ["<alice@example.com>"],
+                              "delivered-to": ["a@x", "b@x"]}
+    assert fingerprint_of(msg) == facts.key
+
+
+# -- hostile input never raises --------------------------------------------------
+
+HOSTILE = {
+    "empty": b"",
+    "blank line only": b"\n",
+    "unknown-8bit encoded word": b"Subject: =?unknown-8bit?Q?caf=E9?=\nFrom: =?X-UNKNOWN?B?w6k=?=\n\nx",
+    "DEFAULT charset": b"Subject: =?DEFAULT?Q?=E9t=E9?=\nContent-Type: text/plain; charset=DEFAULT\n\n\xe9",
+    "8-bit header": b"From: J\xfcrgen <j\xfc@ex\xe4mple.org>\nSubject: \xff\xfe\x80\n\nbody",
+    "continuation first": b" folded without a header\n\tmore\nFrom: a@b\n\nbody",
+    "200 KB header line": b"Subject: " + b"x" * 200_000 + b"\nFrom: a@b\n\nbody",
+    "200 KB of folded lines": b"References:" + b"\n <a@b>" * 30_000 + b"\n\nbody",
+    "200 KB brackets": b"Message-ID: " + b"<" * 200_000 + b"\nFrom: " + b"<a" * 100_000 + b"\n\n",
+    "header only": b"Message-ID: <a@b>\nFrom: a@b\nSubject: no body",
+    "NUL bytes": b"From: a\x00@b\nMessage-ID: <\x00@\x00>\nSubject: \x00\n\n\x00\x00",
+    "bad dates": b"Date: Fri, 31 Feb 2017 25:61:00 +9999\nReceived: by x; yesterday\n\n",
+    "colon-less lines": b"garbage\nmore garbage\n\nbody",
+    "header name with spaces": b"Not A Header: value\nFrom: a@b\n\nbody",
+    "only CR": b"\r\r\r",
+    "mbox From line only": b"From MAILER-DAEMON Fri Dec  8 12:00:00 2017\n",
+}
+
+
+@pytest.mark.parametrize("data", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_message_never_raises(data):
+    for headers_only in (False, True):
+        facts = facts_of(data, envelope_headers=("X-Envelope-To", "Delivered-To"),
+                         headers_only=headers_only)
+        assert isinstance(facts, Facts)
+        assert facts.size == len(data)
+    assert fingerprint_of(data) == facts_of(data).key
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_random_bytes_never_raise(data):
+    facts = facts_of(data, envelope_headers=("Delivered-To",))
+    assert facts.key and facts.mid_key and facts.strict_key
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([
+    b"From: ", b"Message-ID: ", b"Date: ", b"Received: ", b"Subject: ", b";", b"<", b">",
+    b"\n", b"\r\n", b"\n ", b"\n\n", b"\xe9", b"\x00", b"=?utf-8?q?", b"?=", b"From ", b">From ",
+    b"Fri, 8 Dec 2017 12:00:00 +0100", b"a@b", b",", b"(", b")", b'"',
+]), max_size=60))
+def test_mail_shaped_garbage_never_raises(parts):
+    facts_of(b"".join(parts))
+
+
+# -- received time and dates -----------------------------------------------------
+
+
+def received_of(*received: str) -> float | None:
+    head = "".join(f"Received: from mx.example.org by mail.example.com; {r}\n" for r in received)
+    return facts_of(f"{head}From: a@b\nDate: Fri, 1 Dec 2017 00:00:00 +0000\n\nx".encode()).received
+
+
+def ts(*args: int) -> float:
+    return datetime(*args, tzinfo=UTC).timestamp()
+
+
+def test_topmost_received_header_wins():
+    assert received_of("Fri, 8 Dec 2017 21:13:05 +0000", "Fri, 8 Dec 2017 21:13:01 +0000") \
+        == ts(2017, 12, 8, 21, 13, 5)
+    # Even when a lower hop claims a later time (clock skew on the sender's side).
+    assert received_of("Fri, 8 Dec 2017 21:13:05 +0000", "Fri, 8 Dec 2017 23:00:00 +0000") \
+        == ts(2017, 12, 8, 21, 13, 5)
+
+
+def test_received_time_zones_give_the_utc_instant():
+    assert received_of("Fri, 8 Dec 2017 22:13:05 +0100") == ts(2017, 12, 8, 21, 13, 5)
+    assert received_of("Fri, 8 Dec 2017 16:13:05 -0500") == ts(2017, 12, 8, 21, 13, 5)
+    assert received_of("Fri, 8 Dec 2017 16:13:05 EST") == ts(2017, 12, 8, 21, 13, 5)
+
+
+def test_received_date_without_zone_is_utc():
+    assert received_of("Fri, 8 Dec 2017 21:13:05") == ts(2017, 12, 8, 21, 13, 5)
+    assert received_of("Fri, 8 Dec 2017 21:13:05 -0000") == ts(2017, 12, 8, 21, 13, 5)
+
+
+def test_message_without_received_header_has_no_received_time():
+    facts = facts_of(b"From: a@b\nDate: Fri, 8 Dec 2017 21:13:05 +0000\n\nx")
+    assert facts.received is None
+    assert facts.date == ts(2017, 12, 8, 21, 13, 5)
+
+
+@pytest.mark.parametrize("value", [
+    "yesterday", "", "Fri, 31 Feb 2017 12:00:00 +0000", "Fri, 8 Dec 2017 25:00:00 +0000",
+    "Fri, 8 Dec 2017 12:61:00 +0000", "Fri, 8 Dec 2017 12:00:00 +9999", "8 Dec 99999 12:00 +0000",
+    "8 Dec 1969 12:00 +0000", "8 Dec 2150 12:00 +0000", "0 0 0 0 0", "Fri, 8 Foo 2017 12:00",
+])
+def test_garbage_or_out_of_range_dates_are_none(value):
+    assert parse_date(value) is None
+    assert received_of(value) is None
+
+
+@FAST
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2099, 1, 1),
+                    timezones=st.builds(lambda m: timezone(timedelta(minutes=m)),
+                                        st.integers(-14 * 60, 14 * 60))))
+def test_any_rfc5322_date_parses_to_its_instant(when):
+    when = when.replace(microsecond=0)
+    assert parse_date(format_datetime(when)) == when.timestamp()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_parse_date_never_raises(value):
+    result = parse_date(value)
+    assert result is None or isinstance(result, float)
