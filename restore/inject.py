@@ -1,0 +1,387 @@
+"""Append a plan's messages to a target: in parallel across users, in order, exactly once.
+
+Each worker thread takes whole users: one session per user, so one mailbox
+is written by one worker, in received-time order. Per user:
+
+1. entries the journal has ``done`` are counted ``already_present``;
+2. entries left ``pending`` by an interrupted run are in doubt: the target
+   is asked (``session.find``) and they are written only if absent;
+3. the rest go in batches: read from the archive, ``prepare`` (the target
+   promises a name), journal ``pending``, ``append``, journal ``done``.
+
+An archive item that cannot be read fails that message only. A connection
+that drops (``TransientError``) is retried with backoff on a fresh session,
+the batch in flight being in doubt. A user the target refuses
+(``PermanentError``, e.g. no mailbox) fails that user's messages. A
+``TargetError`` on the first session opened means the target itself is
+unusable (login refused, no mail root) and ends the run, as does a target
+that keeps failing after the retries (``TargetUnavailable``).
+
+The journal is never marked ``failed`` for a message whose presence is
+unknown (in doubt): it stays ``pending`` so the next run checks first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from itertools import groupby
+
+from restore.errors import ItemError, PermanentError, TargetError, TransientError
+from restore.journal import Journal, Row, State, entry_key
+from restore.plan import PlanEntry
+from restore.targets.base import Message, Target, TargetSession
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 50
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+class TargetUnavailable(TargetError):
+    """The target kept failing after every retry (exit 3)."""
+
+
+@dataclass
+class UserCounts:
+    appended: int = 0
+    already_present: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    user: str
+    ref: str
+    reason: str
+
+
+@dataclass
+class InjectResult:
+    """What an inject run did (or, with ``dry_run``, would do)."""
+
+    appended: int = 0
+    already_present: int = 0
+    failed: int = 0
+    users: dict[str, UserCounts] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    dry_run: bool = False
+    would_write: list[PlanEntry] = field(default_factory=list)   # dry run: what a run writes
+
+    def as_dict(self) -> dict[str, object]:
+        """The ``inject --json`` document (SPEC.md)."""
+        return {
+            "appended": self.appended,
+            "already_present": self.already_present,
+            "failed": self.failed,
+            "dry_run": self.dry_run,
+            "users": [
+                {"user": user, "appended": c.appended, "already_present": c.already_present,
+                 "failed": c.failed}
+                for user, c in sorted(self.users.items())
+            ],
+            "problems": [{"user": p.user, "ref": p.ref, "reason": p.reason} for p in self.problems],
+            "warnings": [{"user": p.user, "ref": p.ref, "reason": p.reason} for p in self.warnings],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), ensure_ascii=False, indent=2)
+
+
+class _Tally:
+    """The result, updated by every worker; reports progress as messages settle."""
+
+    def __init__(self, dry_run: bool, progress: Callable[[int], None] | None):
+        self.result = InjectResult(dry_run=dry_run)
+        self.progress = progress
+        self.lock = threading.Lock()
+
+    def add(self, user: str, *, appended: int = 0, present: int = 0,
+            failed: Sequence[Problem] = (), warnings: Sequence[Problem] = ()) -> None:
+        with self.lock:
+            result = self.result
+            counts = result.users.setdefault(user, UserCounts())
+            counts.appended += appended
+            counts.already_present += present
+            counts.failed += len(failed)
+            result.appended += appended
+            result.already_present += present
+            result.failed += len(failed)
+            result.problems.extend(failed)
+            result.warnings.extend(warnings)
+            if self.progress and appended + present + len(failed):
+                self.progress(appended + present + len(failed))
+
+
+@dataclass
+class _Job:
+    """One plan entry on its way into the target."""
+
+    entry: PlanEntry
+    folder: str
+    key: str
+    received: float
+    planned_id: str = ""
+    in_doubt: bool = False      # a pending journal row: the target may already hold it
+    attempted: bool = False     # this run sent it (so if found, this run appended it)
+    data: bytes | None = None   # kept across retries of its batch
+    settled: bool = False
+
+    def row(self, detail: str = "") -> Row:
+        return Row(self.entry.user, self.folder, self.key, detail, self.entry.ref)
+
+
+@dataclass
+class _Context:
+    """What every user's run shares."""
+
+    target: Target
+    journal: Journal | None
+    flags: tuple[str, ...]
+    read_source: Callable[[PlanEntry], bytes]
+    tally: _Tally
+    batch_size: int
+    retry_delays: Sequence[float]
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def inject(
+    entries: Iterable[PlanEntry],
+    target: Target,
+    journal: Journal | None,
+    *,
+    jobs: int = 1,
+    folder: str | None = None,
+    flags: tuple[str, ...] = (),
+    dry_run: bool = False,
+    read_source: Callable[[PlanEntry], bytes],
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = BATCH_SIZE,
+    retry_delays: Sequence[float] = RETRY_DELAYS,
+) -> InjectResult:
+    """Append ``entries`` to ``target`` exactly once; see the module docstring.
+
+    ``folder`` overrides each entry's folder. ``progress`` is called with the
+    number of messages settled since its last call (``tqdm.update``). With
+    ``dry_run`` nothing is written, not even the journal (pass one opened
+    with ``Journal.open_readonly``, or None): the result counts as
+    ``appended`` what a run would write.
+    """
+    tally = _Tally(dry_run, progress)
+    ctx = _Context(target, journal, flags, read_source, tally, batch_size, retry_delays)
+    runs = [_UserRun(user, group, folder, ctx) for user, group in _by_user(entries).items()]
+    # Biggest mailboxes first, so no single late start draws the run out.
+    runs.sort(key=lambda run: (-len(run.jobs), run.user))
+    for run in runs:
+        run.skip_done()
+    runs = [run for run in runs if run.jobs]
+    if dry_run:
+        for run in runs:
+            tally.add(run.user, appended=len(run.jobs))
+            tally.result.would_write.extend(job.entry for job in run.jobs)
+        return tally.result
+    first_session = None
+    while runs and first_session is None:
+        # The first session opens alone: if the target refuses it, the target
+        # itself is unusable and the run ends (exit 3) before any worker starts.
+        run = runs[0]
+        try:
+            first_session = run.open_session()
+        except PermanentError as exc:
+            run.fail_all(exc.reason)
+            runs.pop(0)
+    if runs:
+        _run_pool(runs, first_session, jobs, ctx)
+    return tally.result
+
+
+def _by_user(entries: Iterable[PlanEntry]) -> dict[str, list[PlanEntry]]:
+    groups: dict[str, list[PlanEntry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.user, []).append(entry)
+    return groups
+
+
+def _run_pool(runs: list[_UserRun], first_session: TargetSession | None, jobs: int,
+              ctx: _Context) -> None:
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="inject")
+    try:
+        futures = [pool.submit(runs[0].run, first_session)]
+        futures += [pool.submit(run.run, None) for run in runs[1:]]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in done:
+            error = future.exception()
+            if error is not None:
+                raise error
+    except BaseException:
+        # Workers finish the batch in hand (so the journal stays exact) and stop.
+        ctx.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+class _UserRun:
+    """One user's entries, written through one session by one worker."""
+
+    def __init__(self, user: str, entries: list[PlanEntry], folder: str | None, ctx: _Context):
+        self.user = user
+        self.ctx = ctx
+        jobs = [_Job(e, folder or e.folder, entry_key(e), e.received_ts) for e in entries]
+        jobs.sort(key=lambda job: (job.received, job.entry.ref))
+        self.jobs = jobs
+        self.retries = 0
+
+    def skip_done(self) -> None:
+        """Count what the journal has done (or what the plan lists twice); keep the rest."""
+        journal = self.ctx.journal
+        records = journal.status(self.user) if journal else {}
+        todo, seen, present = [], set(), 0
+        for job in self.jobs:
+            record = records.get((job.folder, job.key))
+            if (job.folder, job.key) in seen or (record and record.state is State.DONE):
+                present += 1
+                continue
+            seen.add((job.folder, job.key))
+            if record and record.state is State.PENDING:
+                job.in_doubt, job.planned_id = True, record.planned_id
+            todo.append(job)
+        self.jobs = todo
+        self.ctx.tally.add(self.user, present=present)
+
+    def open_session(self) -> TargetSession:
+        """A session to the user's mailbox, retrying while the target is briefly away."""
+        while True:
+            try:
+                return self.ctx.target.session(self.user)
+            except TransientError as exc:
+                self._back_off(exc)
+
+    def _back_off(self, exc: Exception) -> None:
+        delays = self.ctx.retry_delays
+        if self.retries >= len(delays) or self.ctx.stop.is_set():
+            raise TargetUnavailable(
+                f"{self.ctx.target.describe()}: {self.user}: gave up after {self.retries} retries: {exc}"
+            ) from None
+        log.warning("%s: %s; retrying in %.1fs", self.user, exc, delays[self.retries])
+        self.ctx.stop.wait(delays[self.retries])
+        self.retries += 1
+
+    def run(self, session: TargetSession | None) -> None:
+        try:
+            if session is None:
+                session = self.open_session()
+            for start in range(0, len(self.jobs), self.ctx.batch_size):
+                if self.ctx.stop.is_set():
+                    return
+                session = self._batch(session, self.jobs[start:start + self.ctx.batch_size])
+                self.retries = 0
+        except TargetUnavailable:
+            raise
+        except (PermanentError, TargetError) as exc:
+            # The target refuses this user only: the others go on.
+            self.fail_all(exc.reason if isinstance(exc, ItemError) else str(exc))
+        finally:
+            if session is not None:
+                _close_quietly(session)
+
+    def _batch(self, session: TargetSession | None, batch: list[_Job]) -> TargetSession:
+        """Write one batch, on fresh sessions while the connection keeps dropping."""
+        while True:
+            try:
+                if session is None:
+                    session = self.open_session()
+                self._write(session, batch)
+                return session
+            except TransientError as exc:
+                if session is not None:
+                    _close_quietly(session)
+                session = None
+                self._back_off(exc)
+
+    def _write(self, session: TargetSession, batch: list[_Job]) -> None:
+        ready: list[tuple[_Job, Message]] = []
+        found: list[_Job] = []
+        for job in batch:
+            if job.settled:
+                continue
+            message = self._message(job)
+            if message is None:
+                continue
+            if job.in_doubt:
+                target_id = session.find(job.folder, message)
+                if target_id is not None:
+                    job.planned_id, job.settled = target_id, True
+                    found.append(job)
+                    continue
+            ready.append((job, message))
+        if found:
+            if self.ctx.journal:
+                self.ctx.journal.mark_done([job.row(job.planned_id) for job in found])
+            ours = sum(job.attempted for job in found)
+            self.ctx.tally.add(self.user, appended=ours, present=len(found) - ours)
+        for folder, group in groupby(ready, key=lambda pair: pair[0].folder):
+            self._append(session, folder, list(group))
+
+    def _message(self, job: _Job) -> Message | None:
+        """The message to write, or None when its archive item cannot be read."""
+        if job.data is None:
+            try:
+                job.data = self.ctx.read_source(job.entry)
+            except Exception as exc:  # noqa: BLE001 - one bad archive item must not end the run
+                reason = exc.reason if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
+                self._fail([(job, f"cannot read archive item: {reason}")])
+                return None
+        entry = job.entry
+        return Message(job.data, job.received, entry.message_id, entry.fingerprint,
+                       self.ctx.flags, job.planned_id)
+
+    def _append(self, session: TargetSession, folder: str,
+                pairs: list[tuple[_Job, Message]]) -> None:
+        jobs = [job for job, _ in pairs]
+        messages = [replace(m, planned_id=session.prepare(folder, m)) for _, m in pairs]
+        for job, message in zip(jobs, messages, strict=True):
+            job.planned_id, job.in_doubt, job.attempted = message.planned_id, True, True
+        # The journal must know the promised names before the target holds anything.
+        if self.ctx.journal:
+            self.ctx.journal.mark_pending([job.row(job.planned_id) for job in jobs])
+        outcomes = session.append(folder, messages)
+        done, refused, warnings = [], [], []
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if outcome.ok:
+                job.planned_id, job.settled = outcome.target_id or job.planned_id, True
+                done.append(job)
+                if outcome.warning:
+                    warnings.append(Problem(self.user, job.entry.ref, outcome.warning))
+            else:
+                job.in_doubt = False  # refused: the target holds nothing of it
+                refused.append((job, outcome.reason))
+        self._fail(refused)
+        if self.ctx.journal:
+            self.ctx.journal.mark_done([job.row(job.planned_id) for job in done])
+        self.ctx.tally.add(self.user, appended=len(done), warnings=warnings)
+
+    def fail_all(self, reason: str) -> None:
+        self._fail([(job, reason) for job in self.jobs if not job.settled])
+
+    def _fail(self, failures: list[tuple[_Job, str]]) -> None:
+        for job, _ in failures:
+            job.settled = True
+        if self.ctx.journal:
+            # In-doubt rows stay pending: the next run must look before writing.
+            self.ctx.journal.mark_failed(
+                [job.row(reason) for job, reason in failures if not job.in_doubt])
+        self.ctx.tally.add(
+            self.user, failed=[Problem(self.user, job.entry.ref, reason) for job, reason in failures])
+
+
+def _close_quietly(session: TargetSession) -> None:
+    try:
+        session.close()
+    except Exception as exc:  # noqa: BLE001 - a dead connection may fail to say goodbye
+        log.debug("closing session: %s", exc)

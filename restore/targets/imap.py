@@ -1,0 +1,359 @@
+"""IMAP target: APPEND with INTERNALDATE = received time, one connection per user.
+
+Speed comes from MULTIAPPEND (RFC 3502) with LITERAL+: one command carries up
+to ``CHUNK_MESSAGES`` messages or ``CHUNK_BYTES``, about ten times the rate of
+one APPEND per message. MULTIAPPEND is atomic, so when the server refuses a
+chunk (one message too big, the quota reached half way) the chunk is appended
+again one message at a time: only the messages the server refuses fail.
+
+The folder is EXAMINEd (read-only, so \\Recent and flags stay untouched)
+before appending: Dovecot then keeps the mailbox open instead of reopening it
+for every APPEND, and the new UIDs can be read back to check INTERNALDATE.
+Folders are only ever created, never renamed or deleted, so an existing
+folder keeps its UIDVALIDITY.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from imapclient import IMAPClient
+
+from restore.errors import TargetError, TransientError
+from restore.identity import fingerprint_of
+from restore.imapconn import (
+    close_quietly,
+    connect,
+    connection_guard,
+    open_session,
+    parse_imap_url,
+    server_text,
+    try_login,
+)
+from restore.targets.base import Message, Outcome, Target, TargetSession
+
+CHUNK_MESSAGES = 100
+CHUNK_BYTES = 8 * 1024 * 1024
+FETCH_CHUNK = 20  # candidates whose full bytes are fetched at once by find()
+
+_LINE_END = re.compile(rb"\r?\n")
+_APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
+_SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}
+# A keyword is an IMAP atom: no space, control, ( ) { % * " \ ]
+_KEYWORD = re.compile(r'[^\x00-\x20\x7f(){%*"\\\]]+')
+
+
+class ImapTarget(Target):
+    """``imap://[LOGIN@]HOST[:PORT]`` or ``imaps://…`` as a place to append to."""
+
+    kind = "imap"
+
+    def __init__(self, spec: str, password: str, insecure: bool = False, timeout: float = 60.0):
+        self.spec = spec
+        self.address = parse_imap_url(spec)
+        self._password = password
+        self._insecure = insecure
+        self._timeout = timeout
+        self._reached = False  # a session has been opened: later outages are transient
+
+    def session(self, user: str) -> ImapSession:
+        """A logged-in session for ``user``.
+
+        Raises TargetError when the server cannot be used (unreachable at
+        first contact, TLS not verified, login refused) and TransientError
+        when a server reached before is away now (restarting).
+        """
+        client = open_session(
+            self.address,
+            user,
+            self._password,
+            insecure=self._insecure,
+            timeout=self._timeout,
+            error=TargetError,
+            unreachable=TransientError if self._reached else None,
+        )
+        self._reached = True
+        return ImapSession(client, self.address.where)
+
+    def has_mailbox(self, user: str) -> bool:
+        """Whether a login for ``user`` succeeds (Dovecot refuses one for a missing user).
+
+        A wrong admin password looks the same as a missing user here; callers
+        open a session for a known user first to tell the two apart.
+        """
+        client = connect(
+            self.address, insecure=self._insecure, timeout=self._timeout, error=TargetError
+        )
+        try:
+            refusal = try_login(client, self.address, user, self._password, error=TargetError)
+        finally:
+            close_quietly(client)
+        return refusal is None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A message ready for the wire, with where its Outcome goes."""
+
+    index: int
+    data: bytes
+    flags: tuple[str, ...]
+    internal_date: datetime
+
+
+class ImapSession(TargetSession):
+    """One logged-in connection; used by one thread at a time."""
+
+    def __init__(self, client: IMAPClient, where: str):
+        self._client = client
+        self._where = where
+        capabilities = set(client.capabilities())
+        self._multiappend = {b"MULTIAPPEND", b"LITERAL+"} <= capabilities
+        self._delimiter: str | None = None
+        self._existing: set[str] = set()
+        self._selected: str | None = None
+        self._uidvalidity = 0
+
+    def prepare(self, folder: str, message: Message) -> str:
+        return ""
+
+    def close(self) -> None:
+        close_quietly(self._client)
+
+    # -- append ------------------------------------------------------------
+
+    def append(self, folder: str, batch: Sequence[Message]) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        pending: list[_Pending] = []
+        for index, message in enumerate(batch):
+            try:
+                pending.append(_prepare(index, message))
+            except ValueError as exc:
+                outcomes[index] = Outcome(ok=False, reason=str(exc))
+        with connection_guard(self._where):
+            try:
+                mailbox = self._open_for_append(folder)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as exc:
+                reason = f"cannot open folder {folder!r}: {server_text(exc)}"
+                return [outcome or Outcome(ok=False, reason=reason) for outcome in outcomes]
+            for chunk in _chunks(pending):
+                if self._multiappend and len(chunk) > 1:
+                    results = self._append_together(mailbox, chunk)
+                else:
+                    results = self._append_each(mailbox, chunk)
+                self._check_dates(chunk, results)
+                for item, outcome in zip(chunk, results, strict=True):
+                    outcomes[item.index] = outcome
+        return [outcome or Outcome(ok=False, reason="not appended") for outcome in outcomes]
+
+    def _append_together(self, mailbox: str, chunk: list[_Pending]) -> list[Outcome]:
+        """One MULTIAPPEND; if refused, one APPEND each to find who is refused."""
+        payload = [{"msg": p.data, "flags": p.flags, "date": p.internal_date} for p in chunk]
+        try:
+            status, data = self._client.multiappend(mailbox, payload)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:  # BAD: something in the chunk the server rejects
+            return self._append_each(mailbox, chunk)
+        if status != "OK":
+            return self._append_each(mailbox, chunk)
+        uidvalidity, uids = _parse_appenduid(_last_line(data))
+        if len(uids) != len(chunk):
+            return [Outcome(ok=True, warning="server gave no APPENDUID") for _ in chunk]
+        return [Outcome(ok=True, target_id=f"APPENDUID {uidvalidity} {uid}") for uid in uids]
+
+    def _append_each(self, mailbox: str, chunk: list[_Pending]) -> list[Outcome]:
+        results = []
+        for item in chunk:
+            try:
+                response = self._client.append(mailbox, item.data, item.flags, item.internal_date)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as exc:
+                results.append(Outcome(ok=False, reason=server_text(exc)))
+                continue
+            uidvalidity, uids = _parse_appenduid(response)
+            if len(uids) == 1:
+                results.append(Outcome(ok=True, target_id=f"APPENDUID {uidvalidity} {uids[0]}"))
+            else:
+                results.append(Outcome(ok=True, warning="server gave no APPENDUID"))
+        return results
+
+    def _check_dates(self, chunk: list[_Pending], results: list[Outcome]) -> None:
+        """Warn where the server stored another INTERNALDATE than the one sent."""
+        wanted = {}
+        for position, (item, outcome) in enumerate(zip(chunk, results, strict=True)):
+            if outcome.ok and outcome.target_id:
+                uid = int(outcome.target_id.rsplit(" ", 1)[1])
+                wanted[uid] = (position, item.internal_date)
+        if not wanted:
+            return
+        try:
+            stored = self._client.fetch(sorted(wanted), ["INTERNALDATE"])
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:
+            stored = {}  # each message then carries "could not be read back"
+        for uid, (position, internal_date) in wanted.items():
+            got = stored.get(uid, {}).get(b"INTERNALDATE")
+            if got is None:
+                warning = "INTERNALDATE could not be read back"
+            elif abs(got.timestamp() - internal_date.timestamp()) >= 1:
+                warning = (
+                    f"server ignored INTERNALDATE: stored {got.isoformat()}, "
+                    f"sent {internal_date.isoformat()}"
+                )
+            else:
+                continue
+            outcome = results[position]
+            results[position] = Outcome(ok=True, target_id=outcome.target_id, warning=warning)
+
+    # -- find --------------------------------------------------------------
+
+    def find(self, folder: str, message: Message) -> str | None:
+        """The target id of a copy of ``message`` already in ``folder``, else None."""
+        with connection_guard(self._where):
+            try:
+                mailbox = self._open_existing(folder)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error:
+                return None
+            if mailbox is None:
+                return None
+            candidates = self._candidates(message)
+            for start in range(0, len(candidates), FETCH_CHUNK):
+                fetched = self._client.fetch(candidates[start:start + FETCH_CHUNK], ["BODY.PEEK[]"])
+                for uid, item in sorted(fetched.items()):
+                    body = item.get(b"BODY[]")
+                    if body is not None and fingerprint_of(body) == message.fingerprint:
+                        return f"APPENDUID {self._uidvalidity} {uid}"
+        return None
+
+    def _candidates(self, message: Message) -> list[int]:
+        """UIDs that may hold ``message``: same Message-ID, else same size around the same day."""
+        if message.message_id:
+            try:
+                return list(self._search(["HEADER", "Message-ID", message.message_id]))
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error:
+                pass  # a Message-ID the server cannot search for: fall back to size and date
+        size = len(_to_crlf(message.data))
+        try:
+            day = datetime.fromtimestamp(message.received, tz=UTC).date()
+        except (OverflowError, OSError, ValueError):
+            return []
+        # SINCE/BEFORE compare dates in the server's zone: allow a day either side.
+        return list(self._search([
+            "SINCE", day - timedelta(days=1), "BEFORE", day + timedelta(days=2),
+            "LARGER", size - 1, "SMALLER", size + 1,
+        ]))
+
+    def _search(self, criteria: list[str | int | date]) -> list[int]:
+        text = [c for c in criteria if isinstance(c, str)]
+        charset = None if all(t.isascii() for t in text) else "UTF-8"
+        return self._client.search(criteria, charset=charset)
+
+    # -- folders -----------------------------------------------------------
+
+    def _open_for_append(self, folder: str) -> str:
+        """EXAMINE ``folder`` (a "/"-separated name), creating it when missing."""
+        mailbox = self._server_name(folder)
+        if mailbox not in self._existing and not self._client.folder_exists(mailbox):
+            self._create(mailbox)
+        self._examine(mailbox)
+        return mailbox
+
+    def _open_existing(self, folder: str) -> str | None:
+        """EXAMINE ``folder`` if it exists; None if it does not."""
+        mailbox = self._server_name(folder)
+        if mailbox not in self._existing and not self._client.folder_exists(mailbox):
+            return None
+        self._examine(mailbox)
+        return mailbox
+
+    def _examine(self, mailbox: str) -> None:
+        self._existing.add(mailbox)
+        if mailbox != self._selected:
+            selected = self._client.select_folder(mailbox, readonly=True)
+            self._selected = mailbox
+            self._uidvalidity = selected.get(b"UIDVALIDITY", 0)
+
+    def _create(self, mailbox: str) -> None:
+        try:
+            self._client.create_folder(mailbox)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:
+            # another session may have created it meanwhile ([ALREADYEXISTS])
+            if not self._client.folder_exists(mailbox):
+                raise
+
+    def _server_name(self, folder: str) -> str:
+        if folder.upper() == "INBOX":
+            return "INBOX"
+        if self._delimiter is None:
+            listing = self._client.list_folders("", "INBOX")
+            delimiter = listing[0][1] if listing else b"/"
+            self._delimiter = (delimiter or b"/").decode("ascii", "replace")
+        return folder.replace("/", self._delimiter) if self._delimiter != "/" else folder
+
+
+def _prepare(index: int, message: Message) -> _Pending:
+    """Wire form of a message; ValueError when it cannot be sent at all."""
+    for flag in message.flags:
+        if flag.lower() not in _SYSTEM_FLAGS and not (
+            not flag.startswith("\\") and _KEYWORD.fullmatch(flag)
+        ):
+            raise ValueError(f"invalid IMAP flag {flag!r}")
+    try:
+        internal_date = datetime.fromtimestamp(message.received, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"received time {message.received!r} is out of range") from None
+    if not 1 <= internal_date.year <= 9999:
+        raise ValueError(f"received time {message.received!r} is out of range")
+    return _Pending(index, _to_crlf(message.data), tuple(message.flags), internal_date)
+
+
+def _to_crlf(data: bytes) -> bytes:
+    """IMAP wants CRLF line ends; every other byte stays as it is."""
+    return _LINE_END.sub(b"\r\n", data)
+
+
+def _chunks(pending: list[_Pending]) -> Iterator[list[_Pending]]:
+    chunk: list[_Pending] = []
+    size = 0
+    for item in pending:
+        if chunk and (len(chunk) >= CHUNK_MESSAGES or size + len(item.data) > CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item.data)
+    if chunk:
+        yield chunk
+
+
+def _parse_appenduid(response: bytes | str) -> tuple[int, list[int]]:
+    """``b"[APPENDUID 1700000000 4:6] ..."`` -> (1700000000, [4, 5, 6])."""
+    if isinstance(response, str):
+        response = response.encode("ascii", "replace")
+    match = _APPENDUID.search(response or b"")
+    if not match:
+        return 0, []
+    uids: list[int] = []
+    for part in match.group(2).split(b","):
+        low, _, high = part.partition(b":")
+        first, last = sorted((int(low), int(high or low)))
+        uids.extend(range(first, last + 1))
+    return int(match.group(1)), uids
+
+
+def _last_line(data: list[bytes | None] | None) -> bytes:
+    return next((line for line in reversed(data or []) if line), b"")

@@ -1,0 +1,448 @@
+"""Maildir delivery: append messages to per-user Maildirs, never outside the mail root.
+
+``maildir:/var/vmail/%d/%n/Maildir`` names a tree of per-user Maildirs
+(restore.stores.template); a path without variables is one Maildir that
+every user's mail goes to. Folders are Maildir++ subfolders (``Sent`` ->
+``.Sent``, ``Archive/2017`` -> ``.Archive.2017``, non-ASCII in modified
+UTF-7 as Dovecot and Courier write them).
+
+Delivery follows the Maildir rules, plus what crash safety needs:
+
+1. a name never used before (time, microseconds, pid, counter, random,
+   host, ``,S=size``), promised by ``prepare`` so the journal holds it
+   before anything is written;
+2. create ``tmp/NAME`` with O_EXCL, write LF-terminated bytes, set the
+   mtime to the received time (Dovecot caches the received date the first
+   time it sees the file, so it must be right before the rename), fsync;
+3. hard-link into ``new/`` (or ``cur/NAME:2,FLAGS`` when flags are given),
+   which refuses an existing name, then unlink the tmp file;
+4. fsync ``new/`` once per batch, before ``append`` returns, so a message
+   reported written survives a power cut.
+
+Every directory is opened relative to the mail root's file descriptor and
+checked, once open, to still lie under the root: a user or folder name from
+a plan, a ``..`` or a symlinked user directory pointing elsewhere can make
+nothing be created outside the mail root, even when running as root.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import socket
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from restore.errors import PermanentError, TargetError, TransientError, UsageError
+from restore.identity import fingerprint_of
+from restore.plan import invalid_folder_reason
+from restore.recipients import invalid_mailbox_reason
+from restore.stores.template import PathTemplate, is_template
+from restore.targets.base import Message, Outcome, Target, TargetSession
+
+NO_MAILBOX = "no mailbox"
+OUTSIDE_ROOT = "path leaves the mail root"
+MAX_NAME = 255
+
+# IMAP system flags that Maildir stores as info letters (kept sorted by letter).
+FLAG_LETTERS = {"\\draft": "D", "\\flagged": "F", "\\answered": "R", "\\seen": "S", "\\deleted": "T"}
+
+_deliveries = itertools.count(1)
+
+
+def encode_mutf7(name: str) -> str:
+    """IMAP modified UTF-7 (RFC 3501 5.1.3), the encoding of Maildir++ folder names."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            raw = "".join(pending).encode("utf-16-be", "surrogatepass")
+            out.append("&" + base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)
+
+
+def folder_dirname(folder: str) -> str | None:
+    """Maildir++ directory of ``folder`` (None for INBOX, the Maildir itself).
+
+    Raises ValueError with the reason when the name is unsafe.
+    """
+    reason = invalid_folder_reason(folder)
+    if reason:
+        raise ValueError(reason)
+    if folder.upper() == "INBOX":
+        return None
+    name = "." + ".".join(encode_mutf7(part) for part in folder.split("/"))
+    if len(name.encode()) > MAX_NAME:
+        raise ValueError("folder name too long for a directory name")
+    return name
+
+
+def unique_name(size: int) -> str:
+    """A Maildir file name no delivery has used: ``time.M<usec>P<pid>Q<n>R<rand>.<host>,S=<size>``."""
+    now = time.time()
+    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072").replace(",", r"\054")
+    return (
+        f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_deliveries)}"
+        f"R{os.urandom(6).hex()}.{host},S={size}"
+    )
+
+
+def maildir_bytes(data: bytes) -> bytes:
+    """Maildir files hold LF line endings."""
+    return data.replace(b"\r\n", b"\n")
+
+
+def info_suffix(flags: Sequence[str]) -> tuple[str, list[str]]:
+    """``":2,FS"`` for the flags Maildir can store, and the flags it cannot (keywords)."""
+    letters, unknown = set(), []
+    for flag in flags:
+        letter = FLAG_LETTERS.get(flag.lower())
+        if letter:
+            letters.add(letter)
+        else:
+            unknown.append(flag)
+    return (":2," + "".join(sorted(letters)) if letters else ""), unknown
+
+
+def _real_path(fd: int, fallback: str) -> str:
+    """Where an open directory really is (after symlinks), without a race on the path."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(fallback)
+
+
+@dataclass
+class _Folder:
+    """Open directory descriptors of one folder, and the mode of its new files."""
+
+    path: str
+    fd: int
+    tmp: int
+    new: int
+    cur: int
+    file_mode: int
+
+    def close(self) -> None:
+        for fd in (self.tmp, self.new, self.cur, self.fd):
+            os.close(fd)
+
+
+class MaildirTarget(Target):
+    """Per-user Maildirs under a fixed mail root."""
+
+    kind = "maildir"
+
+    def __init__(self, path: str, *, create_missing: bool = False):
+        self.spec = f"maildir:{path}"
+        self.create_missing = create_missing
+        if any(part in (".", "..") for part in path.split("/")):
+            # Normalising would silently move the mail root; refuse instead.
+            raise UsageError(f"{self.spec}: '.' and '..' are not allowed in a Maildir path")
+        path = os.path.join(os.getcwd(), path)
+        self.template = PathTemplate(path) if is_template(path) else None
+        self.root = self.template.root if self.template else path
+        if not os.path.isdir(self.root):
+            raise TargetError(f"{self.spec}: mail root {self.root} does not exist")
+        self.real_root = os.path.realpath(self.root)
+
+    def mailbox_path(self, user: str) -> str:
+        """The user's Maildir; raises PermanentError when the user cannot have one here."""
+        reason = invalid_mailbox_reason(user)
+        if reason:
+            raise PermanentError(user, f"not a valid mailbox name: {reason}")
+        if self.template is None:
+            return self.root
+        try:
+            path = self.template.expand(user)
+        except ValueError as exc:
+            raise PermanentError(user, str(exc)) from None
+        if any(part in (".", "..") for part in self._below_root(path)):
+            raise PermanentError(user, OUTSIDE_ROOT)
+        return path
+
+    def _below_root(self, path: str) -> list[str]:
+        return [part for part in path[len(self.root):].split("/") if part]
+
+    def has_mailbox(self, user: str) -> bool:
+        try:
+            path = self.mailbox_path(user)
+        except PermanentError:
+            return False
+        return os.path.isdir(path) and self._inside(os.path.realpath(path))
+
+    def _inside(self, real: str) -> bool:
+        return real == self.real_root or real.startswith(self.real_root.rstrip("/") + "/")
+
+    def session(self, user: str) -> MaildirSession:
+        """Open ``user``'s Maildir; PermanentError when it is missing (unless create_missing)."""
+        path = self.mailbox_path(user)
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise TargetError(f"{self.spec}: mail root {self.root}: {exc.strerror}") from None
+        here = self.root
+        opened = False
+        try:
+            for part in self._below_root(path):
+                here = f"{here}/{part}"
+                child = self._open_dir(fd, part, here, create=self.create_missing, user=user)
+                os.close(fd)
+                fd = -1
+                if child is None:
+                    raise PermanentError(user, NO_MAILBOX)
+                fd = child
+            opened = True
+        except OSError as exc:
+            raise PermanentError(user, f"{here}: {exc.strerror}") from None
+        finally:
+            if fd >= 0 and not opened:
+                os.close(fd)
+        return MaildirSession(self, user, path, fd)
+
+    def _open_dir(self, parent: int, name: str, path: str, *, create: bool, user: str,
+                  mode: int = 0o700, owner: os.stat_result | None = None) -> int | None:
+        """Open (or create) directory ``name`` under ``parent``; refuse it outside the root.
+
+        Returns None when it is missing and not to be created. A directory
+        created here gets ``mode`` and the owner of ``owner`` (default: of its
+        parent), so the mail server's user can read what root delivered.
+        """
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+            try:
+                os.mkdir(name, mode, dir_fd=parent)
+            except FileExistsError:
+                pass  # another worker or the MDA made it just now
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            try:
+                os.fchmod(fd, mode)
+                _copy_owner(fd, owner or os.fstat(parent))
+                os.fsync(parent)
+            except BaseException:
+                os.close(fd)
+                raise
+        if not self._inside(_real_path(fd, path)):
+            os.close(fd)
+            raise PermanentError(user, f"{path}: {OUTSIDE_ROOT}")
+        return fd
+
+
+def _copy_owner(fd: int, template: os.stat_result) -> None:
+    """Give a new file or directory the owner of the Maildir (only root may)."""
+    if os.geteuid() == 0:
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (template.st_uid, template.st_gid):
+            os.fchown(fd, template.st_uid, template.st_gid)
+
+
+class MaildirSession(TargetSession):
+    """One user's Maildir, used by one worker thread at a time."""
+
+    def __init__(self, target: MaildirTarget, user: str, path: str, mailbox_fd: int):
+        self.target = target
+        self.user = user
+        self.path = path
+        self.mailbox_fd = mailbox_fd
+        self.mailbox_stat = os.fstat(mailbox_fd)
+        self.folders: dict[str, _Folder] = {}
+
+    def close(self) -> None:
+        for folder in self.folders.values():
+            folder.close()
+        self.folders.clear()
+        if self.mailbox_fd >= 0:
+            os.close(self.mailbox_fd)
+            self.mailbox_fd = -1
+
+    def prepare(self, folder: str, message: Message) -> str:
+        data = message.data
+        return unique_name(len(data) - data.count(b"\r\n"))
+
+    def append(self, folder: str, batch: Sequence[Message]) -> list[Outcome]:
+        try:
+            box = self._folder(folder, create=True)
+        except PermanentError as exc:
+            return [Outcome(ok=False, reason=exc.reason) for _ in batch]
+        except (ValueError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            return [Outcome(ok=False, reason=f"folder {folder!r}: {reason}") for _ in batch]
+        if box is None:  # only when not creating; here for the type checker
+            return [Outcome(ok=False, reason=f"folder {folder!r} missing") for _ in batch]
+        outcomes = [self._deliver(box, message) for message in batch]
+        if any(o.ok for o in outcomes):
+            try:
+                # One directory fsync per batch makes every link above durable.
+                os.fsync(box.new)
+                os.fsync(box.cur)
+            except OSError as exc:
+                # The files are linked but maybe not durable: in doubt, not failed.
+                raise TransientError(f"{box.path}: fsync: {exc.strerror}") from None
+        return outcomes
+
+    def _deliver(self, box: _Folder, message: Message) -> Outcome:
+        data = maildir_bytes(message.data)
+        name = message.planned_id or unique_name(len(data))
+        suffix, unknown = info_suffix(message.flags)
+        final_dir = box.cur if suffix else box.new
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         box.file_mode, dir_fd=box.tmp)
+        except FileExistsError:
+            return Outcome(ok=False, reason=f"tmp/{name} exists: name clash, refused")
+        except OSError as exc:
+            return Outcome(ok=False, reason=f"tmp/{name}: {exc.strerror}")
+        try:
+            with open(fd, "wb", closefd=True) as fh:
+                fh.write(data)
+                fh.flush()
+                os.fchmod(fd, box.file_mode)
+                _copy_owner(fd, self.mailbox_stat)
+                os.utime(fd, (message.received, message.received))
+                os.fsync(fd)
+            os.link(name, name + suffix, src_dir_fd=box.tmp, dst_dir_fd=final_dir,
+                    follow_symlinks=False)
+        except FileExistsError:
+            _unlink_quietly(name, box.tmp)
+            return Outcome(ok=False, reason=f"{name}{suffix} exists: name clash, refused")
+        except OSError as exc:
+            _unlink_quietly(name, box.tmp)
+            return Outcome(ok=False, reason=f"{name}: {exc.strerror}")
+        _unlink_quietly(name, box.tmp)
+        warning = f"flags not stored in Maildir: {' '.join(unknown)}" if unknown else ""
+        return Outcome(ok=True, target_id=name + suffix, warning=warning)
+
+    def find(self, folder: str, message: Message) -> str | None:
+        """The file holding ``message`` in ``folder``: by the planned name, else by content."""
+        try:
+            box = self._folder(folder, create=False)
+        except (ValueError, PermanentError, OSError):
+            return None
+        if box is None:
+            return None
+        name = message.planned_id
+        if name:
+            if _exists(name, box.new):
+                return name
+            for entry in _listdir(box.cur):
+                # The MUA moves new/NAME to cur/NAME:2,FLAGS; the NAME part is stable.
+                if entry == name or entry.startswith(name + ":"):
+                    return entry
+            # A crash between create and rename left our own partial file: it is
+            # no mail (never renamed into new/), and the name will not be reused.
+            _unlink_quietly(name, box.tmp)
+        return self._find_by_content(box, message)
+
+    def _find_by_content(self, box: _Folder, message: Message) -> str | None:
+        """Scan for a file with the received mtime and the same bytes or fingerprint."""
+        data = maildir_bytes(message.data)
+        second = int(message.received)
+        for dir_fd in (box.new, box.cur):
+            for entry in _listdir(dir_fd):
+                try:
+                    st = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode) or int(st.st_mtime) != second:
+                    continue
+                content = _read(entry, dir_fd)
+                if content is None:
+                    continue
+                if content == data or (message.fingerprint and fingerprint_of(content) == message.fingerprint):
+                    return entry
+        return None
+
+    def _folder(self, folder: str, *, create: bool) -> _Folder | None:
+        """Open ``folder``, creating it and its cur/new/tmp when ``create``; None if absent."""
+        if folder in self.folders:
+            return self.folders[folder]
+        dirname = folder_dirname(folder)
+        owner = self.mailbox_stat
+        mode = stat.S_IMODE(owner.st_mode)
+        path = self.path if dirname is None else f"{self.path}/{dirname}"
+        opened: list[int] = []
+        box = None
+        try:
+            if dirname is None:
+                fd: int | None = os.dup(self.mailbox_fd)
+            else:
+                fd = self.target._open_dir(self.mailbox_fd, dirname, path, create=create,
+                                           user=self.user, mode=mode, owner=owner)
+            if fd is None:
+                return None
+            opened.append(fd)
+            for sub in ("tmp", "new", "cur"):
+                sub_fd = self.target._open_dir(fd, sub, f"{path}/{sub}", create=create,
+                                               user=self.user, mode=mode, owner=owner)
+                if sub_fd is None:
+                    return None
+                opened.append(sub_fd)
+            if dirname is not None and create:
+                _mark_maildirfolder(fd, owner)
+            box = _Folder(path, fd, opened[1], opened[2], opened[3], file_mode=mode & 0o666)
+        finally:
+            if box is None:
+                for fd in opened:
+                    os.close(fd)
+        self.folders[folder] = box
+        return box
+
+
+def _mark_maildirfolder(folder_fd: int, owner: os.stat_result) -> None:
+    """The empty ``maildirfolder`` file tells Maildir++ readers this is a subfolder."""
+    try:
+        fd = os.open("maildirfolder", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     stat.S_IMODE(owner.st_mode) & 0o666, dir_fd=folder_fd)
+    except FileExistsError:
+        return
+    try:
+        _copy_owner(fd, owner)
+    finally:
+        os.close(fd)
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def _listdir(dir_fd: int) -> Iterator[str]:
+    try:
+        yield from os.listdir(dir_fd)
+    except OSError:
+        return
+
+
+def _read(name: str, dir_fd: int) -> bytes | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return None
+    with open(fd, "rb") as fh:
+        return fh.read()
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass

@@ -1,0 +1,104 @@
+"""The exactly-once journal: states, persistence, one run at a time, one target."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from restore.errors import LockedError, UsageError
+from restore.journal import Journal, Row, State, default_journal_path, entry_key
+from restore.plan import PlanEntry
+
+TARGET = "maildir:/var/vmail/%d/%n/Maildir"
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "journal.sqlite"
+
+
+def test_pending_then_done_is_kept_across_runs(path):
+    with Journal(path, TARGET) as journal:
+        journal.mark_pending([Row("alice@x", "INBOX", "k1", "name1"), Row("alice@x", "INBOX", "k2", "name2")])
+        journal.mark_done([Row("alice@x", "INBOX", "k1", "name1")])
+    with Journal(path, TARGET) as journal:
+        status = journal.status("alice@x")
+        assert journal.status("bob@x") == {}
+    assert status[("INBOX", "k1")].state is State.DONE
+    assert status[("INBOX", "k1")].target_id == "name1"
+    assert status[("INBOX", "k2")].state is State.PENDING
+    assert status[("INBOX", "k2")].planned_id == "name2"
+
+
+def test_failed_is_retryable_but_never_undoes_done(path):
+    with Journal(path, TARGET) as journal:
+        journal.mark_done([Row("alice@x", "INBOX", "k1", "name1")])
+        journal.mark_failed([Row("alice@x", "INBOX", "k1", "quota"), Row("alice@x", "INBOX", "k2", "quota")])
+        status = journal.status("alice@x")
+        assert status[("INBOX", "k1")].state is State.DONE
+        assert status[("INBOX", "k2")].state is State.FAILED
+        assert status[("INBOX", "k2")].reason == "quota"
+        journal.mark_pending([Row("alice@x", "INBOX", "k2", "name2")])
+        assert journal.status("alice@x")[("INBOX", "k2")].state is State.PENDING
+
+
+def test_same_message_in_two_folders_is_two_rows(path):
+    with Journal(path, TARGET) as journal:
+        journal.mark_done([Row("alice@x", "INBOX", "k", "a"), Row("alice@x", "Restored", "k", "b")])
+        assert len(journal.status("alice@x")) == 2
+
+
+def test_a_second_run_on_the_same_journal_is_refused(path):
+    with Journal(path, TARGET):
+        with pytest.raises(LockedError):
+            Journal(path, TARGET)
+    Journal(path, TARGET).close()
+
+
+def test_a_journal_belongs_to_one_target(path):
+    Journal(path, TARGET).close()
+    with pytest.raises(UsageError, match="belongs to target"):
+        Journal(path, "imap://admin@mail.example.com")
+    Journal(path, TARGET).close()  # the refused open left no lock behind
+
+
+def test_readonly_open_creates_nothing(path):
+    assert Journal.open_readonly(path, TARGET) is None
+    assert not path.parent.exists()
+    with Journal(path, TARGET) as journal:
+        journal.mark_done([Row("alice@x", "INBOX", "k1", "name1")])
+    before = sorted(p.name for p in path.parent.iterdir())
+    journal = Journal.open_readonly(path, TARGET)
+    assert journal is not None
+    assert journal.status("alice@x")[("INBOX", "k1")].state is State.DONE
+    with pytest.raises(RuntimeError):
+        journal.mark_done([Row("alice@x", "INBOX", "k2", "x")])
+    journal.close()
+    assert sorted(p.name for p in path.parent.iterdir()) == before
+
+
+def test_readonly_open_sees_what_a_killed_run_committed(path):
+    journal = Journal(path, TARGET)
+    journal.mark_pending([Row("alice@x", "INBOX", "k1", "name1")])
+    # No close(): as after kill -9, the commits are in the WAL file only.
+    reader = Journal.open_readonly(path, TARGET)
+    assert reader is not None
+    assert reader.status("alice@x")[("INBOX", "k1")].state is State.PENDING
+    reader.close()
+    journal.close()
+
+
+def test_entry_key_is_the_fingerprint_else_source_and_ref():
+    entry = PlanEntry("alice@x", "INBOX", "eml:/gw", "a/1.eml", "2017-12-08T21:13:05+00:00",
+                      10, None, "f00")
+    assert entry_key(entry) == "f00"
+    assert entry_key(replace(entry, fingerprint="")) == "eml:/gw\0a/1.eml"
+
+
+def test_default_path_is_one_journal_per_target():
+    a, b = default_journal_path(TARGET), default_journal_path("imap://mail.example.com")
+    assert a != b and a.parent == b.parent
+    assert a == default_journal_path(TARGET)
+    assert "mailrestore" in str(a.parent)
