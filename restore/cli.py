@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,8 @@ from restore import __version__, report
 from restore import audit as auditing
 from restore.catalog import Catalog
 from restore.diff import DiffSettings, where
-from restore.errors import MailrestoreError, UsageError
+from restore.errors import MailrestoreError, UnreadableItem, UsageError
+from restore.inject import InjectResult, Problem
 from restore.options import (
     imap_options,
     inject_options,
@@ -29,7 +31,7 @@ from restore.options import (
     window_options,
 )
 from restore.pipeline import Job
-from restore.plan import write_plan
+from restore.plan import PlanEntry, read_plan, write_plan
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, normalize_address
 from restore.stores import StoreOptions, open_store
 from restore.window import iso
@@ -143,6 +145,96 @@ def make_job(opts: dict, *specs: str | None, progress: bool = True) -> Job:
         store_options=store_options(opts, *specs),
         progress=report.progress_factory(progress and not opts.get("as_json")),
     )
+
+
+def load_plan(path: str) -> tuple[list[PlanEntry], list[UsageError]]:
+    """The plan's entries; bad lines are reported on stderr and skipped, the rest go on."""
+    entries: list[PlanEntry] = []
+    bad: list[UsageError] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for got in read_plan(fh, name=path):
+                if isinstance(got, UsageError):
+                    click.echo(f"mailrestore: skipping {got}", err=True)
+                    bad.append(got)
+                else:
+                    entries.append(got)
+    except OSError as exc:
+        raise UsageError(f"plan {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"plan {path}: not UTF-8 text (a plan is JSON Lines)") from None
+    return entries, bad
+
+
+def run_inject(entries: list[PlanEntry], opts: dict, password: str | None = None) -> InjectResult:
+    """Open the target and the journal, and append ``entries`` exactly once."""
+    from restore.inject import inject
+    from restore.journal import Journal, default_journal_path
+    from restore.targets import TargetOptions, open_target
+
+    spec = opts["target"]
+    if password is None and _wants_imap(spec):
+        from restore.credentials import get_password
+
+        password = get_password(opts.get("password_file"), "IMAP password")
+    target = open_target(spec, TargetOptions(password=password, insecure=bool(opts["insecure"]),
+                                             create_missing=bool(opts.get("create_missing"))))
+    state = Path(opts["state"]) if opts["state"] else default_journal_path(spec)
+    flags = tuple(opts["flags"].split()) if opts["flags"] else ()
+    sources = ArchiveReader()
+    bar = report.progress_factory(not opts["as_json"])("appending", len(entries))
+    try:
+        if opts["dry_run"]:
+            journal = Journal.open_readonly(state, spec)
+        else:
+            journal = Journal(state, spec)
+        try:
+            return inject(entries, target, journal, jobs=opts["jobs"], folder=opts["folder"],
+                          flags=flags, dry_run=opts["dry_run"], read_source=sources.read,
+                          progress=bar.update)
+        finally:
+            if journal is not None:
+                journal.close()
+    finally:
+        bar.close()
+        sources.close()
+
+
+class ArchiveReader:
+    """Re-opens plan entries' archive items, one open store per source, shared by workers."""
+
+    def __init__(self) -> None:
+        self.stores: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def read(self, entry: PlanEntry) -> bytes:
+        with self.lock:
+            store = self.stores.get(entry.source)
+            if store is None:
+                try:
+                    store = open_store(entry.source)
+                except MailrestoreError as exc:
+                    raise UnreadableItem(entry.ref, f"archive {entry.source}: {exc}") from None
+                self.stores[entry.source] = store
+        return store.open_ref(entry.ref)
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+
+
+def finish_inject(result: InjectResult, opts: dict, diff=None) -> None:
+    """Print the outcome and exit 1 when something could not be written."""
+    if opts["as_json"]:
+        doc = result.as_dict()
+        if diff is not None:
+            doc = {"window": diff.window.to_json(), "counts": diff.counts, **doc,
+                   "problems": doc["problems"] + diff.problems}
+        report.print_json(doc)
+    else:
+        report.print_inject(result, opts["target"])
+    if result.failed or (diff is not None and diff.counts["unreadable"] + diff.counts["unroutable"]):
+        raise SystemExit(1)
 
 
 def save_plan(path: str, entries) -> int:
@@ -291,7 +383,12 @@ def inject(**opts: Any) -> None:
     Every message is journaled, so a re-run (after success or a crash)
     writes each message once. Exit 1 when some messages could not be written.
     """
-    _not_ready("inject")
+    entries, bad_lines = load_plan(opts["plan"])
+    result = run_inject(entries, opts)
+    for exc in bad_lines:
+        result.failed += 1
+        result.problems.append(Problem("", "plan", str(exc)))
+    finish_inject(result, opts)
 
 
 @cli.command()
@@ -306,8 +403,22 @@ def inject(**opts: Any) -> None:
 @imap_options
 @json_option
 def restore(**opts: Any) -> None:
-    """Diff and inject in one go: put the gap back into TARGET."""
-    _not_ready("restore")
+    """Diff and inject in one go: put the gap back into TARGET.
+
+    Prints the diff's window and totals, then appends the missing messages
+    exactly as `diff --plan` and `inject` would. Exit 1 when some messages
+    could not be written or archive items were unreadable or unroutable.
+    """
+    job = make_job(opts, opts["replica"], *opts["archives"])
+    result = job.diff(opts["archives"], opts["replica"])
+    entries = list(result.plan())
+    if opts["plan_file"]:
+        save_plan(opts["plan_file"], entries)
+    if not opts["as_json"]:
+        report.print_diff(result, opts["plan_file"], len(entries))
+        click.echo()
+    injected = run_inject(entries, opts, password=job.store_options.password)
+    finish_inject(injected, opts, diff=result)
 
 
 @cli.command()
@@ -343,6 +454,7 @@ def audit(**opts: Any) -> None:
         lock = auditing.default_lock_path(list(opts["archives"]), opts["replica"])
         with auditing.exclusive(lock):
             result = job.diff(opts["archives"], opts["replica"])
+        auditing.require_a_mailbox(result)
     except MailrestoreError as exc:
         if fmt != "nagios":
             raise
@@ -410,6 +522,8 @@ def demo(**opts: Any) -> None:
     click.echo(f"  mailrestore timeline {common} --svg {root / 'timeline.svg'}")
     click.echo(f"  mailrestore inject {plan} --to '{incident.replica}' --state {state} --dry-run")
     click.echo(f"  mailrestore inject {plan} --to '{incident.replica}' --state {state}")
-    click.echo(f"  mailrestore diff {common}      # afterwards: 0 missing")
+    w = result.window
+    same_window = (f" --since {iso(w.since)} --until {iso(w.until)}" if not w.empty else "")
+    click.echo(f"  mailrestore diff {common}{same_window}      # afterwards: 0 missing")
     click.echo(f"  mailrestore inject {plan} --to '{incident.replica}' --state {state}"
                "      # again: nothing appended")

@@ -6,6 +6,7 @@ Nothing in the core imports this module; the CLI hands results to it.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -141,16 +142,61 @@ def print_problems(out: Console, problems: list[dict]) -> None:
 
 
 def print_audit(result, findings: list[dict]) -> None:
-    """The cron mail: short, and enough to act on."""
-    out = console()
+    """The cron mail: short, and enough to act on.
+
+    Plain text, not rich markup: Message-IDs are written by strangers, and a
+    ``[/]`` or ``:smile:`` in one must print as it is.
+    """
     w = result.window
     total = result.counts["missing"]
-    out.print(f"mailrestore audit: {total:,} archived message(s) received between "
-              f"{when(w.since)} and {when(w.until)} are not in their mailbox.")
+    lines = [f"mailrestore audit: {total:,} archived message(s) received between "
+             f"{when(w.since)} and {when(w.until)} are not in their mailbox."]
     for f in findings:
-        out.print(f"  {f['user']}: {f['missing']:,} missing, received {when(f['oldest'])} "
-                  f"to {when(f['newest'])}")
-        for mid in f["message_ids"]:
-            out.print(f"      {mid}")
-    out.print("Next: mailrestore diff with the same stores and --since/--until to see them, "
-              "add --plan FILE, then mailrestore inject.")
+        lines.append(f"  {f['user']}: {f['missing']:,} missing, received {when(f['oldest'])} "
+                     f"to {when(f['newest'])}")
+        lines.extend(f"      {mid}" for mid in f["message_ids"])
+    archives = " ".join(f"--archive {shlex.quote(a.spec)}" for a in result.archives)
+    replica = shlex.quote(result.replica.spec)
+    since, until = (datetime.fromtimestamp(t, UTC).isoformat() for t in (w.since, w.until))
+    lines += [
+        "Next: list them in a plan, check it, and put them back (with this audit's other options):",
+        f"  mailrestore diff {archives} --replica {replica} --since {since} --until {until}"
+        " --plan gap.jsonl",
+        f"  mailrestore inject gap.jsonl --to {replica}",
+    ]
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+
+
+def print_inject(result, target: str) -> None:
+    out = console()
+    verb = "would append" if result.dry_run else "appended"
+    if result.dry_run and result.would_write:
+        out.print(table(f"Dry run: nothing written; these {len(result.would_write):,} messages "
+                        f"would be appended to {target}",
+                        ("user", "folder", "received", "size", "Message-ID"),
+                        [(e.user, e.folder, e.received, e.size, e.message_id or "-")
+                         for e in result.would_write[:200]]))
+        if len(result.would_write) > 200:
+            out.print(f"... {len(result.would_write) - 200:,} more (all in --json)")
+        out.print()
+    rows = [(u, c.appended, c.already_present, c.failed)
+            for u, c in sorted(result.users.items(), key=lambda kv: (-kv[1].failed, kv[0]))]
+    if rows:
+        out.print(table("Per user", ("user", verb, "already present", "failed"), rows[:SHOW_USERS]))
+        if len(rows) > SHOW_USERS:
+            out.print(f"... and {len(rows) - SHOW_USERS:,} more users (all in --json)")
+    out.print(f"[bold]Totals:[/] {result.appended:,} {verb}, {result.already_present:,} already "
+              f"present (journal or target), {result.failed:,} failed")
+    if result.problems:
+        out.print("\n[bold]Not written:[/]")
+        for p in result.problems[:SHOW_PROBLEMS]:
+            out.print(f"  {p.user or '-'}  {p.ref}: {p.reason}")
+        if len(result.problems) > SHOW_PROBLEMS:
+            out.print(f"  ... {len(result.problems) - SHOW_PROBLEMS:,} more (all in --json)")
+        out.print("Fix the cause (quota, mailbox, archive item) and run the same command again: "
+                  "what is done is journaled and will not be written twice.")
+    for w in result.warnings[:SHOW_PROBLEMS]:
+        out.print(f"  warning  {w.user}  {w.ref}: {w.reason}")
+    if result.dry_run:
+        out.print("Dry run: nothing was written, not even the journal. Run again without "
+                  "--dry-run to write.")
