@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""Inject rate into a private Dovecot on loopback: mailrestore beside its peers.
+
+    python benchmarks/bench_inject.py [--n 5000] [--users 8] [--only NAME,...]
+
+The same N real messages (benchmarks/corpus.py), spread round-robin over
+--users mailboxes, go into fresh, empty INBOXes once per contender:
+
+  IMAP target
+    mailrestore j1/j4/j8  `mailrestore inject PLAN --to imap://admin@127.0.0.1:PORT --jobs J`
+                          (master login, MAILRESTORE_PASSWORD)
+    mbsync                isync `Sync Push` of each user's Maildir, CopyArrivalDate,
+                          all channels in one `mbsync -a` run
+    doveadm import        `doveadm import -u USER maildir:SRC "" mailbox INBOX` per user,
+                          source on /dev/shm so it copies rather than hardlinks
+  Maildir target
+    mailrestore maildir j1/j4
+                          `mailrestore inject PLAN --to maildir:BASE/mail/%u/Maildir`
+    plain copy            benchmarks/plaincopy.py: tmp/ -> fsync -> new/, new/ fsynced
+                          per 50 messages: the same guarantee with nothing else
+
+Every run is checked afterwards: each user's INBOX must hold exactly its
+messages (`doveadm mailbox status`). Wall time and peak RSS of each
+contender's process tree come from benchmarks/measure.py; source copies,
+plans and logins before the run are not timed. Dovecot (tests/dovecot.py,
+mail_fsync=optimized) is started here and stopped by its PID at the end.
+A contender that cannot run is reported "not available"; the rest go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from corpus import default_out, ensure_maildir  # noqa: E402
+from measure import (  # noqa: E402
+    MEASUREMENT_HEADERS,
+    Measurement,
+    failure_note,
+    fmt,
+    machine_line,
+    markdown_table,
+    measurement_rows,
+    ratio,
+    run_measured,
+    target_line,
+)
+
+WORK = HERE / "work"
+SHM = Path("/dev/shm")
+DOMAIN = "bench.example"
+MESSAGE_ID = re.compile(rb"(?im)^message-id:\s*(<[^>\r\n]*>)")
+
+
+@dataclass(frozen=True)
+class SourceMessage:
+    path: Path
+    ref: str          # relative to the source Maildir, without the :2, flags
+    received: float   # the file mtime
+    size: int
+
+
+@dataclass
+class Bench:
+    """What every contender shares: the server, the messages, the work space."""
+
+    server: Any       # tests/dovecot.py's Dovecot, imported at run time
+    source: Path
+    messages: list[SourceMessage]
+    users_per_run: int
+    work: Path
+
+    def fresh_users(self, label: str) -> list[str]:
+        users = [f"{label}{k}@{DOMAIN}" for k in range(1, self.users_per_run + 1)]
+        for user in users:
+            self.server.add_user(user)
+        return users
+
+    def assignment(self, users: list[str]) -> dict[str, list[SourceMessage]]:
+        by_user: dict[str, list[SourceMessage]] = {u: [] for u in users}
+        for i, message in enumerate(self.messages):
+            by_user[users[i % len(users)]].append(message)
+        return by_user
+
+    def count(self, user: str) -> int | None:
+        proc = self.server.doveadm("mailbox", "status", "-u", user, "messages", "INBOX", check=False)
+        match = re.search(r"messages=(\d+)", proc.stdout)
+        return int(match.group(1)) if match else None
+
+    def verify(self, by_user: dict[str, list[SourceMessage]]) -> str:
+        """'' when every INBOX holds exactly its messages, else what is wrong."""
+        counts = {u: self.count(u) for u in by_user}
+        wrong = [f"{u}: {counts[u]} of {len(ms)}" for u, ms in by_user.items() if counts[u] != len(ms)]
+        return "" if not wrong else "COUNT MISMATCH " + "; ".join(wrong[:3])
+
+    def chown_to_mail(self, path: Path) -> None:
+        """doveadm reads (and writes index files into) an import source as the mail uid."""
+        if os.getuid() != 0:
+            return
+        owner = os.stat(self.server.base / "mail")
+        for dirpath, _, filenames in os.walk(path):
+            os.chown(dirpath, owner.st_uid, owner.st_gid)
+            for name in filenames:
+                os.chown(os.path.join(dirpath, name), owner.st_uid, owner.st_gid)
+
+
+def source_messages(maildir: Path) -> list[SourceMessage]:
+    out = []
+    for sub in ("cur", "new"):
+        for entry in os.scandir(maildir / sub):
+            st = entry.stat()
+            stem = entry.name.partition(":2,")[0]
+            out.append(SourceMessage(Path(entry.path), f"{sub}/{stem}", st.st_mtime, st.st_size))
+    return sorted(out, key=lambda m: m.received)
+
+
+def fingerprinter() -> Callable[[bytes], str]:
+    """mailrestore's own identity key, as `diff` writes it into a plan; '' if unavailable."""
+    try:
+        from restore.identity import fingerprint_of
+    except ImportError:
+        return lambda data: ""
+    return fingerprint_of
+
+
+def write_plan(path: Path, source: Path, by_user: dict[str, list[SourceMessage]]) -> None:
+    fingerprint = fingerprinter()
+    with open(path, "w") as fh:
+        for user, messages in by_user.items():
+            for m in messages:
+                data = m.path.read_bytes()
+                found = MESSAGE_ID.search(data)
+                fh.write(json.dumps({
+                    "user": user, "folder": "INBOX", "source": f"maildir:{source}", "ref": m.ref,
+                    "received": datetime.fromtimestamp(m.received, UTC).isoformat(),
+                    "size": m.size,
+                    "message_id": found.group(1).decode("ascii", "replace") if found else None,
+                    "fingerprint": fingerprint(data)}) + "\n")
+
+
+def copy_maildir(messages: list[SourceMessage], dest: Path) -> Path:
+    """A Maildir holding copies of `messages` (same names, bytes and mtimes)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    for sub in ("cur", "new", "tmp"):
+        (dest / sub).mkdir(parents=True)
+    for m in messages:
+        shutil.copy2(m.path, dest / m.path.parent.name / m.path.name)
+    return dest
+
+
+def mailrestore_cmd() -> list[str]:
+    exe = shutil.which("mailrestore")
+    return [exe] if exe else [sys.executable, "-m", "restore"]
+
+
+# ------------------------------------------------------------- contenders
+
+def finish(bench: Bench, name: str, cmd: list[str], by_user: dict[str, list[SourceMessage]],
+           env: dict | None = None, check_json: bool = False) -> Measurement:
+    """Run one contender's command, then check every mailbox got its messages."""
+    run = run_measured(cmd, env=env, log_dir=bench.work / "logs" / name.replace(" ", "-"))
+    result = Measurement(name, len(bench.messages), extra={"command": " ".join(cmd)})
+    if run.returncode != 0:
+        result.note = failure_note(run)
+        return result
+    result.seconds, result.peak_rss_kb = run.seconds, run.peak_rss_kb
+    result.note = bench.verify(by_user)
+    if check_json and not result.note:
+        try:
+            appended = json.loads(run.stdout)["appended"]
+        except (ValueError, KeyError, TypeError):
+            appended = None
+        if appended != len(bench.messages):
+            result.note = f"inject --json says appended={appended}"
+    return result
+
+
+def mailrestore_inject(bench: Bench, name: str, label: str, jobs: int, target_kind: str) -> Measurement:
+    users = bench.fresh_users(label)
+    by_user = bench.assignment(users)
+    plan = bench.work / f"plan-{label}.jsonl"
+    state = bench.work / f"journal-{label}.sqlite"
+    for leftover in bench.work.glob(state.name + "*"):
+        leftover.unlink()
+    write_plan(plan, bench.source, by_user)
+    server = bench.server
+    if target_kind == "imap":
+        target = f"imap://{server.master_user}@{server.host}:{server.port}"
+    else:
+        target = f"maildir:{server.base}/mail/%u/Maildir"
+    cmd = [*mailrestore_cmd(), "inject", str(plan), "--to", target, "--jobs", str(jobs),
+           "--state", str(state), "--json"]
+    env = dict(os.environ, MAILRESTORE_PASSWORD=server.master_pass)
+    return finish(bench, name, cmd, by_user, env, check_json=True)
+
+
+MBSYNC_CHANNEL = """
+IMAPAccount {label}
+Host {host}
+Port {port}
+User {user}
+Pass {password}
+SSLType None
+AuthMechs LOGIN PLAIN
+
+IMAPStore {label}-far
+Account {label}
+
+MaildirStore {label}-near
+Path {maildir}/
+Inbox {maildir}
+
+Channel {label}
+Far :{label}-far:
+Near :{label}-near:
+Patterns INBOX
+Sync Push
+Create None
+CopyArrivalDate yes
+SyncState *
+"""
+
+
+def mbsync(bench: Bench) -> Measurement:
+    if not shutil.which("mbsync"):
+        return Measurement("mbsync", len(bench.messages), note="not available (mbsync not installed)")
+    users = bench.fresh_users("mbsync")
+    by_user = bench.assignment(users)
+    root = bench.work / "mbsync-src"
+    shutil.rmtree(root, ignore_errors=True)
+    config = []
+    for k, (user, messages) in enumerate(by_user.items()):
+        maildir = copy_maildir(messages, root / f"u{k}")
+        config.append(MBSYNC_CHANNEL.format(
+            label=f"u{k}", host=bench.server.host, port=bench.server.port, user=user,
+            password=bench.server.password_of(user), maildir=maildir))
+    rc = root / "mbsyncrc"
+    rc.write_text("".join(config))
+    result = finish(bench, "mbsync", ["mbsync", "-q", "-c", str(rc), "-a"], by_user)
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def doveadm_import(bench: Bench) -> Measurement:
+    users = bench.fresh_users("import")
+    by_user = bench.assignment(users)
+    # tmpfs: on the mail filesystem doveadm would hardlink instead of copying
+    root = SHM / f"mailrestore-bench-{os.getpid()}"
+    shutil.rmtree(root, ignore_errors=True)
+    lines = ["set -e"]
+    for k, (user, messages) in enumerate(by_user.items()):
+        src = copy_maildir(messages, root / f"u{k}")
+        lines.append(f"doveadm -c '{bench.server.conf}' import -u '{user}' 'maildir:{src}' '' "
+                     "mailbox INBOX")
+    bench.chown_to_mail(root)
+    script = bench.work / "doveadm-import.sh"
+    script.write_text("\n".join(lines) + "\n")
+    try:
+        return finish(bench, "doveadm import", ["sh", str(script)], by_user)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def plain_copy(bench: Bench) -> Measurement:
+    users = bench.fresh_users("plain")
+    by_user = bench.assignment(users)
+    jobs = {str(bench.server.maildir(u)): [[str(m.path), m.received] for m in ms]
+            for u, ms in by_user.items()}
+    jobs_file = bench.work / "plaincopy-jobs.json"
+    jobs_file.write_text(json.dumps(jobs))
+    cmd = [sys.executable, str(HERE / "plaincopy.py"), str(jobs_file)]
+    return finish(bench, "plain copy", cmd, by_user)
+
+
+CONTENDERS: dict[str, Callable[[Bench], Measurement]] = {
+    "mailrestore j1": lambda b: mailrestore_inject(b, "mailrestore j1", "imapj1u", 1, "imap"),
+    "mailrestore j4": lambda b: mailrestore_inject(b, "mailrestore j4", "imapj4u", 4, "imap"),
+    "mailrestore j8": lambda b: mailrestore_inject(b, "mailrestore j8", "imapj8u", 8, "imap"),
+    "mbsync": mbsync,
+    "doveadm import": doveadm_import,
+    "mailrestore maildir j1": lambda b: mailrestore_inject(b, "mailrestore maildir j1", "mdj1u",
+                                                           1, "maildir"),
+    "mailrestore maildir j4": lambda b: mailrestore_inject(b, "mailrestore maildir j4", "mdj4u",
+                                                           4, "maildir"),
+    "plain copy": plain_copy,
+}
+
+
+# ------------------------------------------------------------- report
+
+def report(results: dict[str, Measurement], n: int, users: int, source: str) -> str:
+    def rate(name: str) -> float | None:
+        return results[name].rate if name in results else None
+
+    imap_best = max((r for r in (rate("mailrestore j1"), rate("mailrestore j4"),
+                                 rate("mailrestore j8")) if r), default=None)
+    maildir_j1 = rate("mailrestore maildir j1")
+    out = [f"# mailrestore inject benchmark ({machine_line()})",
+           f"{n:,} messages from the {source} corpus over {users} users; each contender into "
+           "fresh empty INBOXes, counts verified after each run.",
+           "Dovecot 2.3 on 127.0.0.1, mail_fsync=optimized; timings exclude setup and the "
+           "count check.", "",
+           markdown_table(MEASUREMENT_HEADERS, measurement_rows(list(results.values())), "lrrrrl"),
+           "", "## Ratios (msgs/s)", ""]
+    rows = [["best mailrestore IMAP / mbsync", fmt(ratio(imap_best, rate("mbsync")), 2)],
+            ["best mailrestore IMAP / doveadm import", fmt(ratio(imap_best, rate("doveadm import")), 2)],
+            ["mailrestore j1 / mbsync", fmt(ratio(rate("mailrestore j1"), rate("mbsync")), 2)],
+            ["mailrestore maildir j1 / plain copy", fmt(ratio(maildir_j1, rate("plain copy")), 2)],
+            ["mailrestore maildir j4 / plain copy",
+             fmt(ratio(rate("mailrestore maildir j4"), rate("plain copy")), 2)]]
+    out += [markdown_table(("ratio", "value"), rows), "", "## Targets", "",
+            target_line("mailrestore IMAP (best --jobs) vs mbsync", ratio(imap_best, rate("mbsync")), 4),
+            target_line("mailrestore IMAP (best --jobs) vs doveadm import",
+                        ratio(imap_best, rate("doveadm import")), 0.8),
+            target_line("mailrestore Maildir (--jobs 1) vs plain tmp->new copy",
+                        ratio(maildir_j1, rate("plain copy")), 0.8),
+            "", "Commands (users and paths as in the last run):"]
+    out += [f"    {m.extra['command']}" for m in results.values() if "command" in m.extra]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="mailrestore inject vs mbsync, doveadm import, plain copy")
+    ap.add_argument("--n", type=int, default=5000, help="messages per contender (default 5000)")
+    ap.add_argument("--users", type=int, default=8, help="mailboxes the messages spread over")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(CONTENDERS)}")
+    ap.add_argument("--json", type=Path, default=WORK / "inject-results.json")
+    args = ap.parse_args()
+    chosen = [c.strip() for c in args.only.split(",") if c.strip()] or list(CONTENDERS)
+    unknown = set(chosen) - set(CONTENDERS)
+    if unknown:
+        ap.error(f"unknown contender(s): {', '.join(sorted(unknown))}")
+
+    try:
+        from dovecot import Dovecot, dovecot_installed
+    except ImportError as exc:
+        sys.exit(f"tests/dovecot.py is needed to run a private Dovecot: {exc}")
+    if not dovecot_installed():
+        sys.exit("dovecot is not installed (apt-get install -y dovecot-imapd)")
+
+    source = default_out(args.n)
+    stamp = ensure_maildir(source, args.n)
+    work = WORK / "inject"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    server = Dovecot().start()
+    print(f"dovecot pid {server.master_pid} on {server.host}:{server.port}, base {server.base}",
+          flush=True)
+    results: dict[str, Measurement] = {}
+    try:
+        bench = Bench(server, source, source_messages(source), args.users, work)
+        for name in chosen:
+            try:
+                result = CONTENDERS[name](bench)
+            except (OSError, subprocess.SubprocessError) as exc:
+                result = Measurement(name, args.n, note=f"not available (harness: {exc})")
+            results[name] = result
+            print(f"  {name:24} {fmt(result.seconds, 2):>8} s {fmt(result.rate):>7} msgs/s "
+                  f"{fmt(result.peak_rss_kb / 1024 if result.peak_rss_kb else None, 1):>7} MB  "
+                  f"{result.note}", flush=True)
+    finally:
+        server.cleanup()  # SIGTERM to the master we started, then its directory goes
+    print("\n" + report(results, args.n, args.users, stamp["source"]))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps([m.as_dict() for m in results.values()], indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Timing and peak memory of one command, and the tables the benchmarks print.
+
+Peak RSS is read with wait4 on the command's own process, but not from the
+harness directly: Linux carries a process's pre-exec memory high-water mark
+into ru_maxrss across fork + exec, so every command started by a harness
+holding 60 MB would "peak" at 60 MB at least. A tiny launcher (python -S,
+a few MB) forks the command instead and reports its wait4 rusage, which covers
+the command and everything it waited for. That is the largest process of its
+tree, not a sum; fine for the single-process contenders measured here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Measurement:
+    name: str
+    messages: int
+    seconds: float | None = None    # None: the contender is not available
+    peak_rss_kb: int | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.seconds is not None
+
+    @property
+    def rate(self) -> float | None:
+        if not self.ok or not self.seconds:
+            return None
+        return self.messages / self.seconds
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "messages": self.messages, "seconds": self.seconds,
+                "msgs_per_s": self.rate, "peak_rss_kb": self.peak_rss_kb, "note": self.note,
+                **self.extra}
+
+
+@dataclass
+class Run:
+    returncode: int
+    seconds: float
+    peak_rss_kb: int
+    stdout: str
+    stderr: str
+
+
+# Runs argv[2:], then writes "<exit code> <wall seconds> <peak RSS KB>" to argv[1].
+LAUNCHER = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as exc:
+        sys.stderr.write(f"cannot run {sys.argv[2]}: {exc}\\n")
+        sys.stderr.flush()
+    os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+code = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as fh:
+    fh.write(f"{code} {seconds} {usage.ru_maxrss}")
+"""
+
+
+def run_measured(cmd: Sequence[str], *, env: dict | None = None, cwd: str | Path | None = None,
+                 log_dir: Path | None = None, timeout: float = 3600) -> Run:
+    """Run `cmd`, returning exit code, wall seconds, peak RSS and its output.
+
+    Output goes to files rather than pipes so a chatty command is not slowed
+    down by (or deadlocked on) the harness reading it.
+    """
+    log_dir = Path(log_dir or "/tmp")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out_path, err_path, usage_path = (log_dir / name for name in ("stdout", "stderr", "usage"))
+    usage_path.unlink(missing_ok=True)
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, str(usage_path), *cmd],
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                cwd=cwd, start_new_session=True)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the command too, not only the launcher
+            proc.wait()
+    stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
+    try:
+        code, seconds, peak = usage_path.read_text().split()
+    except (OSError, ValueError):
+        return Run(proc.returncode or 127, 0.0, 0, stdout, stderr + "\n(killed or not started)")
+    return Run(int(code), float(seconds), int(peak), stdout, stderr)
+
+
+def failure_note(run: Run, what: str = "") -> str:
+    """A one-line reason for a failed run: the last meaningful stderr line."""
+    lines = [ln.strip() for ln in (run.stderr + "\n" + run.stdout).splitlines() if ln.strip()]
+    tail = lines[-1][:160] if lines else "no output"
+    return f"not available ({what + ': ' if what else ''}exit {run.returncode}: {tail})"
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
+    """A markdown table; `align` holds one of l/r per column (default: first l, rest r)."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def measurement_rows(results: Sequence[Measurement]) -> list[list[str]]:
+    return [[m.name, f"{m.messages:,}", fmt(m.seconds, 2), fmt(m.rate),
+             fmt(m.peak_rss_kb / 1024 if m.peak_rss_kb else None, 1), m.note or "ok"]
+            for m in results]
+
+
+MEASUREMENT_HEADERS = ("contender", "messages", "wall s", "msgs/s", "peak RSS MB", "status")
+
+
+def target_line(label: str, value: float | None, goal: float, unit: str = "x",
+                higher_is_better: bool = True) -> str:
+    if value is None:
+        return f"- {label}: not measured (goal {goal:g}{unit})"
+    met = value >= goal if higher_is_better else value <= goal
+    return f"- {label}: {value:.2f}{unit} (goal {'>=' if higher_is_better else '<='} {goal:g}{unit}) " \
+           f"{'MET' if met else 'NOT MET'}"
+
+
+def machine_line() -> str:
+    with open("/proc/loadavg") as fh:
+        load = " ".join(fh.read().split()[:3])
+    return f"{os.cpu_count()} CPUs, load average {load}"
