@@ -13,10 +13,13 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from restore.errors import LockedError, UsageError
+from restore.errors import CannotRunError, LockedError, StoreError, UsageError
+
+if TYPE_CHECKING:
+    from restore.diff import DiffResult
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,13 +41,19 @@ def audit_bounds(now: float, window: float, grace: float) -> tuple[float, float]
     return now - window, now - grace
 
 
-@dataclass(frozen=True, slots=True)
-class UserFinding:
-    user: str
-    missing: int
-    oldest: float
-    newest: float
-    message_ids: list[str]
+def require_a_mailbox(result: DiffResult) -> None:
+    """Refuse an all-clear when no archived message could be matched to a mailbox.
+
+    An empty replica (a failed mount) or a path template that matches no user
+    makes every message unroutable, and so nothing missing: silence would
+    then claim a check that never happened.
+    """
+    if result.counts["unroutable"] and not result.users:
+        raise StoreError(
+            f"{result.replica.spec}: none of the {result.counts['unroutable']:,} archived "
+            "message(s) has a recipient with a mailbox there; is the replica mounted, and does "
+            "its path template match its layout? Nothing was checked"
+        )
 
 
 def nagios(missing: int, warning: int, critical: int, detail: str = "") -> tuple[int, str]:
@@ -71,8 +80,13 @@ def default_lock_path(archives: list[str], replica: str) -> Path:
 @contextmanager
 def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold the audit lock; a second overlapping run fails at once with LockedError."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CannotRunError(
+            f"cannot take the audit lock {lock_path}: {exc.strerror or exc}; this run did nothing"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -443,7 +443,9 @@ def audit(**opts: Any) -> None:
     """
     fmt = opts["fmt"]
     try:
-        now = parse_time(opts["now"], "--now") if opts["now"] else time.time()
+        now = parse_time(opts["now"], "--now")
+        if now is None:  # not given, or "auto"
+            now = time.time()
         window = auditing.parse_duration(opts["window"], "--window")
         grace = auditing.parse_duration(opts["grace"], "--grace")
         since, until = auditing.audit_bounds(now, window, grace)
@@ -464,13 +466,15 @@ def audit(**opts: Any) -> None:
     missing = result.counts["missing"]
     findings = result.missing_by_user()
     if fmt == "nagios":
-        detail = (f"{len(findings)} users" if findings
+        detail = (report.plural(len(findings), "user") if findings
                   else f"window {report.when(since)} to {report.when(until)}")
         code, line = auditing.nagios(missing, opts["warning"], opts["critical"], detail)
         click.echo(line)
         raise SystemExit(code)
     if fmt == "json":
         doc = result.to_json()
+        doc["window"]["evidence"] = (f"audit: {iso(now)} minus --window {opts['window']}"
+                                     f" and --grace {opts['grace']}")
         doc["missing"] = [{**f, "oldest": iso(f["oldest"]), "newest": iso(f["newest"])}
                           for f in findings]
         report.print_json(doc)

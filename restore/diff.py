@@ -225,7 +225,7 @@ def _insert_pairs(catalog: Catalog, side: Side, keycol: str, settings: DiffSetti
         f"SELECT id, user, received, {keycol}, envelope FROM messages WHERE store = ?{since}"
         " ORDER BY id", args)
     while rows := cursor.fetchmany(BATCH):
-        out = []
+        out: list[tuple[str, int, float | None, str, str | None]] = []
         for msg, path_user, received, key, envelope in rows:
             users, rejected = resolve_users(
                 path_user, json.loads(envelope), settings.recipient_headers, settings.aliases)

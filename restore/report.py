@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from restore.pipeline import ProgressBar
 
@@ -23,13 +24,19 @@ SHOW_PROBLEMS = 20
 
 
 def console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    # Mail is hostile: a Message-ID or folder name like "[/]" or ":smile:" must be
+# printed as written, so rich markup and emoji codes are off everywhere.
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def bold(text: str) -> Text:
+    return Text(text, style="bold")
 
 
 def plural(n: int, noun: str) -> str:
@@ -74,8 +81,8 @@ def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any
 
 def print_scan(spec: str, summary: dict) -> None:
     out = console()
-    out.print(f"[bold]{spec}[/]: {summary['messages']:,} messages, "
-              f"{summary['unreadable']:,} unreadable items")
+    out.print(bold(spec), f": {summary['messages']:,} messages, "
+              f"{summary['unreadable']:,} unreadable items", sep="")
     if summary["first"] is not None:
         out.print(f"received from {when(summary['first'])} to {when(summary['last'])}")
     out.print(f"catalog: {summary['reused']:,} units unchanged, {summary['read']:,} read, "
@@ -94,9 +101,9 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
     w = result.window
     c = result.counts
     if w.empty:
-        out.print("[bold]Window:[/] none")
+        out.print(bold("Window:"), "none")
     else:
-        out.print(f"[bold]Window:[/] {when(w.since)} (exclusive) to {when(w.until)} ({w.source})")
+        out.print(bold("Window:"), f"{when(w.since)} (exclusive) to {when(w.until)} ({w.source})")
     out.print(f"  {w.evidence}")
     out.print()
     users = sorted(result.users.items(), key=lambda kv: (-kv[1]["missing"], kv[0]))
@@ -111,7 +118,7 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
                       f"{sum(v['missing'] for _, v in rest):,} missing (all in --json)")
         out.print()
     out.print(
-        f"[bold]Totals:[/] {c['present']:,} present, {c['missing']:,} missing (to restore), "
+        bold("Totals:"), f"{c['present']:,} present, {c['missing']:,} missing (to restore), "
         f"{c['outside-window']:,} outside the window, {c['duplicate']:,} duplicate, "
         f"{c['unroutable']:,} unroutable: {result.pairs:,} (user, message) pairs; "
         f"{c['unreadable']:,} unreadable archive items"
@@ -130,7 +137,7 @@ def print_problems(out: Console, problems: list[dict]) -> None:
     if not problems:
         return
     out.print()
-    out.print("[bold]Problems:[/]")
+    out.print(bold("Problems:"))
     unroutable = Counter(p["reason"] for p in problems if p["class"] == "unroutable")
     for reason, n in sorted(unroutable.items()):
         out.print(f"  unroutable  {plural(n, 'message')}: {reason}")
@@ -185,10 +192,11 @@ def print_inject(result, target: str) -> None:
         out.print(table("Per user", ("user", verb, "already present", "failed"), rows[:SHOW_USERS]))
         if len(rows) > SHOW_USERS:
             out.print(f"... and {len(rows) - SHOW_USERS:,} more users (all in --json)")
-    out.print(f"[bold]Totals:[/] {result.appended:,} {verb}, {result.already_present:,} already "
+    out.print(bold("Totals:"), f"{result.appended:,} {verb}, {result.already_present:,} already "
               f"present (journal or target), {result.failed:,} failed")
     if result.problems:
-        out.print("\n[bold]Not written:[/]")
+        out.print()
+        out.print(bold("Not written:"))
         for p in result.problems[:SHOW_PROBLEMS]:
             out.print(f"  {p.user or '-'}  {p.ref}: {p.reason}")
         if len(result.problems) > SHOW_PROBLEMS:
