@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -92,6 +94,26 @@ def diff_cmd(stamp: dict, catalog: Path) -> list[str]:
             "--json", "--catalog", str(catalog)]
 
 
+def audit_cmd(stamp: dict, catalog: Path) -> list[str]:
+    """An hourly audit as cron runs it, on the hour after inbound mail came back."""
+    archives = [arg for spec in stamp["archives"] for arg in ("--archive", spec)]
+    now = datetime.fromisoformat(stamp["until"]) + timedelta(hours=1)
+    return [*mailrestore_cmd(), "audit", *archives, "--replica", stamp["replica"],
+            "--now", now.isoformat(), "--window", "24h", "--grace", "15m", "--format", "json",
+            "--catalog", str(catalog)]
+
+
+def measure_audit(name: str, cmd: list[str], pairs: int) -> Measurement:
+    env = dict(os.environ, XDG_STATE_HOME=str(WORK / "state"))  # the audit lock lives there
+    run = run_measured(cmd, env=env, log_dir=WORK / "logs" / f"audit-{pairs}-{name.replace(' ', '-')}")
+    result = Measurement(name, pairs, extra={"command": " ".join(cmd)})
+    if run.returncode not in (0, 1):  # 1: the audit found the gap's mail missing
+        result.note = failure_note(run)
+        return result
+    result.seconds, result.peak_rss_kb = run.seconds, run.peak_rss_kb
+    return result
+
+
 def measure_diff(name: str, cmd: list[str], stamp: dict) -> Measurement:
     pairs = sum(stamp["counts"].values())
     run = run_measured(cmd, log_dir=WORK / "logs" / f"diff-{pairs}-{name.replace(' ', '-')}")
@@ -117,7 +139,8 @@ def bench_size(n: int, users: int, days: int) -> list[Measurement]:
         stamp = ensure_incident(n, users, days)
     except Exception as exc:  # noqa: BLE001 - an unfinished builder must not stop the report
         note = f"not available (build_incident: {type(exc).__name__}: {exc})"
-        return [Measurement("diff cold", n, note=note), Measurement("diff warm", n, note=note)]
+        return [Measurement(name, n, note=note)
+                for name in ("diff cold", "diff warm", "audit cold", "audit warm")]
     root = incident_dir(n)
     files, size = read_all(str(root))  # untimed warm-up: both runs read from the page cache
     print(f"\n## ~{n:,} messages: {root} ({files:,} files, {size / 1e6:.0f} MB, "
@@ -132,6 +155,14 @@ def bench_size(n: int, users: int, days: int) -> list[Measurement]:
         print(f"  {name:10} {fmt(result.seconds, 2):>8} s {fmt(result.rate):>8} msgs/s "
               f"{fmt(result.peak_rss_kb / 1024 if result.peak_rss_kb else None, 1):>7} MB  "
               f"{result.note}", flush=True)
+        results.append(result)
+    audit_catalog = WORK / f"audit-catalog-{n}.sqlite"
+    for leftover in WORK.glob(audit_catalog.name + "*"):
+        leftover.unlink()
+    pairs = sum(stamp["counts"].values())
+    for name in ("audit cold", "audit warm"):
+        result = measure_audit(name, audit_cmd(stamp, audit_catalog), pairs)
+        print(f"  {name:10} {fmt(result.seconds, 2):>8} s  {result.note}", flush=True)
         results.append(result)
     return results
 
@@ -161,7 +192,13 @@ def report(by_size: dict[int, list[Measurement]]) -> str:
                             if cold_small.ok and cold_large.ok else None, 1.5,
                             higher_is_better=False),
                 target_line("diff msgs/s at the large size vs the small one",
-                            ratio(cold_large.rate, cold_small.rate), 0.8), ""]
+                            ratio(cold_large.rate, cold_small.rate), 0.8)]
+        audits = {m.name: m for m in large}
+        cold, warm = audits.get("audit cold"), audits.get("audit warm")
+        if cold and warm and cold.ok and warm.ok:
+            out += [target_line("hourly audit of an unchanged store vs a cold one (time)",
+                                ratio(warm.seconds, cold.seconds), 0.05, higher_is_better=False)]
+        out += [""]
     out += ["Commands:"] + [f"    {m.extra['command']}" for m in large if "command" in m.extra]
     return "\n".join(out)
 
