@@ -20,6 +20,7 @@ class StoreOptions:
     insecure: bool = False               # IMAP: skip TLS certificate verification
     users: list[str] | None = None       # IMAP: which users to read (else recipients from the archive)
     timeout: float = 60.0
+    match: str = "auto"                  # IMAP: "strict" fetches whole messages, not headers only
     extra: dict = field(default_factory=dict)
 
 
