@@ -25,10 +25,9 @@ def render(series: list[tuple[float, int, int, int]], window: Window, bucket: st
     fmt = "%Y-%m-%d %H:%M" if bucket == "hour" else "%Y-%m-%d"
     peak = max((max(a, r) for _, a, _, r in series), default=0) or 1
     lines = [Text(title, style="bold"),
-             Text.assemble(("█", "green"), " archive, present on the replica   ",
-                           ("█", "red"), " archive, absent from the replica   ",
-                           ("█", "blue"), " replica arrivals   ",
-                           ("▌", "yellow"), " inside the window"),
+             Text.assemble("archive mail: ", ("█", "green"), " on the replica  ",
+                           ("█", "red"), " absent from it   ", ("█", "blue"), " replica arrivals   ",
+                           ("▌", "yellow"), " in the window"),
              Text("")]
     for start, archived, absent, replica in series:
         in_gap = (not window.empty and start + size > (window.since or 0)
