@@ -12,7 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -115,7 +115,8 @@ def store_options(opts: dict, *specs: str | None) -> StoreOptions:
     users = None
     if opts.get("users_file"):
         users = read_users_file(opts["users_file"])
-    return StoreOptions(password=password, insecure=bool(opts.get("insecure")), users=users)
+    return StoreOptions(password=password, insecure=bool(opts.get("insecure")), users=users,
+                        match=opts.get("match") or "auto")
 
 
 def read_users_file(path: str) -> list[str]:
@@ -228,8 +229,11 @@ def finish_inject(result: InjectResult, opts: dict, diff=None) -> None:
     if opts["as_json"]:
         doc = result.as_dict()
         if diff is not None:
+            # One shape for every problem, so a script reads user/ref/reason from each;
+            # the diff's own class and where stay beside them.
+            found = [{"user": p.get("user", ""), "ref": p["where"], **p} for p in diff.problems]
             doc = {"window": diff.window.to_json(), "counts": diff.counts, **doc,
-                   "problems": doc["problems"] + diff.problems}
+                   "problems": cast("list[dict]", doc["problems"]) + found}
         report.print_json(doc)
     else:
         report.print_inject(result, opts["target"])

@@ -24,8 +24,10 @@ that dies later becomes ``TransientError`` (see ``connection_guard``).
 
 from __future__ import annotations
 
+import functools
 import imaplib
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -95,6 +97,13 @@ def is_loopback(host: str) -> bool:
 
 
 def tls_context(insecure: bool) -> ssl.SSLContext:
+    """The TLS context connections share: loading the trust store takes ~20 ms each time."""
+    # The variables the trust store is read from are part of the cache key.
+    return _tls_context(insecure, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(insecure: bool, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if insecure:
         context.check_hostname = False
@@ -117,7 +126,7 @@ def open_session(
         address, insecure=insecure, timeout=timeout, error=error, unreachable=unreachable
     )
     try:
-        login(client, address, user, password, error=error)
+        login(client, address, user, password, error=error, unreachable=unreachable)
     except BaseException:
         close_quietly(client)
         raise
@@ -149,8 +158,7 @@ def connect(
         )
     except Exception as exc:
         message = f"cannot connect to IMAP server {address.where}: {describe(exc, timeout)}"
-        away = isinstance(exc, (OSError, imaplib.IMAP4.abort)) and not isinstance(exc, ssl.SSLError)
-        raise (unreachable if unreachable and away else error)(message) from None
+        raise (unreachable if unreachable and _away(exc) else error)(message) from None
     try:
         _secure(client, address, context, insecure, error)
     except BaseException:
@@ -190,9 +198,10 @@ def login(
     password: str,
     *,
     error: type[CannotRunError] = CannotRunError,
+    unreachable: type[MailrestoreError] | None = None,
 ) -> None:
     """Log in as ``user``, through the URL's LOGIN as admin when it names someone else."""
-    refusal = try_login(client, address, user, password, error=error)
+    refusal = try_login(client, address, user, password, error=error, unreachable=unreachable)
     if refusal is not None:
         raise error(f"IMAP login to {address.where} refused for {_who(address, user)}: {refusal}")
 
@@ -204,10 +213,13 @@ def try_login(
     password: str,
     *,
     error: type[CannotRunError] = CannotRunError,
+    unreachable: type[MailrestoreError] | None = None,
 ) -> str | None:
     """Like ``login``, but a refused login returns the server's reason instead of raising.
 
-    Raises ``error`` only when the attempt itself failed (connection lost).
+    Raises ``error`` only when the attempt itself failed, or ``unreachable``
+    (when given) when the server went away or is briefly unavailable: a
+    server restarting closes connections in the middle of LOGIN.
     """
     admin = address.login
     user = user or admin
@@ -226,12 +238,22 @@ def try_login(
         client.login(f"{user}{MASTER_SEPARATOR}{admin}", password)
         return None
     except LoginError as exc:
-        return _redact(server_text(exc), password)
+        reason = _redact(server_text(exc), password)
+        # imapclient reports a connection dropped during LOGIN as a refusal too;
+        # [UNAVAILABLE] (RFC 5530) is the server's own "try again later".
+        away = _away(exc.__context__) or reason.startswith("[UNAVAILABLE]")
+        if not away:
+            return reason
     except Exception as exc:
-        reason = _redact(describe(exc), password)
-        raise error(
-            f"IMAP login to {address.where} failed for {_who(address, user)}: {reason}"
-        ) from None
+        reason, away = _redact(describe(exc), password), _away(exc)
+    raise (unreachable if unreachable and away else error)(
+        f"IMAP login to {address.where} failed for {_who(address, user)}: {reason}"
+    ) from None
+
+
+def _away(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the server went away (it may be restarting), not that it refused."""
+    return isinstance(exc, (OSError, imaplib.IMAP4.abort)) and not isinstance(exc, ssl.SSLError)
 
 
 def _who(address: ImapAddress, user: str | None) -> str:

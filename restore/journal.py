@@ -13,11 +13,14 @@ message is there (``TargetSession.find``) before writing it again. A row
 ``done`` is never written again. ``failed`` rows were refused by the target
 (nothing written) and are retried by the next run.
 
-Commits use ``synchronous=FULL``. A kill -9 loses nothing even with NORMAL
-(WAL frames are in the OS cache), but after a power cut NORMAL may lose the
-last ``pending`` commit while the target (another machine, for IMAP) kept
-the message: the next run would then see no row and write it again. FULL
-costs one fsync per batch, which batching makes negligible.
+``pending`` commits are fsynced (``synchronous=FULL``). A kill -9 loses no
+commit, fsynced or not (WAL frames are in the OS cache), but after a power cut
+an unsynced ``pending`` commit may be lost while the target (another
+machine, for IMAP) kept the message: the next run would then see no row and
+write it again. ``done`` and ``failed`` commits are not fsynced: losing one
+only leaves its rows ``pending`` (or absent, for a message never written),
+which the next run checks, and the WAL being written in order, the next
+``pending`` fsync makes them durable too. One fsync per batch, not two.
 
 One journal serves one run at a time: a second run on the same journal
 would race the first into writing twice, so it is refused (``LockedError``).
@@ -114,7 +117,6 @@ class Journal:
             self._take_run_lock()
             self.db = _connect(str(self.path))
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
         if target_spec is not None:
             try:
@@ -182,6 +184,7 @@ class Journal:
             "state = 'pending', planned_id = excluded.planned_id, reason = '', "
             "ref = excluded.ref, updated = excluded.updated",
             rows,
+            durable=True,
         )
 
     def mark_done(self, rows: Iterable[Row]) -> None:
@@ -203,7 +206,7 @@ class Journal:
             rows,
         )
 
-    def _upsert(self, sql: str, rows: Iterable[Row]) -> None:
+    def _upsert(self, sql: str, rows: Iterable[Row], durable: bool = False) -> None:
         if self.readonly:
             raise RuntimeError("journal opened read-only")
         now = time.time()
@@ -211,8 +214,10 @@ class Journal:
         if not params:
             return
         try:
-            with self._lock, self.db:  # one transaction (one fsync) per batch
-                self.db.executemany(sql, params)
+            with self._lock:
+                self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                with self.db:  # one transaction per batch
+                    self.db.executemany(sql, params)
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from None
 

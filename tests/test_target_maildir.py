@@ -238,7 +238,9 @@ def test_find_removes_our_own_half_written_tmp_file(target, vmail):
     assert not (tmp / name).exists()
 
 
-@given(st.lists(st.text(st.characters(blacklist_characters="/."), min_size=1, max_size=8),
+@given(st.lists(st.text(st.characters(blacklist_characters="/.",
+                                      blacklist_categories=("Cc", "Cs", "Zs")),
+                        min_size=1, max_size=8),
                 min_size=1, max_size=3).map("/".join))
 def test_the_maildir_store_reads_back_the_folder_names_written(folder):
     assume(invalid_folder_reason(folder) is None and folder.upper() != "INBOX")

@@ -40,7 +40,6 @@ CHUNK_MESSAGES = 100
 CHUNK_BYTES = 8 * 1024 * 1024
 FETCH_CHUNK = 20  # candidates whose full bytes are fetched at once by find()
 
-_LINE_END = re.compile(rb"\r?\n")
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}
 # A keyword is an IMAP atom: no space, control, ( ) { % * " \ ]
@@ -324,7 +323,8 @@ def _prepare(index: int, message: Message) -> _Pending:
 
 def _to_crlf(data: bytes) -> bytes:
     """IMAP wants CRLF line ends; every other byte stays as it is."""
-    return _LINE_END.sub(b"\r\n", data)
+    # two plain replaces: several times the speed of re.sub(rb"\r?\n", ...)
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _chunks(pending: list[_Pending]) -> Iterator[list[_Pending]]:

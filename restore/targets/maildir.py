@@ -286,11 +286,12 @@ class MaildirSession(TargetSession):
         if box is None:  # only when not creating; here for the type checker
             return [Outcome(ok=False, reason=f"folder {folder!r} missing") for _ in batch]
         outcomes = [self._deliver(box, message) for message in batch]
-        if any(o.ok for o in outcomes):
+        linked_into = {box.cur if info_suffix(message.flags)[0] else box.new
+                       for message, outcome in zip(batch, outcomes, strict=True) if outcome.ok}
+        for dir_fd in linked_into:
             try:
                 # One directory fsync per batch makes every link above durable.
-                os.fsync(box.new)
-                os.fsync(box.cur)
+                os.fsync(dir_fd)
             except OSError as exc:
                 # The files are linked but maybe not durable: in doubt, not failed.
                 raise TransientError(f"{box.path}: fsync: {exc.strerror}") from None
