@@ -185,19 +185,47 @@ def inject(
             tally.add(run.user, appended=len(run.jobs))
             tally.result.would_write.extend(job.entry for job in run.jobs)
         return tally.result
-    first_session = None
-    while runs and first_session is None:
-        # The first session opens alone: if the target refuses it, the target
-        # itself is unusable and the run ends (exit 3) before any worker starts.
-        run = runs[0]
-        try:
-            first_session = run.open_session()
-        except PermanentError as exc:
-            run.fail_all(exc.reason)
-            runs.pop(0)
+    first_session, runs = _first_session(runs)
     if runs:
         _run_pool(runs, first_session, jobs, ctx)
     return tally.result
+
+
+FIRST_SESSION_TRIES = 3
+
+
+def _first_session(runs: list[_UserRun]) -> tuple[TargetSession | None, list[_UserRun]]:
+    """Open the first session alone, before any worker starts.
+
+    If the target refuses it, it may refuse the target as a whole (wrong
+    admin password, unreachable, bad certificate: exit 3) or just this user
+    (with a master login a user without a mailbox is refused like a wrong
+    password). Up to ``FIRST_SESSION_TRIES`` users are tried: when a later
+    one gets in, the earlier refusals were about those users only.
+    """
+    refused: list[tuple[_UserRun, TargetError]] = []
+    while runs:
+        run = runs[0]
+        try:
+            session = run.open_session()
+        except PermanentError as exc:
+            run.fail_all(exc.reason)
+            runs = runs[1:]
+            continue
+        except TargetUnavailable:
+            raise
+        except TargetError as exc:
+            refused.append((run, exc))
+            runs = runs[1:]
+            if len(refused) < FIRST_SESSION_TRIES and runs:
+                continue
+            raise refused[0][1] from None
+        for other, exc in refused:
+            other.fail_all(str(exc))
+        return session, runs
+    if refused:
+        raise refused[0][1] from None
+    return None, runs
 
 
 def _by_user(entries: Iterable[PlanEntry]) -> dict[str, list[PlanEntry]]:

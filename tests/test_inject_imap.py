@@ -257,3 +257,23 @@ def test_a_certificate_for_another_host_exits_3(tmp_path, dovecot_available, one
                               env=env, capture_output=True, text=True, timeout=60)
     assert_cannot_run(done, server.master_pass, "certificate")
     assert "mismatch" in done.stderr.lower() or "127.0.0.1" in done.stderr
+
+
+def test_a_user_without_a_mailbox_fails_alone_even_when_listed_first(
+    tmp_path, dovecot_server, mailboxes
+):
+    entries, _ = mailboxes(2, 5)
+    # With a master login a missing user is refused like a wrong password; with
+    # more mail than anyone, this user's session is the very first one opened.
+    entries += write_archive(tmp_path / "archive", ["nobody-here@example.com"], 9)
+    plan = write_plan_file(tmp_path / "plan.jsonl", entries)
+    done = subprocess.run(
+        inject_command(plan, master_url(dovecot_server), tmp_path / "journal.sqlite"),
+        env=cli_env(tmp_path, dovecot_server.master_pass), capture_output=True, text=True,
+        timeout=120)
+
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["appended"] == 10 and report["failed"] == 9
+    assert {p["user"] for p in report["problems"]} == {"nobody-here@example.com"}
+    assert_each_once(dovecot_server, [e for e in entries if e.user != "nobody-here@example.com"])
