@@ -6,9 +6,7 @@ This is the only place where errors become exit codes (SPEC.md):
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +17,9 @@ import click
 from restore import __version__, report
 from restore import audit as auditing
 from restore.catalog import Catalog
+from restore.credentials import get_password
 from restore.diff import DiffSettings, where
-from restore.errors import MailrestoreError, UnreadableItem, UsageError
+from restore.errors import MailrestoreError, UsageError
 from restore.inject import InjectResult, Problem
 from restore.options import (
     imap_options,
@@ -30,8 +29,8 @@ from restore.options import (
     reading_options,
     window_options,
 )
-from restore.pipeline import Job
-from restore.plan import PlanEntry, read_plan, write_plan
+from restore.pipeline import Job, inject_plan
+from restore.plan import PlanEntry, load_plan, save_plan
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, normalize_address
 from restore.stores import StoreOptions, open_store
 from restore.window import iso
@@ -109,9 +108,8 @@ def _wants_imap(*specs: str | None) -> bool:
 def store_options(opts: dict, *specs: str | None) -> StoreOptions:
     password = None
     if _wants_imap(*specs):
-        from restore.credentials import get_password
-
-        password = get_password(opts.get("password_file"), "IMAP password")
+        imap_spec = next(s for s in specs if s and s.startswith(("imap://", "imaps://")))
+        password = get_password(opts.get("password_file"), imap_spec)
     users = None
     if opts.get("users_file"):
         users = read_users_file(opts["users_file"])
@@ -148,80 +146,21 @@ def make_job(opts: dict, *specs: str | None, progress: bool = True) -> Job:
     )
 
 
-def load_plan(path: str) -> tuple[list[PlanEntry], list[UsageError]]:
-    """The plan's entries; bad lines are reported on stderr and skipped, the rest go on."""
-    entries: list[PlanEntry] = []
-    bad: list[UsageError] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for got in read_plan(fh, name=path):
-                if isinstance(got, UsageError):
-                    click.echo(f"mailrestore: skipping {got}", err=True)
-                    bad.append(got)
-                else:
-                    entries.append(got)
-    except OSError as exc:
-        raise UsageError(f"plan {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"plan {path}: not UTF-8 text (a plan is JSON Lines)") from None
-    return entries, bad
-
-
 def run_inject(entries: list[PlanEntry], opts: dict, password: str | None = None) -> InjectResult:
-    """Open the target and the journal, and append ``entries`` exactly once."""
-    from restore.inject import inject
-    from restore.journal import Journal, default_journal_path
-    from restore.targets import TargetOptions, open_target
-
+    """Append ``entries`` to the --to target exactly once, with a progress bar on a terminal."""
     spec = opts["target"]
     if password is None and _wants_imap(spec):
-        from restore.credentials import get_password
-
-        password = get_password(opts.get("password_file"), "IMAP password")
-    target = open_target(spec, TargetOptions(password=password, insecure=bool(opts["insecure"]),
-                                             create_missing=bool(opts.get("create_missing"))))
-    state = Path(opts["state"]) if opts["state"] else default_journal_path(spec)
-    flags = tuple(opts["flags"].split()) if opts["flags"] else ()
-    sources = ArchiveReader()
+        password = get_password(opts.get("password_file"), spec)
     bar = report.progress_factory(not opts["as_json"])("appending", len(entries))
     try:
-        if opts["dry_run"]:
-            journal = Journal.open_readonly(state, spec)
-        else:
-            journal = Journal(state, spec)
-        try:
-            return inject(entries, target, journal, jobs=opts["jobs"], folder=opts["folder"],
-                          flags=flags, dry_run=opts["dry_run"], read_source=sources.read,
-                          progress=bar.update)
-        finally:
-            if journal is not None:
-                journal.close()
+        return inject_plan(
+            entries, spec, password=password, insecure=bool(opts["insecure"]),
+            create_missing=bool(opts.get("create_missing")), state=opts["state"],
+            jobs=opts["jobs"], folder=opts["folder"],
+            flags=tuple(opts["flags"].split()) if opts["flags"] else (),
+            dry_run=opts["dry_run"], progress=bar.update)
     finally:
         bar.close()
-        sources.close()
-
-
-class ArchiveReader:
-    """Re-opens plan entries' archive items, one open store per source, shared by workers."""
-
-    def __init__(self) -> None:
-        self.stores: dict[str, Any] = {}
-        self.lock = threading.Lock()
-
-    def read(self, entry: PlanEntry) -> bytes:
-        with self.lock:
-            store = self.stores.get(entry.source)
-            if store is None:
-                try:
-                    store = open_store(entry.source)
-                except MailrestoreError as exc:
-                    raise UnreadableItem(entry.ref, f"archive {entry.source}: {exc}") from None
-                self.stores[entry.source] = store
-        return store.open_ref(entry.ref)
-
-    def close(self) -> None:
-        for store in self.stores.values():
-            store.close()
 
 
 def finish_inject(result: InjectResult, opts: dict, diff=None) -> None:
@@ -239,18 +178,6 @@ def finish_inject(result: InjectResult, opts: dict, diff=None) -> None:
         report.print_inject(result, opts["target"])
     if result.failed or (diff is not None and diff.counts["unreadable"] + diff.counts["unroutable"]):
         raise SystemExit(1)
-
-
-def save_plan(path: str, entries) -> int:
-    """Write the plan atomically: a crash never leaves a half plan behind."""
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            n = write_plan(fh, entries)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"--plan {path}: {exc.strerror or exc}") from None
-    return n
 
 
 @cli.command()
@@ -388,6 +315,8 @@ def inject(**opts: Any) -> None:
     writes each message once. Exit 1 when some messages could not be written.
     """
     entries, bad_lines = load_plan(opts["plan"])
+    for exc in bad_lines:
+        click.echo(f"mailrestore: skipping {exc}", err=True)
     result = run_inject(entries, opts)
     for exc in bad_lines:
         result.failed += 1

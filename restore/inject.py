@@ -220,8 +220,8 @@ def _first_session(runs: list[_UserRun]) -> tuple[TargetSession | None, list[_Us
             if len(refused) < FIRST_SESSION_TRIES and runs:
                 continue
             raise refused[0][1] from None
-        for other, exc in refused:
-            other.fail_all(str(exc))
+        for other, refusal in refused:
+            other.fail_all(str(refusal))
         return session, runs
     if refused:
         raise refused[0][1] from None

@@ -1,17 +1,25 @@
-"""From STORE arguments to a diff: open the stores, bring the catalog up to date, compare.
+"""The jobs behind the commands: scan and compare stores, append a plan to a target.
 
-Shared by ``scan``, ``diff``, ``timeline``, ``restore``, ``audit`` and ``demo``;
-the CLI only turns options into a ``Job`` and results into output.
+``Job`` opens the stores, brings the catalog up to date and compares them
+(``scan``, ``diff``, ``timeline``, ``restore``, ``audit``, ``demo``);
+``inject_plan`` appends a plan to a target exactly once (``inject``,
+``restore``). The CLI only turns options into calls and results into output.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from restore.catalog import Catalog, ScanStats
 from restore.diff import DiffResult, DiffSettings, Side, compare, recipients_of
+from restore.errors import MailrestoreError, UnreadableItem
+from restore.inject import InjectResult, inject
+from restore.journal import Journal, default_journal_path
+from restore.plan import PlanEntry
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.stores import Store, StoreOptions, open_store
 
@@ -70,3 +78,61 @@ class Job:
     def recipients(self, archives: Sequence[Side]) -> list[str]:
         """Every valid user the archives name: whom to read on an IMAP replica."""
         return recipients_of(self.catalog, archives, self.settings)
+
+
+class SourceReader:
+    """Re-opens plan entries' archive items: one open store per source, shared by workers."""
+
+    def __init__(self, options: StoreOptions | None = None) -> None:
+        self.options = options or StoreOptions()
+        self.stores: dict[str, Store] = {}
+        self.lock = threading.Lock()
+
+    def read(self, entry: PlanEntry) -> bytes:
+        with self.lock:
+            store = self.stores.get(entry.source)
+            if store is None:
+                try:
+                    store = open_store(entry.source, self.options)
+                except MailrestoreError as exc:
+                    raise UnreadableItem(entry.ref, f"archive {entry.source}: {exc}") from None
+                self.stores[entry.source] = store
+        return store.open_ref(entry.ref)
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+
+
+def inject_plan(
+    entries: list[PlanEntry],
+    target_spec: str,
+    *,
+    password: str | None = None,
+    insecure: bool = False,
+    create_missing: bool = False,
+    state: str | None = None,
+    jobs: int = 4,
+    folder: str | None = None,
+    flags: tuple[str, ...] = (),
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> InjectResult:
+    """Open the target and its journal (``state``, else the default per target) and inject.
+
+    A dry run opens the journal read-only (or not at all) and writes nothing.
+    """
+    from restore.targets import TargetOptions, open_target
+
+    target = open_target(target_spec, TargetOptions(password=password, insecure=insecure,
+                                                    create_missing=create_missing))
+    path = Path(state) if state else default_journal_path(target_spec)
+    sources = SourceReader(StoreOptions(password=password, insecure=insecure))
+    journal = Journal.open_readonly(path, target_spec) if dry_run else Journal(path, target_spec)
+    try:
+        return inject(entries, target, journal, jobs=jobs, folder=folder, flags=flags,
+                      dry_run=dry_run, read_source=sources.read, progress=progress)
+    finally:
+        if journal is not None:
+            journal.close()
+        sources.close()

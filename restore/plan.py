@@ -7,6 +7,7 @@ validated on read, and a bad line is reported with its number and reason.
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -114,4 +115,31 @@ def write_plan(fh: IO[str], entries: Iterable[PlanEntry]) -> int:
     for entry in entries:
         fh.write(entry.to_json() + "\n")
         n += 1
+    return n
+
+
+def load_plan(path: str) -> tuple[list[PlanEntry], list[UsageError]]:
+    """A plan file's entries, and its bad lines (each names its line and reason)."""
+    entries: list[PlanEntry] = []
+    bad: list[UsageError] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for got in read_plan(fh, name=path):
+                (bad if isinstance(got, UsageError) else entries).append(got)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise UsageError(f"plan {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"plan {path}: not UTF-8 text (a plan is JSON Lines)") from None
+    return entries, bad
+
+
+def save_plan(path: str, entries: Iterable[PlanEntry]) -> int:
+    """Write a plan atomically: a crash never leaves half a plan behind."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            n = write_plan(fh, entries)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"--plan {path}: {exc.strerror or exc}") from None
     return n
