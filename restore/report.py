@@ -26,7 +26,10 @@ SHOW_PROBLEMS = 20
 def console() -> Console:
     # Mail is hostile: a Message-ID or folder name like "[/]" or ":smile:" must be
 # printed as written, so rich markup and emoji codes are off everywhere.
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False, emoji=False)
+    # Piped or mailed by cron there is no terminal width: keep Message-IDs whole.
+    width = None if sys.stdout.isatty() else 250
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False, emoji=False,
+                   width=width)
 
 
 def when(ts: float | None) -> str:
