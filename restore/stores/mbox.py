@@ -11,9 +11,12 @@ and is reported unreadable; an empty file is an empty mbox.
 
 A unit is one file (stamp: size and mtime). An item's ref is
 ``RELPATH:OFFSET``, OFFSET being the byte offset of its ``From `` line in
-the decompressed stream; ``open_ref`` re-reads that one message (a
-compressed file is decompressed up to there). ``Item.delivered`` is the
-date of the ``From `` line (asctime, taken as UTC) when it has one.
+the decompressed stream; ``open_ref`` re-reads that one message. A
+compressed file can only be decompressed forward, so ``open_ref`` keeps
+readers open (``ReaderPool``, closed by ``close()``) and goes on from the
+one nearest before the offset: refs read in increasing order decompress a
+file once in all. ``Item.delivered`` is the date of the ``From `` line
+(asctime, taken as UTC) when it has one.
 
 Incremental reading of append-only files: ``read`` starts a unit at
 ``unit.resume`` when a message (or the end of the data) starts there. When it
@@ -33,7 +36,8 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -83,13 +87,15 @@ class RawMessage:
 class MboxReader:
     """Splits one decompressed mbox stream into messages.
 
-    ``current`` is the offset of the message being read (where to report a
-    failure), ``end`` the offset just past the last line read.
+    ``current`` is the offset of the message being read, or of the next one
+    (where to report a failure); ``end`` the offset just past the last message
+    read (past its From_ line while one is being read). A compressed stream is
+    read forward only: ``seek`` goes on from ``current``, never back.
     """
 
     def __init__(self, stream: BinaryIO):
         self._stream = stream
-        self._first = b""
+        self._first: bytes | None = None  # the line read at ``current``, not used yet
         self.current = 0
         self.end = 0
 
@@ -97,50 +103,155 @@ class MboxReader:
     def in_message(self) -> bool:
         return self.end > self.current
 
-    def seek(self, offset: int) -> bool:
-        """Go to ``offset``; True when a message or the end of the data starts there."""
-        if offset and not self._skip(offset):
-            return False
-        self.current = self.end = offset
-        self._first = self._stream.readline()
-        return not self._first or self._first.startswith(FROM_LINE)
+    def can_seek(self, offset: int) -> bool:
+        return offset >= self.current or self._stream.seekable()
 
-    def _skip(self, offset: int) -> bool:
+    def seek(self, offset: int) -> bool:
+        """Go to ``offset``; True when a message or the end of the data starts there.
+
+        After False the reader's position is unknown: use another one.
+        """
         if self._stream.seekable():
             if offset > os.fstat(self._stream.fileno()).st_size:
                 return False
             self._stream.seek(offset)
-            return True
-        remaining = offset
-        while remaining:
-            chunk = self._stream.read(min(remaining, READ_SIZE))
+            first = self._stream.readline()
+        elif self._first is not None and offset < self.current + len(self._first):
+            first = self._first[offset - self.current :]  # the line in hand covers it
+        else:
+            if not self._skip(offset - self.current - len(self._first or b"")):
+                return False
+            first = self._stream.readline()
+        self.current = self.end = offset
+        self._first = first
+        return not first or first.startswith(FROM_LINE)
+
+    def _skip(self, count: int) -> bool:
+        # decompressed in bounded chunks that are dropped at once: a skip costs no memory
+        while count:
+            chunk = self._stream.read(min(count, READ_SIZE))
             if not chunk:
                 return False
-            remaining -= len(chunk)
+            count -= len(chunk)
         return True
 
+    def message(self) -> RawMessage | None:
+        """The message at ``current`` (None at the end of the data); moves on to the next one."""
+        from_line = self._first
+        if not from_line:
+            return None
+        self.end += len(from_line)
+        lines, self._first = _message_lines(self._stream.readline)
+        self.end += sum(map(len, lines))
+        raw = RawMessage(self.current, from_line, _body(lines))
+        self.current = self.end
+        return raw
+
     def messages(self) -> Iterator[RawMessage]:
-        line = self._first
-        if not line:
-            return
-        from_line, lines = line, list[bytes]()
-        self.end += len(line)
-        after_blank = False
-        for line in iter(self._stream.readline, b""):
-            if after_blank and line.startswith(FROM_LINE):
-                yield RawMessage(self.current, from_line, _body(lines))
-                self.current, from_line, lines = self.end, line, []
-            else:
-                lines.append(line)
-            after_blank = line in BLANK_LINES
-            self.end += len(line)
-        yield RawMessage(self.current, from_line, _body(lines))
+        while (raw := self.message()) is not None:
+            yield raw
+
+
+def _message_lines(readline: Callable[[], bytes]) -> tuple[list[bytes], bytes]:
+    """The lines after a From_ line up to the next message, and that message's
+    From_ line (b"" at the end of the data)."""
+    lines: list[bytes] = []
+    after_blank = False
+    for line in iter(readline, b""):
+        if after_blank and line.startswith(FROM_LINE):
+            return lines, line
+        lines.append(line)
+        after_blank = line in BLANK_LINES
+    return lines, b""
 
 
 def _body(lines: list[bytes]) -> bytes:
     if lines and lines[-1] in BLANK_LINES:
         lines.pop()
     return b"".join(line[1:] if QUOTED_FROM.match(line) else line for line in lines)
+
+
+class ReaderPool:
+    """Open readers kept between ``open_ref`` calls, each where its last message ended.
+
+    A plan's refs into one large compressed file come in increasing offset
+    order within each inject worker, so a reader that goes on from the last
+    message decompresses the file once instead of once per message. Workers
+    interleave anywhere in a file, hence several readers per file; the least
+    recently used one is closed when there are too many. A reader is lent to
+    one thread at a time. A file changed on disk gets new readers, so a ref
+    reads what the file holds now.
+    """
+
+    def __init__(self, per_file: int = 8, in_all: int = 32):
+        self.per_file = per_file
+        self.in_all = in_all
+        self._idle: list[_OpenMbox] = []  # least recently used first
+        self._lock = threading.Lock()
+
+    def message_at(self, path: str, offset: int) -> RawMessage | None:
+        """The message whose From_ line is at ``offset``, or None when none starts there.
+
+        Raises CorruptData or OSError as reading the file does.
+        """
+        held = self._take(path, offset)
+        try:
+            raw = held.reader.message() if held.reader.seek(offset) else None
+        except BaseException:
+            held.stream.close()
+            raise
+        if raw is None:  # a failed seek leaves the reader nowhere known
+            held.stream.close()
+        else:
+            self._give_back(held)
+        return raw
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for held in idle:
+            held.stream.close()
+
+    def _take(self, path: str, offset: int) -> _OpenMbox:
+        identity = _identity(os.stat(path))
+        with self._lock:
+            stale = [h for h in self._idle if h.path == path and h.identity != identity]
+            usable = [h for h in self._idle if h.path == path and h.identity == identity
+                      and h.reader.can_seek(offset)]
+            # the closest one before ``offset`` has the least to skip
+            best = max(usable, key=lambda h: h.reader.current if h.reader.current <= offset else -1,
+                       default=None)
+            self._idle = [h for h in self._idle if h is not best and h not in stale]
+        for held in stale:
+            held.stream.close()
+        if best is not None:
+            return best
+        stream = open_stream(path)
+        return _OpenMbox(path, identity, stream, MboxReader(stream))
+
+    def _give_back(self, held: _OpenMbox) -> None:
+        with self._lock:
+            self._idle.append(held)
+            same_file = [h for h in self._idle if h.path == held.path]
+            dropped = same_file[: max(0, len(same_file) - self.per_file)]
+            self._idle = [h for h in self._idle if h not in dropped]
+            excess = max(0, len(self._idle) - self.in_all)
+            dropped += self._idle[:excess]
+            del self._idle[:excess]
+        for old in dropped:
+            old.stream.close()
+
+
+@dataclass(eq=False, slots=True)
+class _OpenMbox:
+    path: str
+    identity: tuple[int, int, int, int]  # of the file when opened
+    stream: BinaryIO
+    reader: MboxReader
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def folder_name(rel: str) -> str:
@@ -170,6 +281,7 @@ class MboxStore(Store):
         else:
             self.root = StoreRoot(path, spec)
         self._ends: dict[str, int] = {}
+        self._readers = ReaderPool()
 
     def _files(self) -> Iterator[Found | Refused]:
         if self._single:
@@ -240,9 +352,7 @@ class MboxStore(Store):
         offset = int(offset_text)
         path = self.root.locate(rel)
         try:
-            with open_stream(path) as stream:
-                reader = MboxReader(stream)
-                raw = next(reader.messages(), None) if reader.seek(offset) else None
+            raw = self._readers.message_at(path, offset)
         except (CorruptData, OSError) as exc:
             raise UnreadableItem(ref, failure_reason(exc)) from None
         if raw is None:
@@ -251,3 +361,6 @@ class MboxStore(Store):
         if reason:
             raise UnreadableItem(ref, reason)
         return raw.data
+
+    def close(self) -> None:
+        self._readers.close()
