@@ -2,8 +2,15 @@
 
 A second scan of an unchanged store re-reads no message: units (files, mbox
 files, IMAP UIDs) whose stamp is unchanged keep their rows; a plain mbox that
-only grew is read from its old end; what vanished is dropped. The diff then
-runs inside SQLite, so memory stays flat however large the stores are.
+only grew is read from its old end; what vanished is dropped. A store that
+lists its units in stamped groups (``Store.unit_groups``: a Maildir's
+``cur/`` and ``new/``) is not even listed where a group's stamp is
+unchanged. The diff then runs inside SQLite, so memory stays flat however
+large the stores are.
+
+Reading and fingerprinting go through ``restore.scanpool`` (worker
+processes for file stores); this module only compares listings with what it
+holds and writes rows, one transaction per refresh.
 """
 
 from __future__ import annotations
@@ -15,14 +22,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from restore.errors import UsageError
-from restore.identity import facts_of
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
-from restore.stores.base import Item, Store, Unit, Unreadable
+from restore.scanpool import FORGET, INSERT_MESSAGE, MESSAGE, BatchReader, Change
+from restore.stores.base import Store, Unit, UnitGroup, Unreadable
 
 # Bump when identity or the schema changes what a scan records: an older
 # catalog is then emptied and rebuilt rather than trusted.
-SCHEMA_VERSION = 2
-READ_BATCH = 500
+SCHEMA_VERSION = 3
+READ_BATCH = 250
+COMPARE_BATCH = 500    # bound parameters per query: well below SQLite's limit of 999
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
@@ -63,6 +71,14 @@ CREATE TABLE IF NOT EXISTS problems (
     reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS problems_unit ON problems (store, unit);
+CREATE TABLE IF NOT EXISTS groups (
+    store INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    stamp TEXT,
+    units INTEGER NOT NULL,
+    PRIMARY KEY (store, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS summaries (store INTEGER PRIMARY KEY, summary TEXT NOT NULL);
 """
 
 
@@ -96,6 +112,7 @@ class Record:
 @dataclass
 class ScanStats:
     units: int = 0
+    listed: int = 0        # units whose stamp was looked at (the rest were in unchanged groups)
     read: int = 0          # units actually read this time
     reused: int = 0        # units whose catalogued rows were kept
     dropped: int = 0       # units gone from the store
@@ -128,7 +145,8 @@ class Catalog:
         if row is None or row[0] != str(SCHEMA_VERSION):
             self.db.executescript(
                 "DROP TABLE IF EXISTS stores; DROP TABLE IF EXISTS units;"
-                " DROP TABLE IF EXISTS messages; DROP TABLE IF EXISTS problems;")
+                " DROP TABLE IF EXISTS messages; DROP TABLE IF EXISTS problems;"
+                " DROP TABLE IF EXISTS groups; DROP TABLE IF EXISTS summaries;")
             self.db.executescript(SCHEMA)
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
@@ -150,105 +168,194 @@ class Catalog:
         store: Store,
         envelope_headers: Iterable[str] = DEFAULT_RECIPIENT_HEADERS,
         progress: Progress | None = None,
+        workers: int | None = None,
     ) -> tuple[int, ScanStats]:
-        """Bring the catalog in step with ``store``; returns (store id, stats)."""
+        """Bring the catalog in step with ``store``; returns (store id, stats).
+
+        ``workers``: processes to read a parallel-safe store with (default:
+        one per CPU; 1 reads in-process).
+        """
         headers = tuple(h.lower() for h in envelope_headers)
         sid = self.store_id(store.spec, headers)
         stats = ScanStats()
         db = self.db
         db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (ref TEXT PRIMARY KEY) WITHOUT ROWID")
-        db.execute("DELETE FROM seen")
-        todo: list[Unit] = []
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS seen_groups (key TEXT PRIMARY KEY) WITHOUT ROWID")
+        db.execute("DELETE FROM seen_groups")
         listing_problems: list[Unreadable] = []
+
+        def apply(units: list[Unit], changes: list[Change]) -> None:
+            self._apply(sid, store, units, changes, stats, progress)
+
         db.execute("BEGIN")
         try:
-            for unit in store.units():
-                if isinstance(unit, Unreadable):
-                    listing_problems.append(unit)
-                    continue
-                stats.units += 1
-                db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (unit.ref,))
-                row = db.execute(
-                    "SELECT stamp, end_offset FROM units WHERE store=? AND ref=?", (sid, unit.ref)
-                ).fetchone()
-                if row and row[0] == unit.stamp:
-                    stats.reused += 1
-                    continue
-                resume = _resume_offset(row, unit)
-                if resume:
-                    unit = replace(unit, resume=resume)
-                else:
-                    self._forget_unit(sid, unit.ref)
-                todo.append(unit)
-                if len(todo) >= READ_BATCH:
-                    self._read_units(store, sid, todo, headers, stats, progress)
-                    todo = []
-            if todo:
-                self._read_units(store, sid, todo, headers, stats, progress)
-            gone = [r for (r,) in db.execute(
-                "SELECT ref FROM units WHERE store=? AND ref NOT IN (SELECT ref FROM seen)", (sid,)
-            )]
-            for ref in gone:
-                self._forget_unit(sid, ref)
-                db.execute("DELETE FROM units WHERE store=? AND ref=?", (sid, ref))
-            stats.dropped = len(gone)
-            # listing problems belong to no unit: keep only this scan's
+            with BatchReader(store, sid, headers, apply, READ_BATCH, workers) as reader:
+                grouping_checked = False
+                for group in store.unit_groups():
+                    if isinstance(group, Unreadable):
+                        listing_problems.append(group)
+                        continue
+                    if not grouping_checked:
+                        self._forget_if_regrouped(sid, keyed=group.key is not None)
+                        grouping_checked = True
+                    self._refresh_group(sid, group, reader, stats)
+                reader.finish()
+            self._drop_gone_groups(sid, stats)
+            # listing problems outside any group are re-found by every scan
             db.execute("DELETE FROM problems WHERE store=? AND unit=''", (sid,))
             db.executemany(
                 "INSERT INTO problems VALUES (?, '', ?, ?)",
                 [(sid, p.where, p.reason) for p in listing_problems],
             )
+            if stats.read or stats.dropped:
+                db.execute("DELETE FROM summaries WHERE store=?", (sid,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        stats.messages = self.count(sid)
+        stats.messages = self.summary(sid)["messages"]
         stats.unreadable = int(db.execute(
             "SELECT COUNT(*) FROM problems WHERE store=?", (sid,)).fetchone()[0])
         return sid, stats
+
+    def _refresh_group(self, sid: int, group: UnitGroup, reader: BatchReader,
+                       stats: ScanStats) -> None:
+        """Reuse an unchanged group whole; else compare its listing unit by unit."""
+        db = self.db
+        in_group, bounds = _in_group("ref", group.key)
+        key = "" if group.key is None else group.key
+        db.execute("INSERT OR IGNORE INTO seen_groups VALUES (?)", (key,))
+        recorded = db.execute(
+            "SELECT stamp, units FROM groups WHERE store=? AND key=?", (sid, key)).fetchone()
+        if group.stamp is not None and recorded is not None and recorded[0] == group.stamp:
+            stats.units += recorded[1]
+            stats.reused += recorded[1]
+            return
+        known = db.execute(
+            f"SELECT 1 FROM units WHERE store=?{in_group} LIMIT 1", (sid, *bounds)
+        ).fetchone() is not None
+        listing_unit = "" if group.key is None else group.key + "/"
+        if listing_unit:    # '' is the store-wide listing problems, replaced at the end
+            db.execute("DELETE FROM problems WHERE store=? AND unit=?", (sid, listing_unit))
+        if known:
+            db.execute("DELETE FROM seen")
+        listed = 0
+        to_compare: list[Unit] = []
+        for unit in group.units():
+            if isinstance(unit, Unreadable):
+                db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)",
+                           (sid, listing_unit, unit.where, unit.reason))
+                continue
+            listed += 1
+            if not known:   # a cold group has nothing to compare with
+                reader.add(unit)
+                continue
+            to_compare.append(unit)
+            if len(to_compare) >= COMPARE_BATCH:
+                self._compare(sid, to_compare, reader, stats)
+                to_compare = []
+        if to_compare:
+            self._compare(sid, to_compare, reader, stats)
+        if known:
+            gone = [r for (r,) in db.execute(
+                f"SELECT ref FROM units WHERE store=?{in_group} AND ref NOT IN (SELECT ref FROM seen)",
+                (sid, *bounds))]
+            for ref in gone:
+                self._forget_unit(sid, ref)
+                db.execute("DELETE FROM units WHERE store=? AND ref=?", (sid, ref))
+            stats.dropped += len(gone)
+        stats.units += listed
+        stats.listed += listed
+        # Every listed unit is in the units table once the batches in flight are written.
+        db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?, ?)",
+                   (sid, key, group.stamp, listed))
+
+    def _compare(self, sid: int, units: list[Unit], reader: BatchReader, stats: ScanStats) -> None:
+        """Reuse the listed units whose stamp is unchanged; hand the rest to the reader.
+
+        A batch at a time: one query for the batch's recorded stamps, not one per unit.
+        """
+        db = self.db
+        db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", [(unit.ref,) for unit in units])
+        recorded = {ref: (stamp, end) for ref, stamp, end in db.execute(
+            "SELECT ref, stamp, end_offset FROM units WHERE store=? AND ref IN"
+            f" ({','.join('?' * len(units))})", (sid, *(unit.ref for unit in units)))}
+        for unit in units:
+            row = recorded.get(unit.ref)
+            if row and row[0] == unit.stamp:
+                stats.reused += 1
+                continue
+            resume = _resume_offset(row, unit)
+            if resume:
+                unit = replace(unit, resume=resume)
+            else:
+                self._forget_unit(sid, unit.ref)
+            reader.add(unit)
+
+    def _forget_if_regrouped(self, sid: int, keyed: bool) -> None:
+        """Start the store afresh if its units were recorded under the other kind of grouping.
+
+        The whole-store group's range covers every keyed group's: the two
+        must never be recorded side by side (a store that starts or stops
+        grouping its units, from one version to the next).
+        """
+        other = "key=''" if keyed else "key<>''"
+        if self.db.execute(f"SELECT 1 FROM groups WHERE store=? AND {other} LIMIT 1",
+                           (sid,)).fetchone():
+            for table in ("messages", "problems", "units", "groups"):
+                self.db.execute(f"DELETE FROM {table} WHERE store=?", (sid,))
+
+    def _drop_gone_groups(self, sid: int, stats: ScanStats) -> None:
+        """Forget every unit of a group the store no longer lists (a folder removed)."""
+        db = self.db
+        gone = [k for (k,) in db.execute(
+            "SELECT key FROM groups WHERE store=? AND key NOT IN (SELECT key FROM seen_groups)",
+            (sid,))]
+        for key in gone:
+            in_group, bounds = _in_group("ref", key or None)
+            stats.dropped += int(db.execute(
+                f"SELECT COUNT(*) FROM units WHERE store=?{in_group}", (sid, *bounds)).fetchone()[0])
+            for table, column in (("messages", "unit"), ("problems", "unit"), ("units", "ref")):
+                in_group, bounds = _in_group(column, key or None)
+                db.execute(f"DELETE FROM {table} WHERE store=?{in_group}", (sid, *bounds))
+            db.execute("DELETE FROM groups WHERE store=? AND key=?", (sid, key))
 
     def _forget_unit(self, sid: int, ref: str) -> None:
         self.db.execute("DELETE FROM messages WHERE store=? AND unit=?", (sid, ref))
         self.db.execute("DELETE FROM problems WHERE store=? AND unit=?", (sid, ref))
 
-    def _read_units(
+    def _apply(
         self,
-        store: Store,
         sid: int,
+        store: Store,
         units: list[Unit],
-        headers: tuple[str, ...],
+        changes: list[Change],
         stats: ScanStats,
         progress: Progress | None,
     ) -> None:
+        """Write what reading one batch found, and the batch's stamps."""
         db = self.db
         rows = []
-        restarted: set[str] = set()
-        for got in store.read(units):
-            unit = got.unit
-            if (isinstance(got, Item) and unit.resume and unit.ref not in restarted
-                    and _offset(got.ref) < unit.resume):
-                # The file was rewritten, not appended to: its old rows are stale.
-                self._forget_unit(sid, unit.ref)
-                restarted.add(unit.ref)
-            if isinstance(got, Unreadable):
-                db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)",
-                           (sid, got.unit.ref, got.where, got.reason))
+        for kind, change in changes:
+            if kind == MESSAGE:
+                rows.append(change)
                 continue
-            rows.append(_row(sid, got, headers))
-            if len(rows) >= READ_BATCH:
+            if rows:
                 db.executemany(INSERT_MESSAGE, rows)
-                if progress:
-                    progress(len(rows))
                 rows = []
+            if kind == FORGET:
+                self._forget_unit(sid, change)
+            else:
+                db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", change)
         if rows:
             db.executemany(INSERT_MESSAGE, rows)
-            if progress:
-                progress(len(rows))
         db.executemany(
             "INSERT OR REPLACE INTO units (store, ref, stamp, end_offset) VALUES (?, ?, ?, ?)",
             [(sid, unit.ref, unit.stamp, store.end_offset(unit)) for unit in units],
         )
         stats.read += len(units)
+        if progress:
+            progress(sum(1 for kind, _ in changes if kind == MESSAGE))
 
     # -- reading back ----------------------------------------------------------
 
@@ -265,38 +372,38 @@ class Catalog:
                          row[8], row[9], json.loads(row[10]))
 
     def summary(self, sid: int) -> dict:
-        """Counts per user and folder, and the span of received times, for ``scan``."""
+        """Counts per user and folder, and the span of received times, for ``scan``.
+
+        Kept until a refresh changes the store's messages: a scan of an
+        unchanged store of any size answers at once.
+        """
+        row = self.db.execute("SELECT summary FROM summaries WHERE store=?", (sid,)).fetchone()
+        if row:
+            kept = json.loads(row[0])
+            return {**kept, "folders": [tuple(f) for f in kept["folders"]]}
         first, last = self.db.execute(
             "SELECT MIN(received), MAX(received) FROM messages WHERE store=?", (sid,)).fetchone()
         folders = self.db.execute(
             "SELECT user, folder, COUNT(*) FROM messages WHERE store=? GROUP BY user, folder"
             " ORDER BY user, folder", (sid,)).fetchall()
-        return {"messages": self.count(sid), "first": first, "last": last, "folders": folders}
+        summary = {"messages": self.count(sid), "first": first, "last": last, "folders": folders}
+        self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?)", (sid, json.dumps(summary)))
+        return summary
 
     def problems(self, sid: int) -> list[Problem]:
         return [Problem(w, r) for w, r in self.db.execute(
             "SELECT location, reason FROM problems WHERE store=? ORDER BY location", (sid,))]
 
 
-INSERT_MESSAGE = (
-    "INSERT INTO messages (store, unit, ref, folder, user, received, received_from, size,"
-    " message_id, key, mid_key, strict_key, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
+def _in_group(column: str, key: str | None) -> tuple[str, tuple[str, ...]]:
+    """SQL (to follow ``store=?``) and parameters picking the refs starting with ``key + "/"``.
 
-
-def _row(sid: int, item: Item, headers: tuple[str, ...]) -> tuple:
-    facts = facts_of(item.data, headers, headers_only=item.headers_only)
-    if facts.received is not None:
-        received, source = facts.received, "received"
-    elif item.delivered is not None:
-        received, source = item.delivered, "delivered"
-    else:
-        received, source = facts.date, "date"
-    return (
-        sid, item.unit.ref, item.ref, item.unit.folder, item.unit.user, received, source,
-        facts.size, facts.message_id, facts.key, facts.mid_key, facts.strict_key,
-        json.dumps(facts.envelope, ensure_ascii=False),
-    )
+    A range, so that the primary key or index on (store, ref) serves it;
+    ``key`` None is the whole store.
+    """
+    if key is None:
+        return "", ()
+    return f" AND {column}>=? AND {column}<?", (key + "/", key + "0")    # "0" follows "/"
 
 
 def _resume_offset(row: tuple | None, unit: Unit) -> int:
@@ -305,9 +412,3 @@ def _resume_offset(row: tuple | None, unit: Unit) -> int:
         return 0
     old_size = row[0].split(":", 1)[0]
     return int(row[1]) if old_size.isdigit() and unit.size > int(old_size) else 0
-
-
-def _offset(ref: str) -> int:
-    """The byte offset an mbox ``PATH:OFFSET`` ref names."""
-    _, colon, offset = ref.rpartition(":")
-    return int(offset) if colon and offset.isdigit() else 0

@@ -15,9 +15,10 @@ so headers are split by hand rather than by ``email``'s strict policies.
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parseaddr, parsedate_tz
@@ -28,10 +29,41 @@ MATCH_MODES = ("auto", "message-id", "strict")
 # the author's client, untouched by transport and delivery.
 ORIGIN_HEADERS = ("from", "to", "cc", "date", "subject", "in-reply-to", "references")
 
+_BLANK_LINE = re.compile(b"\n\n")
 _QUOTED_FROM = re.compile(rb"(?m)^>+(From )")
 _MID = re.compile(r"<([^<>\s]+)>")
 _SPACE = re.compile(r"\s+")
 _SPAM_TAG = re.compile(r"^\s*(?:\[\s*spam\s*\??\]|\*+\s*spam\s*\*+|spam:)\s*", re.IGNORECASE)
+
+# The common shapes of the header fields read on every message, parsed here
+# without ``email``'s pure-Python tokenisers. Each fast path accepts only text
+# on which it gives exactly what the general parser gives (tests compare the
+# two); anything else takes the general path.
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_PLAIN_DATE = re.compile(
+    r"[ \t]*(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),[ \t]*)?([0-9]{1,2})[ \t]+(" + "|".join(_MONTHS)
+    + r")[ \t]+([12][0-9]{3})[ \t]+([0-9]{2}):([0-9]{2}):([0-9]{2})[ \t]+([+-])([0-9]{2})([0-9]{2})"
+    r"(?:[ \t].*)?", re.DOTALL)
+_MONTH_NUMBER = {name: number for number, name in enumerate(_MONTHS, 1)}
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_FROM = re.compile(
+    rf"[ \t]*(?:({_ADDR_SPEC})|(?:\"[^\"\\\r\n]*\"[ \t]*|[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~. \t-]*)"
+    rf"<({_ADDR_SPEC})>)[ \t]*")
+# A header line the fast header scan understands: a continuation, or a
+# printable ASCII name of at most 200 bytes before the colon. One line of any
+# other shape sends the whole header block to the line-by-line parser, whose
+# rules for odd names and stray lines it does not repeat.
+_ODD_HEADER_LINE = re.compile(
+    rb"\n(?![ \t]|\Z|[!-9;-~]{1,200}:|(?=[^\n:]{1,200}:)[!-9;-~]+[ \t]+:)")
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+# After a field's name: its value and continuation lines, in the block.
+_FIELD_VALUE = rb"[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)"
+_RECEIVED = re.compile(rb"\nreceived" + _FIELD_VALUE, re.IGNORECASE)
+# Read on every message; the rest of ORIGIN_HEADERS only for one without Message-ID.
+_KEY_HEADERS = frozenset({"message-id", "date", "from"})
+_ORIGIN_NAMES = frozenset(ORIGIN_HEADERS)
 
 EARLIEST = 0.0                       # 1970: earlier dates are garbage, not history
 LATEST = calendar.timegm((2100, 1, 1, 0, 0, 0))
@@ -59,11 +91,10 @@ class Facts:
 
 
 def _digest(*parts: bytes | str) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part)
-        h.update(b"\0")
-    return h.hexdigest()
+    """Each part followed by a NUL, hashed in one call."""
+    joined = b"\0".join([part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
+                         for part in parts])
+    return hashlib.blake2b(joined + b"\0", digest_size=16).hexdigest()
 
 
 def normalize_newlines(data: bytes) -> bytes:
@@ -78,12 +109,24 @@ def split_message(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
     Lines that are neither a header nor a continuation are skipped; a message
     with no blank line is all headers.
     """
+    block, body = _header_block(data)
+    return _parse_header_block(block), body
+
+
+def _header_block(data: bytes) -> tuple[bytes, bytes]:
+    """The header block and the body, with LF line endings and a leading From_ line dropped."""
     data = normalize_newlines(data)
     if data.startswith(b"From "):            # a stray mbox From_ line
         data = data.partition(b"\n")[2]
     if data.startswith(b"\n"):
-        return [], data[1:]
-    block, sep, body = data.partition(b"\n\n")
+        return b"", data[1:]
+    blank = _BLANK_LINE.search(data)    # sre's scan beats bytes.find on a two-byte needle
+    return (data[:blank.start()], data[blank.end():]) if blank else (data, b"")
+
+
+def _parse_header_block(block: bytes) -> list[tuple[str, str]]:
+    if not block:
+        return []
     # Unfolded as bytes and decoded whole: decoding line by line would let a
     # header's text depend on where it was folded when its lines differ in charset.
     fields: list[tuple[bytes, list[bytes]]] = []
@@ -96,9 +139,80 @@ def split_message(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
         if not colon or not name or b" " in name.strip() or len(name) > 200:
             continue
         fields.append((name, [value.strip()]))
-    headers = [(_text(name).strip().lower(), _text(b" ".join(parts)).strip())
-               for name, parts in fields]
-    return headers, body
+    return [(_text(name).strip().lower(), _text(b" ".join(parts)).strip())
+            for name, parts in fields]
+
+
+@dataclass(slots=True)
+class _Fields:
+    """What facts_of reads of a header block: the first value of each name asked
+    for, every value of the envelope headers, and the topmost Received: header."""
+
+    first: dict[str, str] = field(default_factory=dict)
+    envelope: dict[str, list[str]] = field(default_factory=dict)
+    topmost_received: str | None = None
+
+
+def _fields_by_line(block: bytes, names: frozenset[str], envelope: frozenset[str]) -> _Fields:
+    """The general path: every header line parsed, those named kept."""
+    fields = _Fields()
+    topmost_seen = False
+    for name, value in _parse_header_block(block):
+        if name == "received":
+            if not topmost_seen:    # only the topmost counts, even when its date is garbage
+                fields.topmost_received, topmost_seen = value, True
+            continue
+        if name in envelope:
+            fields.envelope.setdefault(name, []).append(value)
+        if name in names or name in envelope:
+            fields.first.setdefault(name, value)
+    return fields
+
+
+def _fields_by_search(text: bytes, pattern: re.Pattern[bytes], envelope: frozenset[str]) -> _Fields:
+    """The fast path, for a block of well-formed lines (``text`` is ``"\\n" + block``).
+
+    ``pattern`` (from ``_header_pattern``) finds the names wanted, Received: aside.
+    """
+    fields = _Fields()
+    first = fields.first
+    for raw_name, raw_value in pattern.findall(text):
+        name = raw_name.lower().decode("ascii")   # the pattern's names are ASCII
+        if name in envelope:
+            fields.envelope.setdefault(name, []).append(_unfold(raw_value))
+        if name not in first:
+            first[name] = _unfold(raw_value)
+    received = _RECEIVED.search(text)
+    if received:
+        fields.topmost_received = _unfold(received.group(1))
+    return fields
+
+
+def _search_headers(text: bytes, names: frozenset[str]) -> Iterator[tuple[str, str]]:
+    for raw_name, raw_value in _header_pattern(names).findall(text):
+        yield raw_name.lower().decode("ascii"), _unfold(raw_value)
+
+
+def _unfold(raw: bytes) -> str:
+    """A field's value and continuation lines as ``_parse_header_block`` joins them."""
+    value = b" ".join(part.strip() for part in raw.split(b"\n")) if b"\n" in raw else raw.strip()
+    return _text(value).strip()
+
+
+@functools.lru_cache(maxsize=64)
+def _header_pattern(names: frozenset[str]) -> re.Pattern[bytes]:
+    """Finds the fields ``names`` (with their continuation lines) in ``"\\n" + block``."""
+    # A name of any other shape is on no line the fast path accepts.
+    alternatives = b"|".join(re.escape(name.encode("ascii"))
+                             for name in sorted(names) if _FIELD_NAME.fullmatch(name))
+    return re.compile(rb"\n(" + alternatives + rb")" + _FIELD_VALUE, re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=64)
+def _envelope_plan(envelope_headers: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern[bytes]]:
+    """The envelope names asked for, and the pattern finding them with the key headers."""
+    envelope = frozenset(h.lower() for h in envelope_headers)
+    return envelope, _header_pattern((_KEY_HEADERS | envelope) - {"received"})
 
 
 def _text(raw: bytes) -> str:
@@ -113,6 +227,12 @@ def parse_date(value: str | None) -> float | None:
     """RFC 5322 date -> epoch seconds; a date without zone is taken as UTC. Never raises."""
     if not value:
         return None
+    plain = _PLAIN_DATE.fullmatch(value)
+    ts = _plain_date(plain.groups()) if plain else _general_date(value)
+    return float(ts) if ts is not None and EARLIEST <= ts < LATEST else None
+
+
+def _general_date(value: str) -> float | None:
     try:
         parsed = parsedate_tz(value)
         if parsed is None:
@@ -121,11 +241,34 @@ def parse_date(value: str | None) -> float | None:
         # datetime refuses 31 Feb, 25:61 and zones beyond 24 h, which
         # timegm would silently roll over into another day. A leap second
         # (:60) is real, but datetime cannot hold it.
-        zone = timezone(timedelta(seconds=parsed[9] or 0))
-        ts = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=zone).timestamp()
+        zone = _zone(parsed[9] or 0)
+        return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=zone).timestamp()
     except (ValueError, TypeError, IndexError, OverflowError):
         return None
-    return float(ts) if EARLIEST <= ts < LATEST else None
+
+
+def _plain_date(groups: tuple[str, ...]) -> int | None:
+    """What ``_general_date`` gives for a ``_PLAIN_DATE`` match, by arithmetic (no datetime)."""
+    day, month_name, year, hour, minute, second, sign, zone_h, zone_m = groups
+    first_day, month_days = _month(int(year), _MONTH_NUMBER[month_name])
+    d, h, m = int(day), int(hour), int(minute)
+    offset = int(zone_h) * 3600 + int(zone_m) * 60
+    if not (1 <= d <= month_days and h < 24 and m < 60 and offset < 86400):
+        return None    # what datetime and timezone refuse
+    seconds = (first_day + d - 1) * 86400 + h * 3600 + m * 60 + min(int(second), 59)
+    return seconds + offset if sign == "-" else seconds - offset
+
+
+@functools.lru_cache(maxsize=4096)
+def _month(year: int, month: int) -> tuple[int, int]:
+    """Days from 1970-01-01 to the month's first day, and the month's length."""
+    return datetime(year, month, 1).toordinal() - _EPOCH_ORDINAL, calendar.monthrange(year, month)[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _zone(offset: int) -> timezone:
+    """The zone ``offset`` seconds east of UTC; raises ValueError beyond 24 hours."""
+    return timezone(timedelta(seconds=offset))
 
 
 def received_date(value: str) -> float | None:
@@ -139,7 +282,7 @@ def normalize_message_id(value: str | None) -> str | None:
         return None
     m = _MID.search(value)
     mid = m.group(1) if m else value.strip().strip("<>").strip()
-    if not mid or any(c.isspace() for c in mid):
+    if not mid or _SPACE.search(mid):
         return None
     return f"<{mid}>"
 
@@ -147,6 +290,9 @@ def normalize_message_id(value: str | None) -> str | None:
 def normalize_from(value: str | None) -> str:
     if not value:
         return ""
+    plain = _PLAIN_FROM.fullmatch(value)
+    if plain:
+        return (plain.group(1) or plain.group(2)).lower()
     try:
         addr = parseaddr(value)[1]
     except (ValueError, TypeError, IndexError):
@@ -166,7 +312,7 @@ def normalize_subject(value: str | None) -> str:
 def normalize_body(body: bytes) -> bytes:
     """Body as compared: LF endings, ``>From`` quoting undone, trailing blank lines dropped."""
     body = normalize_newlines(body)
-    if b"From " in body:
+    if b">" in body and b">From " in body:   # a memchr first: far cheaper than a substring search
         body = _QUOTED_FROM.sub(rb"\1", body)
     return body.rstrip(b"\n")
 
@@ -183,20 +329,16 @@ def facts_of(
     body is unknown: the digests of a message without Message-ID and the
     strict key are then marked as such and match nothing that has a body.
     """
-    headers, body = split_message(data)
-    first: dict[str, str] = {}
-    received: float | None = None
-    topmost_seen = False
-    wanted = {h.lower() for h in envelope_headers}
-    envelope: dict[str, list[str]] = {}
-    for name, value in headers:
-        if name == "received":
-            if not topmost_seen:    # only the topmost counts, even when its date is garbage
-                received, topmost_seen = received_date(value), True
-            continue
-        if name in wanted:
-            envelope.setdefault(name, []).append(value)
-        first.setdefault(name, value)
+    wanted, pattern = _envelope_plan(tuple(envelope_headers))
+    block, body = _header_block(data)
+    text = b"\n" + block
+    by_line = not block or _ODD_HEADER_LINE.search(text) is not None
+    if by_line:
+        fields = _fields_by_line(block, _KEY_HEADERS | _ORIGIN_NAMES, wanted)
+    else:
+        fields = _fields_by_search(text, pattern, wanted)
+    first = fields.first
+    received = received_date(fields.topmost_received) if fields.topmost_received is not None else None
 
     message_id = normalize_message_id(first.get("message-id"))
     date_value = first.get("date")
@@ -208,6 +350,9 @@ def facts_of(
         key = _digest("m", message_id, date_norm, sender)
         mid_key = _digest("i", message_id)
     else:
+        if not by_line:
+            for name, value in _search_headers(text, _ORIGIN_NAMES):
+                first.setdefault(name, value)
         origin = [
             date_norm if name == "date"
             else normalize_subject(first.get(name)) if name == "subject"
@@ -223,7 +368,7 @@ def facts_of(
         received=received,
         date=date,
         size=len(data),
-        envelope=envelope,
+        envelope=fields.envelope,
     )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from datetime import UTC, datetime
 
 import pytest
 
-from restore.catalog import Catalog
-from restore.stores import open_store
+from restore.catalog import READ_BATCH, Catalog
+from restore.stores import maildir, open_store
+from tests.factory import AUTO
 
 
 def scan(catalog: Catalog, spec: str):
@@ -117,3 +120,66 @@ def test_unreadable_items_are_recorded_with_reasons(catalog, mail_factory, tmp_p
     assert stats.messages == 1 and stats.unreadable == 1
     [problem] = catalog.problems(sid)
     assert problem.where == "empty.eml" and problem.reason
+
+
+# -- Maildir directories whose stamp is unchanged are not listed ------------------
+
+
+def test_unchanged_maildir_directories_are_not_listed_and_changes_still_show(
+        catalog, mail_factory, tmp_path):
+    md = tmp_path / "md"
+    paths = mail_factory.write_maildir(
+        md, {"INBOX": [mail_factory.make_message() for _ in range(4)],
+             "Sent": [mail_factory.make_message() for _ in range(2)]}, flags="")
+    (md / "cur" / "escape:2,").symlink_to(tmp_path / "elsewhere.eml")
+    (tmp_path / "elsewhere.eml").write_bytes(mail_factory.make_message())
+    # A directory changed within RACY_SECONDS has no stamp yet: let them age.
+    time.sleep(maildir.RACY_SECONDS + 0.1)
+    scan(catalog, f"maildir:{md}")
+    sid, quiet = scan(catalog, f"maildir:{md}")
+    assert (quiet.listed, quiet.reused, quiet.read, quiet.messages) == (0, 6, 0, 6)
+    [problem] = catalog.problems(sid)
+    assert problem.where == "cur/escape:2," and "outside" in problem.reason
+
+    os.rename(paths[0], str(paths[0]) + "S")             # a client marked it seen
+    mail_factory.write_maildir(md, {"INBOX": [mail_factory.make_message()]})   # into new/
+    _, changed = scan(catalog, f"maildir:{md}")
+    assert (changed.read, changed.reused, changed.messages) == (1, 6, 7)
+    assert changed.listed == 4 + 1    # INBOX cur/ and new/ were listed, not Sent
+    assert len(catalog.problems(sid)) == 1
+
+
+def test_removed_folder_is_dropped(catalog, mail_factory, tmp_path):
+    md = tmp_path / "md"
+    mail_factory.write_maildir(md, {"INBOX": [mail_factory.make_message() for _ in range(3)],
+                                    "Sent": [mail_factory.make_message() for _ in range(2)]})
+    scan(catalog, f"maildir:{md}")
+    shutil.rmtree(md / ".Sent")
+    sid, stats = scan(catalog, f"maildir:{md}")
+    assert (stats.dropped, stats.messages) == (2, 3)
+    assert {r.folder for r in catalog.records(sid, "x")} == {"INBOX"}
+
+
+# -- reading in worker processes -----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["maildir", "eml"])
+def test_worker_processes_record_what_one_process_records(mail_factory, tmp_path, kind):
+    messages = [mail_factory.make_message(subject=f"m{i}", message_id=None if i % 7 else AUTO)
+                for i in range(3 * READ_BATCH + 17)]
+    if kind == "maildir":
+        mail_factory.write_maildir(tmp_path / "store", {"INBOX": messages[:-40], "Sent": messages[-40:]})
+    else:
+        mail_factory.write_eml_tree(tmp_path / "store", messages)
+    (tmp_path / "store" / "new" if kind == "maildir" else tmp_path / "store").joinpath(
+        "junk").write_bytes(b"\x00\x01 binary")
+    results = []
+    for workers in (1, 2):
+        cat = Catalog(tmp_path / f"catalog-{workers}.sqlite")
+        store = open_store(f"{kind}:{tmp_path / 'store'}")
+        sid, stats = cat.refresh(store, workers=workers)
+        results.append((list(cat.records(sid, "x")), cat.problems(sid), stats))
+        cat.close()
+    (one, one_problems, one_stats), (two, two_problems, two_stats) = results
+    assert len(one) == len(messages) and one_stats.unreadable == 1
+    assert two == one and two_problems == one_problems and two_stats == one_stats

@@ -7,14 +7,15 @@ delivery detail restores a double, a key shared by two messages loses one.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr, parsedate_tz
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from restore.identity import Facts, facts_of, fingerprint_of, parse_date
+from restore.identity import Facts, facts_of, fingerprint_of, normalize_from, parse_date
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -351,3 +352,81 @@ def test_any_rfc5322_date_parses_to_its_instant(when):
 def test_parse_date_never_raises(value):
     result = parse_date(value)
     assert result is None or isinstance(result, float)
+
+
+# -- the fast paths give what the general parsers give ---------------------------------
+
+# Header lines of every shape the fast header scan must either read exactly as
+# the line parser does or hand over to it.
+header_line = st.one_of(
+    st.tuples(st.sampled_from(["Message-ID", "message-id", "DATE", "From", "To", "Cc", "Subject",
+                               "Received", "In-Reply-To", "References", "Delivered-To",
+                               "X-Envelope-To", "X-Other", "From\t", "Date  ", "\x0cFrom",
+                               "Fr\xf6m", "\u212aey", "Not A Header", "x" * 201, "Subject" + " " * 199]),
+              st.sampled_from([":", ": ", ":\t"]),
+              st.one_of(header_text, st.sampled_from([
+                  "<a@b.test>", "Fri, 8 Dec 2017 21:13:05 +0100", "from x by y; Fri, 8 Dec 2017 "
+                  "21:13:05 -0000", "Alice <a@b.test>", "\xe9t\xe9"]))
+              ).map(lambda t: (t[0] + t[1] + t[2]).encode("utf-8")),
+    header_text.map(lambda s: (" " + s).encode("utf-8")),              # continuation
+    header_text.map(lambda s: ("\t" + s).encode("utf-8")),
+    st.sampled_from([b"garbage without colon", b"From mbox-ish line", b"\xff\xfe: binary name",
+                     b"Message-ID:", b" ", b"\t\t"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(header_line, min_size=1, max_size=14), st.booleans())
+def test_fast_header_scan_reads_what_the_line_parser_reads(lines, with_body):
+    # A stray line at the end of the header block changes nothing by the
+    # line parser's rules, and it sends the block to the line parser.
+    block = b"\n".join(lines)
+    body = b"\n\nHello\n>From me\n" if with_body else b""
+    headers = ("X-Envelope-To", "delivered-to", "to")
+    fast = facts_of(block + body, headers)
+    general = facts_of(block + b"\nstray line" + body, headers)
+    assert replace(fast, size=0) == replace(general, size=0)
+
+
+def general_parse_date(value: str) -> float | None:
+    """The rule as email.utils states it: what the fast path must agree with."""
+    parsed = parsedate_tz(value)
+    if parsed is None:
+        return None
+    try:
+        zone = timezone(timedelta(seconds=parsed[9] or 0))
+        ts = datetime(*parsed[:5], min(parsed[5], 59), tzinfo=zone).timestamp()
+    except (ValueError, OverflowError):
+        return None
+    return ts if 0 <= ts < datetime(2100, 1, 1, tzinfo=UTC).timestamp() else None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.tuples(
+    st.sampled_from(["", "Fri, ", "Mon,", "  Sun,  "]), st.integers(0, 39),
+    st.sampled_from(["Jan", "Feb", "Dec", "dec", "Foo"]), st.integers(0, 3100), st.sampled_from([2, 4]),
+    st.integers(0, 29), st.integers(0, 65), st.integers(0, 65),
+    st.sampled_from(["+", "-"]), st.integers(0, 30), st.integers(0, 99),
+    st.sampled_from(["", " (CET)", " garbage", "\xa0x", "(UTC)"]),
+))
+def test_fast_date_parse_agrees_with_email_utils(parts):
+    weekday, day, month, year, digits, hour, minute, second, sign, zh, zm, tail = parts
+    value = f"{weekday}{day} {month} {year:0{digits}d} {hour:02d}:{minute:02d}:{second:02d} {sign}{zh:02d}{zm:02d}{tail}"
+    assert parse_date(value) == general_parse_date(value)
+
+
+@FAST
+@given(st.tuples(
+    st.sampled_from(["", "Alice", "Alice Smith", '"Smith, Alice"', "J. Q. Public", "=?utf-8?q?J=C3=BC?=",
+                     "Bob (x)", "a,b", "<", '"un"closed']),
+    st.sampled_from(["", " ", "\t"]), st.booleans(),
+    st.sampled_from(["a", "A.b", "a..b", "a+tag", "x y", "\"q\"", "a@", ""]),
+    st.sampled_from(["example.ORG", "b", "b.c.d", "[1.2.3.4]", "b..c", "-x.y", ""]),
+    st.sampled_from(["", " ", " (comment)", ">", ","]),
+))
+def test_fast_sender_parse_agrees_with_email_utils(parts):
+    name, space, angle, local, domain, tail = parts
+    addr = f"{local}@{domain}" if domain else local
+    value = f"{name}{space}<{addr}>{tail}" if angle else f"{addr}{tail}"
+    expected = parseaddr(value)[1].lower() or re.sub(r"\s+", " ", value).strip().lower()
+    assert normalize_from(value) == expected

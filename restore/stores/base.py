@@ -13,13 +13,23 @@ A store is read in two steps so that the catalog can skip what it has seen:
 
 ``open_ref(ref)`` re-opens one item by the ``ref`` a plan line carries.
 
+Two optional hooks let the catalog go faster; their defaults suit any store:
+
+* ``unit_groups()`` lists the units in groups, each with a stamp of its own
+  (a Maildir's ``cur/`` directory): while a group's stamp is unchanged, its
+  units and their stamps are, and the catalog reuses them without listing.
+  The default is one group of all ``units()`` with no stamp.
+* ``parallel_safe``: ``read`` may run in forked worker processes, each given
+  some of the units. True only for stores that hold no connection or open
+  file between calls (file stores).
+
 Stores are read-only: nothing under a store is ever opened for writing.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -31,6 +41,8 @@ class Unit:
     user: str | None = None  # owner from path variables / IMAP login; None if not per-user
     resume: int = 0          # mbox: byte offset to resume reading from (append-only growth)
     size: int = 0            # bytes on disk (compressed size for compressed files)
+    path: str = ""           # file stores: the file the listing found and checked, relative
+                             # to the root ("" if not listed); ``read`` opens it without a search
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +63,26 @@ class Unreadable:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class UnitGroup:
+    """Units listed together, e.g. one Maildir directory.
+
+    Every unit ``units()`` yields has a ref starting with ``key + "/"``, and no
+    other unit of the store has (``key`` None: the group is the whole store).
+    While ``stamp`` is unchanged (and not None) the group holds the same units
+    with the same stamps as when it was last listed.
+    """
+
+    key: str | None
+    stamp: str | None
+    units: Callable[[], Iterable[Unit | Unreadable]]
+
+
 class Store(ABC):
     """A place messages live. ``spec`` is the STORE argument as the user wrote it."""
 
     kind: str = ""
+    parallel_safe: bool = False
 
     def __init__(self, spec: str):
         self.spec = spec
@@ -70,6 +98,10 @@ class Store(ABC):
     @abstractmethod
     def open_ref(self, ref: str) -> bytes:
         """Bytes of the item a plan line names; raises UnreadableItem."""
+
+    def unit_groups(self) -> Iterator[UnitGroup | Unreadable]:
+        """The units in groups with stamps of their own; by default one group, always listed."""
+        yield UnitGroup(None, None, self.units)
 
     def end_offset(self, unit: Unit) -> int | None:
         """Where the last complete read of ``unit`` ended, for ``Unit.resume`` next time.

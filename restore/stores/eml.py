@@ -15,11 +15,20 @@ from collections.abc import Iterable, Iterator
 
 from restore.errors import UnreadableItem
 from restore.stores.base import Item, Store, Unit, Unreadable
-from restore.stores.files import Found, Refused, StoreRoot, failure_reason, read_message, stamp
+from restore.stores.files import (
+    Found,
+    Refused,
+    StoreRoot,
+    failure_reason,
+    read_message,
+    read_message_file,
+    stamp,
+)
 
 
 class EmlStore(Store):
     kind = "eml"
+    parallel_safe = True
 
     def __init__(self, spec: str, path: str):
         super().__init__(spec)
@@ -41,20 +50,21 @@ class EmlStore(Store):
             if isinstance(found, Refused):
                 yield Unreadable(Unit(found.rel, ""), found.rel, found.reason)
             else:
-                yield Unit(found.rel, stamp(found.stat), size=found.stat.st_size)
+                yield Unit(found.rel, stamp(found.stat), size=found.stat.st_size, path=found.rel)
 
     def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
         for unit in units:
             try:
-                path = self.root.locate(unit.ref)
-                delivered = os.stat(path).st_mtime
-                data = read_message(path, unit.ref)
+                # A listed unit's path was checked by the listing just now.
+                path = (os.path.join(self.root.path, unit.path) if unit.path
+                        else self.root.locate(unit.ref))
+                data, st = read_message_file(path, unit.ref)
             except UnreadableItem as exc:
                 yield Unreadable(unit, exc.where, exc.reason)
             except OSError as exc:
                 yield Unreadable(unit, unit.ref, failure_reason(exc))
             else:
-                yield Item(unit, unit.ref, data, delivered)
+                yield Item(unit, unit.ref, data, st.st_mtime)
 
     def open_ref(self, ref: str) -> bytes:
         return read_message(self.root.locate(ref), ref)

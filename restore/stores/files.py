@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from restore.errors import StoreError, UnreadableItem
-from restore.stores.compression import CorruptData, read_all
-from restore.stores.sniff import not_a_message_reason
+from restore.stores.compression import READ_SIZE, CorruptData, detect, read_all
+from restore.stores.sniff import HEADER_SCAN, not_a_message_reason
 
 OUTSIDE_ROOT = "symlink pointing outside the store root"
 
@@ -100,35 +100,45 @@ class StoreRoot:
     def walk(self, directory: str | None = None) -> Iterator[Found | Refused]:
         """Regular files under ``directory`` (default: the root), recursively."""
         seen: set[tuple[int, int]] = set()
-        yield from self._walk(directory or self.path, seen)
+        directory = directory or self.path
+        yield from self._walk(directory, self.rel(directory), seen)
 
-    def _walk(self, directory: str, seen: set[tuple[int, int]]) -> Iterator[Found | Refused]:
+    def _walk(self, directory: str, rel: str, seen: set[tuple[int, int]]) -> Iterator[Found | Refused]:
         try:
             st = os.stat(directory)
             if (st.st_dev, st.st_ino) in seen:  # a symlink loop inside the root
                 return
             seen.add((st.st_dev, st.st_ino))
-            with os.scandir(directory) as it:
-                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+            names = sorted(name for name in os.listdir(directory) if not name.startswith("."))
         except OSError as exc:
-            yield Refused(self.rel(directory), f"cannot list directory: {failure_reason(exc)}")
+            yield Refused(rel, f"cannot list directory: {failure_reason(exc)}")
             return
-        for entry in entries:
-            problem = self.entry_problem(entry)
-            if problem:
-                yield Refused(self.rel(entry.path), problem)
-                continue
-            try:
-                st = entry.stat()
-            except OSError as exc:
-                yield Refused(self.rel(entry.path), failure_reason(exc))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                yield from self._walk(entry.path, seen)
-            elif stat.S_ISREG(st.st_mode):
-                yield Found(self.rel(entry.path), entry.path, st)
+        prefix = "" if rel == "." else rel + "/"
+        for name in names:  # names only: a directory of 100k entries stays a few MB
+            path = os.path.join(directory, name)
+            found = self._examine_listed(path, prefix + name)
+            if isinstance(found, str):
+                yield from self._walk(path, found, seen)
             else:
-                yield Refused(self.rel(entry.path), "not a regular file")
+                yield found
+
+    def _examine_listed(self, path: str, rel: str) -> Found | Refused | str:
+        """A listed entry: a file to read, a refusal, or (its rel) a directory to enter."""
+        try:
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                if not os.path.exists(path):
+                    return Refused(rel, "broken symlink")
+                if not self.contains(path):
+                    return Refused(rel, OUTSIDE_ROOT)
+                st = os.stat(path)
+        except OSError as exc:
+            return Refused(rel, failure_reason(exc))
+        if stat.S_ISDIR(st.st_mode):
+            return rel
+        if stat.S_ISREG(st.st_mode):
+            return Found(rel, path, st)
+        return Refused(rel, "not a regular file")
 
 
 def failure_reason(exc: CorruptData | OSError) -> str:
@@ -140,11 +150,52 @@ def failure_reason(exc: CorruptData | OSError) -> str:
 
 def read_message(path: str, where: str) -> bytes:
     """One message file's bytes, decompressed; raises UnreadableItem with the reason."""
+    return read_message_file(path, where)[0]
+
+
+def read_message_file(path: str, where: str) -> tuple[bytes, os.stat_result]:
+    """A message file's bytes, decompressed, and the file's stat; raises UnreadableItem.
+
+    A plain file is read with bare system calls (the bulk of a scan); a
+    compressed one goes through ``compression``.
+    """
     try:
-        data = read_all(path)
+        data, st = _read_plain(path)
+        if detect(data):
+            data = read_all(path)
     except (CorruptData, OSError) as exc:
         raise UnreadableItem(where, failure_reason(exc)) from None
-    reason = not_a_message_reason(data)
+    reason = _not_a_message_reason(data)
     if reason:
         raise UnreadableItem(where, reason)
-    return data
+    return data, st
+
+
+def _not_a_message_reason(data: bytes) -> str | None:
+    """``sniff.not_a_message_reason``, without scanning the whole header block when it need not.
+
+    When the data starts with a non-blank byte and holds no NUL where a
+    header block could be, only its first two lines can decide the verdict.
+    """
+    if data[:1].strip() and data.find(b"\x00", 0, HEADER_SCAN) < 0:
+        end = data.find(b"\n", data.find(b"\n") + 1)
+        if end >= 0:
+            return not_a_message_reason(data[:end])
+    return not_a_message_reason(data)
+
+
+def _read_plain(path: str) -> tuple[bytes, os.stat_result]:
+    """Opened as ``compression.open_regular`` does: read-only, never blocking on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CorruptData("not a regular file")
+        chunks = []
+        want = st.st_size + 1   # the whole file in one call, unless it grew since the fstat
+        while chunk := os.read(fd, want):
+            chunks.append(chunk)
+            want = READ_SIZE
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0], st
+    finally:
+        os.close(fd)

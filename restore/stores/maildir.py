@@ -20,6 +20,18 @@ client setting a flag renames the file but neither changes its ref nor, as
 the rename keeps the mtime, its stamp. ``open_ref`` finds the file in
 ``cur/`` or ``new/`` whatever its flags are now. ``Item.delivered`` is the
 file's mtime.
+
+Maildir delivery is write-once: a message file is written in ``tmp/`` and
+renamed into ``new/``, and never rewritten in place; a flag change renames
+it within ``cur/``. Every change to what ``cur/`` or ``new/`` holds is then
+a change of that directory's entries, which moves the directory's mtime and
+ctime. So each message directory is a ``UnitGroup`` stamped with its inode,
+mtime and ctime: while that stamp is unchanged, the catalog reuses the
+directory's units without listing or stat'ing them. A directory changed in
+the last ``RACY_SECONDS`` gets no stamp (a change within the same clock tick
+as the stamp would not move it), so it is listed until it has been quiet.
+A tool that rewrites message files in place without renaming them breaks
+the assumption: after running one, touch the directories it changed.
 """
 
 from __future__ import annotations
@@ -27,23 +39,27 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from restore.errors import StoreError, UnreadableItem
 from restore.recipients import invalid_mailbox_reason
-from restore.stores.base import Item, Store, Unit, Unreadable
+from restore.stores.base import Item, Store, Unit, UnitGroup, Unreadable
 from restore.stores.files import (
     OUTSIDE_ROOT,
     Refused,
     StoreRoot,
     failure_reason,
     read_message,
+    read_message_file,
     stamp,
 )
 from restore.stores.template import PathTemplate, is_template
 
 MESSAGE_DIRS = ("cur", "new")
 INFO_SEPARATOR = ":2,"
+# Covers file systems that keep times in whole seconds, and a little clock skew.
+RACY_SECONDS = 2
 
 
 def message_stem(name: str) -> str:
@@ -79,8 +95,16 @@ def folder_name(directory: str) -> str:
     return "/".join(decode_mutf7(part) for part in directory.lstrip(".").split("."))
 
 
+def directory_stamp(st: os.stat_result) -> str | None:
+    """What changes whenever a directory's entries change; None while it may still change unseen."""
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_SECONDS * 1_000_000_000:
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
 class MaildirStore(Store):
     kind = "maildir"
+    parallel_safe = True
 
     def __init__(self, spec: str, path: str):
         super().__init__(spec)
@@ -101,6 +125,14 @@ class MaildirStore(Store):
         return {user for user, _ in self._mailboxes() if user is not None}
 
     def units(self) -> Iterator[Unit | Unreadable]:
+        for group in self.unit_groups():
+            if isinstance(group, Unreadable):
+                yield group
+            else:
+                yield from group.units()
+
+    def unit_groups(self) -> Iterator[UnitGroup | Unreadable]:
+        """One group per ``cur/`` and ``new/`` directory, stamped (see the module doc)."""
         for user, maildir in self._mailboxes():
             if isinstance(maildir, Refused):
                 yield Unreadable(Unit(maildir.rel, ""), maildir.rel, maildir.reason)
@@ -109,7 +141,11 @@ class MaildirStore(Store):
                 if isinstance(folder, Refused):
                     yield Unreadable(Unit(folder.rel, "", user=user), folder.rel, folder.reason)
                     continue
-                yield from self._folder_units(*folder, user)
+                folder_dir, name = folder
+                for sub in MESSAGE_DIRS:
+                    group = self._message_dir(os.path.join(folder_dir, sub), name, user)
+                    if group is not None:
+                        yield group
 
     def _mailboxes(self) -> Iterator[tuple[str | None, str | Refused]]:
         """(user, Maildir path) for every mailbox; (None, Refused) for a rejected one."""
@@ -176,52 +212,90 @@ class MaildirStore(Store):
                 elif os.path.isdir(os.path.join(entry.path, "cur")):
                     yield entry.path, folder_name(entry.name)
 
-    def _folder_units(
-        self, folder_dir: str, folder: str, user: str | None
+    def _message_dir(
+        self, directory: str, folder: str, user: str | None
+    ) -> UnitGroup | Unreadable | None:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        rel = self.root.rel(directory)
+        if not self.root.contains(directory):
+            return Unreadable(Unit(rel, "", folder, user), rel, OUTSIDE_ROOT)
+        return UnitGroup(rel, directory_stamp(st),
+                         lambda: self._message_files(directory, rel, folder, user))
+
+    def _message_files(
+        self, directory: str, rel: str, folder: str, user: str | None
     ) -> Iterator[Unit | Unreadable]:
-        for sub in MESSAGE_DIRS:
-            directory = os.path.join(folder_dir, sub)
-            if not os.path.isdir(directory):
-                continue
-            if not self.root.contains(directory):
-                rel = self.root.rel(directory)
-                yield Unreadable(Unit(rel, "", folder, user), rel, OUTSIDE_ROOT)
-                continue
-            for entry in self._list(directory):
-                if isinstance(entry, Refused):
-                    yield Unreadable(Unit(entry.rel, "", folder, user), entry.rel, entry.reason)
-                    continue
-                if entry.name.startswith("."):
-                    continue
-                rel = self.root.rel(entry.path)
-                problem = self.root.entry_problem(entry)
-                try:
-                    st = entry.stat()
-                except OSError as exc:
-                    problem = problem or failure_reason(exc)
-                if not problem and not stat.S_ISREG(st.st_mode):
-                    problem = "not a regular file"
-                ref = f"{self.root.rel(directory)}/{message_stem(entry.name)}"
-                if problem:
-                    yield Unreadable(Unit(ref, "", folder, user), rel, problem)
-                    continue
-                yield Unit(ref, stamp(st), folder, user, size=st.st_size)
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            yield Unreadable(Unit(rel, "", folder, user), rel,
+                             f"cannot list directory: {failure_reason(exc)}")
+            return
+        try:
+            # Names only, sorted: a cur/ of 100k messages stays a few MB.
+            names = sorted(name for name in os.listdir(fd) if not name.startswith("."))
+            for name in names:
+                yield self._message_file(fd, directory, rel, name, folder, user)
+        except OSError as exc:
+            yield Unreadable(Unit(rel, "", folder, user), rel,
+                             f"cannot list directory: {failure_reason(exc)}")
+        finally:
+            os.close(fd)
+
+    def _message_file(
+        self, fd: int, directory: str, rel: str, name: str, folder: str, user: str | None
+    ) -> Unit | Unreadable:
+        where = f"{rel}/{name}"
+        ref = f"{rel}/{message_stem(name)}"
+        problem = None
+        try:
+            st = os.lstat(name, dir_fd=fd)   # relative to the open directory: no path walk
+            if stat.S_ISLNK(st.st_mode):
+                path = os.path.join(directory, name)
+                problem = self._symlink_problem(path)
+                if not problem:
+                    st = os.stat(path)
+        except OSError as exc:
+            problem = failure_reason(exc)
+        if not problem and not stat.S_ISREG(st.st_mode):
+            problem = "not a regular file"
+        if problem:
+            return Unreadable(Unit(ref, "", folder, user), where, problem)
+        return Unit(ref, stamp(st), folder, user, size=st.st_size, path=where)
+
+    def _symlink_problem(self, path: str) -> str | None:
+        if not os.path.exists(path):
+            return "broken symlink"
+        return None if self.root.contains(path) else OUTSIDE_ROOT
 
     # -- reading -------------------------------------------------------------
 
     def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
         for unit in units:
             try:
-                path = self._find(unit.ref)
-                delivered = os.stat(path).st_mtime
-                data = read_message(path, unit.ref)
+                data, st = self._read(unit)
             except UnreadableItem as exc:
                 yield Unreadable(unit, exc.where, exc.reason)
                 continue
             except OSError as exc:
                 yield Unreadable(unit, unit.ref, failure_reason(exc))
                 continue
-            yield Item(unit, unit.ref, data, delivered)
+            yield Item(unit, unit.ref, data, st.st_mtime)
+
+    def _read(self, unit: Unit) -> tuple[bytes, os.stat_result]:
+        if unit.path:  # found and checked by the listing just now
+            try:
+                return read_message_file(os.path.join(self.root.path, unit.path), unit.ref)
+            except UnreadableItem:
+                if os.path.lexists(os.path.join(self.root.path, unit.path)):
+                    raise
+                # renamed (flags set, or moved to cur/) since it was listed
+        return read_message_file(self._find(unit.ref), unit.ref)
 
     def open_ref(self, ref: str) -> bytes:
         return read_message(self._find(ref), ref)

@@ -1,0 +1,198 @@
+"""Read and fingerprint units for the catalog, in worker processes when the store allows.
+
+Reading message files and fingerprinting them is nearly all of a cold scan's
+work, and each unit's is independent of the others'. For a store that is
+``parallel_safe`` (a file store: it holds no connection between calls),
+batches of units go to forked worker processes; the main process goes on
+listing and writes what comes back, batch by batch in the order the batches
+were handed in, so the catalog's rows come out in the same order as when
+read in one process. A store with fewer than two batches to read is read
+in-process: forking would cost more than it saves.
+
+At most ``2 * workers`` batches are in flight, so memory stays bounded by
+the batch size however large the store is.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from restore.identity import facts_of
+from restore.stores.base import Item, Store, Unit, Unreadable
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+# What reading a batch asks of the catalog, in order:
+FORGET = 0    # (FORGET, unit ref): the unit was rewritten, its earlier rows are stale
+PROBLEM = 1   # (PROBLEM, (store id, unit ref, where, reason))
+MESSAGE = 2   # (MESSAGE, a row of INSERT_MESSAGE)
+
+INSERT_MESSAGE = (
+    "INSERT INTO messages (store, unit, ref, folder, user, received, received_from, size,"
+    " message_id, key, mid_key, strict_key, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+Change = tuple[int, Any]
+# Called with each batch, in order, and what reading it found.
+Apply = Callable[[list[Unit], list[Change]], None]
+
+
+def read_batch(store: Store, sid: int, units: list[Unit], headers: tuple[str, ...]) -> list[Change]:
+    """Read ``units`` and fingerprint every message: the changes to make to the catalog."""
+    changes: list[Change] = []
+    restarted: set[str] = set()
+    for got in store.read(units):
+        unit = got.unit
+        if (isinstance(got, Item) and unit.resume and unit.ref not in restarted
+                and _offset(got.ref) < unit.resume):
+            # The file was rewritten, not appended to: its old rows are stale.
+            changes.append((FORGET, unit.ref))
+            restarted.add(unit.ref)
+        if isinstance(got, Unreadable):
+            changes.append((PROBLEM, (sid, unit.ref, got.where, got.reason)))
+        else:
+            changes.append((MESSAGE, message_row(sid, got, headers)))
+    return changes
+
+
+def message_row(sid: int, item: Item, headers: tuple[str, ...]) -> tuple:
+    facts = facts_of(item.data, headers, headers_only=item.headers_only)
+    received: float | None
+    if facts.received is not None:
+        received, source = facts.received, "received"
+    elif item.delivered is not None:
+        received, source = item.delivered, "delivered"
+    else:
+        received, source = facts.date, "date"
+    return (
+        sid, item.unit.ref, item.ref, item.unit.folder, item.unit.user, received, source,
+        facts.size, facts.message_id, facts.key, facts.mid_key, facts.strict_key,
+        _json(facts.envelope) if facts.envelope else "{}",
+    )
+
+
+_json = json.JSONEncoder(ensure_ascii=False).encode   # one encoder: json.dumps builds one per call
+
+
+def _offset(ref: str) -> int:
+    """The byte offset an mbox ``PATH:OFFSET`` ref names."""
+    _, colon, offset = ref.rpartition(":")
+    return int(offset) if colon and offset.isdigit() else 0
+
+
+def worker_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# The store a worker reads: set by the pool's initializer, which a forked
+# worker runs on the objects it inherited (nothing is pickled but units).
+_worker_job: tuple[Store, int, tuple[str, ...]] | None = None
+
+
+def _start_worker(store: Store, sid: int, headers: tuple[str, ...]) -> None:
+    global _worker_job
+    _worker_job = (store, sid, headers)
+
+
+def _read_in_worker(packed: list[tuple]) -> list[Change]:
+    assert _worker_job is not None
+    store, sid, headers = _worker_job
+    return read_batch(store, sid, [Unit(*fields) for fields in packed], headers)
+
+
+# A unit as a plain tuple of its fields: pickles several times faster.
+_pack = operator.attrgetter(*Unit.__match_args__)
+
+
+class BatchReader:
+    """Reads units in batches, in order, in-process or in worker processes.
+
+    ``add`` hands in a unit; ``apply`` is called with each batch and its
+    changes in the order the units were added; ``finish`` reads the rest.
+    Workers are started only once two full batches wait. Use as a context
+    manager so that workers are stopped on any error.
+    """
+
+    def __init__(self, store: Store, sid: int, headers: tuple[str, ...], apply: Apply,
+                 batch_size: int, workers: int | None = None):
+        self.store, self.sid, self.headers, self.apply = store, sid, headers, apply
+        self.batch_size = batch_size
+        self.workers = worker_count() if workers is None else workers
+        self._batch: list[Unit] = []
+        self._held: list[Unit] | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._in_flight: deque[tuple[list[Unit], Future[list[Change]]]] = deque()
+
+    def __enter__(self) -> BatchReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def add(self, unit: Unit) -> None:
+        self._batch.append(unit)
+        if len(self._batch) >= self.batch_size:
+            batch, self._batch = self._batch, []
+            self._dispatch(batch)
+
+    def finish(self) -> None:
+        held, batch = self._held, self._batch
+        self._held, self._batch = None, []
+        if held:            # never forked: read in order here
+            self._read_here(held)
+        if batch:
+            if self._pool is not None:
+                self._submit(batch)
+            else:
+                self._read_here(batch)
+        while self._in_flight:
+            self._apply_oldest()
+
+    def _dispatch(self, batch: list[Unit]) -> None:
+        if self._pool is not None:
+            self._submit(batch)
+        elif not self._may_fork():
+            self._read_here(batch)
+        elif self._held is None:
+            self._held = batch    # a second full batch decides whether to fork
+        else:
+            # Imported here: the import costs a warm scan more than the scan.
+            # An executor, not a multiprocessing.Pool: a worker that dies
+            # fails the run (BrokenProcessPool) instead of hanging it.
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("fork"),
+                initializer=_start_worker, initargs=(self.store, self.sid, self.headers))
+            held, self._held = self._held, None
+            self._submit(held)
+            self._submit(batch)
+
+    def _may_fork(self) -> bool:
+        return self.store.parallel_safe and self.workers > 1 and hasattr(os, "fork")
+
+    def _read_here(self, batch: list[Unit]) -> None:
+        self.apply(batch, read_batch(self.store, self.sid, batch, self.headers))
+
+    def _submit(self, batch: list[Unit]) -> None:
+        assert self._pool is not None
+        if len(self._in_flight) >= 2 * self.workers:
+            self._apply_oldest()
+        packed = [_pack(unit) for unit in batch]
+        self._in_flight.append((batch, self._pool.submit(_read_in_worker, packed)))
+
+    def _apply_oldest(self) -> None:
+        batch, future = self._in_flight.popleft()
+        self.apply(batch, future.result())
