@@ -39,6 +39,7 @@ class Class(StrEnum):
 CLASSES = [c.value for c in Class]
 KEY_COLUMN = {"auto": "key", "message-id": "mid_key", "strict": "strict_key"}
 BATCH = 2000
+RESOLVED_CACHE = 100_000
 
 
 class InvariantError(AssertionError):
@@ -224,11 +225,18 @@ def _insert_pairs(catalog: Catalog, side: Side, keycol: str, settings: DiffSetti
     cursor = db.execute(
         f"SELECT id, user, received, {keycol}, envelope FROM messages WHERE store = ?{since}"
         " ORDER BY id", args)
+    # Many messages share an envelope (one user's mail): resolve each envelope once.
+    resolved: dict[tuple[str | None, str], tuple[list[str], list]] = {}
     while rows := cursor.fetchmany(BATCH):
         out: list[tuple[str, int, float | None, str, str | None]] = []
         for msg, path_user, received, key, envelope in rows:
-            users, rejected = resolve_users(
-                path_user, json.loads(envelope), settings.recipient_headers, settings.aliases)
+            found = resolved.get((path_user, envelope))
+            if found is None:
+                if len(resolved) > RESOLVED_CACHE:
+                    resolved.clear()
+                found = resolved[(path_user, envelope)] = resolve_users(
+                    path_user, json.loads(envelope), settings.recipient_headers, settings.aliases)
+            users, rejected = found
             out.extend((u, msg, received, key, None) for u in users)
             out.extend((r.address, msg, received, key, r.reason) for r in rejected)
             if not users and not rejected:

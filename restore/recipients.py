@@ -9,6 +9,7 @@ reason and never used in a path.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -56,10 +57,18 @@ def invalid_mailbox_reason(user: str) -> str | None:
     return None
 
 
+# One bare address, as MTAs write envelope headers: no need for the full parser.
+_PLAIN_ADDRESS = re.compile(r'\s*<?([^\s<>,;:"()\[\]\\@]+@[^\s<>,;:"()\[\]\\@]+)>?\s*')
+
+
 def header_addresses(values: Iterable[str]) -> list[str]:
     """Addresses named by envelope-header values (comma lists, <brackets>, comments)."""
+    values = [v for v in values if v]
+    plain = [_PLAIN_ADDRESS.fullmatch(v) for v in values]
+    if all(plain):
+        return [normalize_address(m.group(1)) for m in plain if m]
     out: list[str] = []
-    for _name, addr in getaddresses([v for v in values if v]):
+    for _name, addr in getaddresses(values):
         if addr:
             out.append(normalize_address(addr))
     return out

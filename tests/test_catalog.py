@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from restore.catalog import READ_BATCH, Catalog
-from restore.stores import maildir, open_store
+from restore.stores import files, open_store
 from tests.factory import AUTO
 
 
@@ -61,7 +61,9 @@ def test_changed_file_is_reread_and_its_old_record_replaced(catalog, mail_factor
     [path] = mail_factory.write_eml_tree(tmp_path / "gw", [mail_factory.make_message(subject="old")])
     sid, _ = scan(catalog, f"eml:{tmp_path / 'gw'}")
     [before] = list(catalog.records(sid, "x"))
-    path.write_bytes(mail_factory.make_message(message_id="<other@x>"))
+    # archivers replace a file by renaming a finished one over it
+    (path.parent / ".tmp").write_bytes(mail_factory.make_message(message_id="<other@x>"))
+    os.replace(path.parent / ".tmp", path)
     _, stats = scan(catalog, f"eml:{tmp_path / 'gw'}")
     [after] = list(catalog.records(sid, "x"))
     assert stats.read == 1
@@ -134,7 +136,7 @@ def test_unchanged_maildir_directories_are_not_listed_and_changes_still_show(
     (md / "cur" / "escape:2,").symlink_to(tmp_path / "elsewhere.eml")
     (tmp_path / "elsewhere.eml").write_bytes(mail_factory.make_message())
     # A directory changed within RACY_SECONDS has no stamp yet: let them age.
-    time.sleep(maildir.RACY_SECONDS + 0.1)
+    time.sleep(files.RACY_SECONDS + 0.1)
     scan(catalog, f"maildir:{md}")
     sid, quiet = scan(catalog, f"maildir:{md}")
     assert (quiet.listed, quiet.reused, quiet.read, quiet.messages) == (0, 6, 0, 6)
@@ -183,3 +185,26 @@ def test_worker_processes_record_what_one_process_records(mail_factory, tmp_path
     (one, one_problems, one_stats), (two, two_problems, two_stats) = results
     assert len(one) == len(messages) and one_stats.unreadable == 1
     assert two == one and two_problems == one_problems and two_stats == one_stats
+
+
+def test_unchanged_eml_day_directories_are_not_listed(catalog, mail_factory, tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "RACY_SECONDS", 0)
+    gw = tmp_path / "gw"
+    for day in ("2017/12/07", "2017/12/08"):
+        mail_factory.write_eml_tree(gw, [mail_factory.make_message() for _ in range(3)], subdir=day)
+    scan(catalog, f"eml:{gw}")
+    _, unchanged = scan(catalog, f"eml:{gw}")
+    assert (unchanged.listed, unchanged.read, unchanged.messages) == (0, 0, 6)
+    mail_factory.write_eml_tree(gw, [mail_factory.make_message()], subdir="2017/12/08")
+    _, grown = scan(catalog, f"eml:{gw}")
+    assert (grown.listed, grown.read, grown.messages) == (4, 1, 7)
+
+
+def test_eml_files_beside_subdirectories_are_still_all_seen(catalog, mail_factory, tmp_path):
+    gw = tmp_path / "gw"
+    mail_factory.write_eml_tree(gw, [mail_factory.make_message()], subdir="2017/12/08")
+    mail_factory.write_eml_tree(gw, [mail_factory.make_message()], subdir="2017")
+    _, first = scan(catalog, f"eml:{gw}")
+    mail_factory.write_eml_tree(gw, [mail_factory.make_message()], subdir="2017/12/08")
+    _, second = scan(catalog, f"eml:{gw}")
+    assert (first.messages, second.messages, second.read) == (2, 3, 1)

@@ -215,3 +215,15 @@ def test_alias_map_bad_line_is_a_usage_error_with_its_line_number(tmp_path, bad_
 def test_missing_alias_map_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="--alias-map"):
         AliasMap.load(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("value", [
+    "alice@example.com", "<Alice@Example.COM>", "  bob@x.org  ", "info@example.com",
+    "a.b+tag@sub.example.com", "x_y-z@example.com",
+])
+def test_plain_envelope_values_read_like_the_full_parser(value):
+    from email.utils import getaddresses
+
+    from restore.recipients import header_addresses, normalize_address
+
+    assert header_addresses([value]) == [normalize_address(a) for _, a in getaddresses([value])]

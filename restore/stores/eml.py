@@ -6,19 +6,29 @@ root and ``Item.delivered`` the file's mtime. ``eml:FILE`` reads that one
 file. Hidden files (names starting with ``.``, where archivers write before
 renaming) are skipped; empty files, junk, unreadable files and symlinks
 leaving the root are reported unreadable with the path and reason.
+
+Gateway archives write each file once (and rename it into place), so a
+directory whose inode, mtime and ctime are unchanged holds the same files
+as when it was last listed. When every file lies in a leaf directory (the
+usual ``YYYY/MM/DD/`` layout), each leaf directory is a stamped
+``UnitGroup`` and the catalog skips unchanged ones without stat'ing their
+files. A tree with files beside subdirectories is one unstamped group,
+listed file by file every time.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from functools import partial
 
 from restore.errors import UnreadableItem
-from restore.stores.base import Item, Store, Unit, Unreadable
+from restore.stores.base import Item, Store, Unit, UnitGroup, Unreadable
 from restore.stores.files import (
     Found,
     Refused,
     StoreRoot,
+    directory_stamp,
     failure_reason,
     read_message,
     read_message_file,
@@ -47,6 +57,64 @@ class EmlStore(Store):
         else:
             files = self.root.walk()
         for found in files:
+            if isinstance(found, Refused):
+                yield Unreadable(Unit(found.rel, ""), found.rel, found.reason)
+            else:
+                yield Unit(found.rel, stamp(found.stat), size=found.stat.st_size, path=found.rel)
+
+    def unit_groups(self) -> Iterator[UnitGroup | Unreadable]:
+        leaves = None if self._single else self._leaf_directories()
+        if leaves is None:
+            yield UnitGroup(None, None, self.units)
+            return
+        for leaf in leaves:
+            if isinstance(leaf, Refused):
+                yield Unreadable(Unit(leaf.rel, ""), leaf.rel, leaf.reason)
+                continue
+            rel, path, st = leaf
+            yield UnitGroup(rel, directory_stamp(st), partial(self._leaf_units, path, rel))
+
+    def _leaf_directories(self) -> list[tuple[str, str, os.stat_result] | Refused] | None:
+        """Every directory holding files, when none also holds subdirectories; else None.
+
+        Told from the directory entries' types alone: no file is stat'ed.
+        """
+        leaves: list[tuple[str, str, os.stat_result] | Refused] = []
+        seen: set[tuple[int, int]] = set()
+        pending = [(self.root.path, "")]
+        while pending:
+            path, rel = pending.pop()
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) in seen:      # a symlink loop inside the root
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                with os.scandir(path) as entries:
+                    visible = [e for e in entries if not e.name.startswith(".")]
+            except OSError as exc:
+                leaves.append(Refused(rel or ".", f"cannot list directory: {failure_reason(exc)}"))
+                continue
+            subdirs = []
+            for entry in visible:
+                entry_rel = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_symlink():
+                    found = self.root.examine_listed(entry.path, entry_rel)
+                    if isinstance(found, str):
+                        subdirs.append((entry.path, found))
+                    elif isinstance(found, Refused) and found.reason != "not a regular file":
+                        leaves.append(found)
+                elif entry.is_dir(follow_symlinks=False):
+                    subdirs.append((entry.path, entry_rel))
+            has_files = len(subdirs) < len(visible)
+            if has_files and (subdirs or not rel):
+                return None     # files beside subdirectories, or in the root itself
+            if has_files:
+                leaves.append((rel, path, st))
+            pending.extend(sorted(subdirs, reverse=True))
+        return leaves
+
+    def _leaf_units(self, path: str, rel: str) -> Iterator[Unit | Unreadable]:
+        for found in self.root.walk(path):
             if isinstance(found, Refused):
                 yield Unreadable(Unit(found.rel, ""), found.rel, found.reason)
             else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -45,6 +46,21 @@ class Refused:
 def stamp(st: os.stat_result) -> str:
     """Size and modification time: what changes whenever a file's bytes change."""
     return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+# Covers file systems that keep times in whole seconds, and a little clock skew.
+RACY_SECONDS = 2
+
+
+def directory_stamp(st: os.stat_result) -> str | None:
+    """What changes whenever a directory's entries change; None while it may still change unseen.
+
+    A directory changed in the last ``RACY_SECONDS`` gets no stamp: a change
+    within the same clock tick as the stamp would not move it.
+    """
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_SECONDS * 1_000_000_000:
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 class StoreRoot:
@@ -116,13 +132,13 @@ class StoreRoot:
         prefix = "" if rel == "." else rel + "/"
         for name in names:  # names only: a directory of 100k entries stays a few MB
             path = os.path.join(directory, name)
-            found = self._examine_listed(path, prefix + name)
+            found = self.examine_listed(path, prefix + name)
             if isinstance(found, str):
                 yield from self._walk(path, found, seen)
             else:
                 yield found
 
-    def _examine_listed(self, path: str, rel: str) -> Found | Refused | str:
+    def examine_listed(self, path: str, rel: str) -> Found | Refused | str:
         """A listed entry: a file to read, a refusal, or (its rel) a directory to enter."""
         try:
             st = os.lstat(path)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import os
 import stat
-import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from restore.errors import StoreError, UnreadableItem
@@ -49,6 +48,7 @@ from restore.stores.files import (
     OUTSIDE_ROOT,
     Refused,
     StoreRoot,
+    directory_stamp,
     failure_reason,
     read_message,
     read_message_file,
@@ -58,8 +58,6 @@ from restore.stores.template import PathTemplate, is_template
 
 MESSAGE_DIRS = ("cur", "new")
 INFO_SEPARATOR = ":2,"
-# Covers file systems that keep times in whole seconds, and a little clock skew.
-RACY_SECONDS = 2
 
 
 def message_stem(name: str) -> str:
@@ -93,13 +91,6 @@ def folder_name(directory: str) -> str:
     if not directory:
         return "INBOX"
     return "/".join(decode_mutf7(part) for part in directory.lstrip(".").split("."))
-
-
-def directory_stamp(st: os.stat_result) -> str | None:
-    """What changes whenever a directory's entries change; None while it may still change unseen."""
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_SECONDS * 1_000_000_000:
-        return None
-    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 class MaildirStore(Store):
