@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.text import Text
 
-from restore.window import Window
+from restore.window import Window, iso
 
 BAR_WIDTH = 40
 BUCKETS = {"hour": 3600, "day": 86400}
@@ -61,3 +61,26 @@ def show(lines: list[Text], svg: str | None = None) -> None:
         out.print(line, no_wrap=True, overflow="crop")
     if svg:
         out.save_svg(svg, title="mailrestore timeline")
+
+
+def show_timeline(result, bucket: str, user: str | None, svg: str | None,
+                  around_window: int | None = None, with_window: bool = True) -> None:
+    """Chart a diff's timeline; ``around_window`` keeps that many buckets either side of the gap."""
+    out = Console(file=sys.stdout, highlight=False, markup=False, emoji=False, soft_wrap=True)
+    who = f"user {user}" if user else f"all {len(result.users):,} users"
+    size = BUCKETS[bucket]
+    series = result.series(size, user)
+    w = result.window
+    if around_window is not None and not w.empty:
+        low, high = w.since - around_window * size, w.until + around_window * size
+        series = [row for row in series if low <= row[0] <= high]
+    if not series:
+        out.print(f"No archive or replica mail to chart for {who}.")
+        return
+    show(render(series, w, bucket, f"Arrivals per {bucket}, {who}"), svg)
+    if with_window:
+        out.print(f"Window: {iso(w.since)} to {iso(w.until)} ({w.source})" if not w.empty
+                  else "Window: none")
+        out.print(f"  {w.evidence}")
+    if svg:
+        out.print(f"Chart saved to {svg}")

@@ -6,6 +6,7 @@ This is the only place where errors become exit codes (SPEC.md):
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from typing import Any, cast
 
 import click
 
-from restore import __version__, report
+from restore import __version__, chart, report
 from restore import audit as auditing
 from restore.catalog import Catalog
 from restore.credentials import get_password
@@ -81,10 +82,6 @@ def main() -> None:
     except BrokenPipeError:
         sys.exit(1)
     sys.exit(0)
-
-
-def _not_ready(name: str) -> None:
-    raise UsageError(f"'{name}' is not built yet")
 
 
 def parse_time(value: str | None, option: str) -> float | None:
@@ -236,32 +233,7 @@ def timeline(**opts: Any) -> None:
     """
     job = make_job(opts, opts["replica"], *opts["archives"])
     result = job.diff(opts["archives"], opts["replica"])
-    show_timeline(result, opts["bucket"], opts["only_user"], opts["svg"])
-
-
-def show_timeline(result, bucket: str, user: str | None, svg: str | None,
-                  around_window: int | None = None, with_window: bool = True) -> None:
-    """Draw the chart; ``around_window`` keeps only that many buckets either side of the gap."""
-    from restore import chart
-
-    who = f"user {user}" if user else f"all {len(result.users):,} users"
-    size = chart.BUCKETS[bucket]
-    series = result.series(size, user)
-    w = result.window
-    if around_window is not None and not w.empty:
-        low, high = w.since - around_window * size, w.until + around_window * size
-        series = [row for row in series if low <= row[0] <= high]
-    if not series:
-        click.echo(f"No archive or replica mail to chart for {who}.")
-        return
-    lines = chart.render(series, w, bucket, f"Arrivals per {bucket}, {who}")
-    chart.show(lines, svg)
-    if with_window:
-        click.echo(f"Window: {report.when(w.since)} to {report.when(w.until)} ({w.source})"
-                   if not w.empty else "Window: none")
-        click.echo(f"  {w.evidence}")
-    if svg:
-        click.echo(f"Chart saved to {svg}")
+    chart.show_timeline(result, opts["bucket"], opts["only_user"], opts["svg"])
 
 
 @cli.command()
@@ -437,7 +409,8 @@ def demo(**opts: Any) -> None:
         raise UsageError(f"--dir {root}: not empty; give an empty or new directory")
     incident = build_incident(root)
     archive = incident.archives[0]
-    alias = f" --alias-map {incident.alias_map}" if incident.alias_map else ""
+    q = shlex.quote
+    alias = f" --alias-map {q(str(incident.alias_map))}" if incident.alias_map else ""
     catalog = root / "catalog.sqlite"
     plan = root / "gap.jsonl"
     click.echo(f"Sample incident built in {root}")
@@ -448,19 +421,19 @@ def demo(**opts: Any) -> None:
     click.echo()
     job = make_job({"catalog": str(catalog), "alias_map": incident.alias_map}, progress=False)
     result = job.diff(incident.archives, incident.replica)
-    show_timeline(result, "hour", None, None, around_window=4, with_window=False)
+    chart.show_timeline(result, "hour", None, None, around_window=4, with_window=False)
     click.echo()
     planned = save_plan(str(plan), result.plan())
     report.print_diff(result, str(plan), planned)
-    common = f"--archive {archive} --replica '{incident.replica}'{alias} --catalog {catalog}"
-    state = root / "journal.sqlite"
-    click.echo()
-    click.echo("Next, try:")
-    click.echo(f"  mailrestore timeline {common} --svg {root / 'timeline.svg'}")
-    click.echo(f"  mailrestore inject {plan} --to '{incident.replica}' --state {state} --dry-run")
-    click.echo(f"  mailrestore inject {plan} --to '{incident.replica}' --state {state}")
+    replica = q(incident.replica)
+    common = f"--archive {q(archive)} --replica {replica}{alias} --catalog {q(str(catalog))}"
+    to = f"--to {replica} --state {q(str(root / 'journal.sqlite'))}"
     w = result.window
     same_window = (f" --since {iso(w.since)} --until {iso(w.until)}" if not w.empty else "")
+    click.echo()
+    click.echo("Next, try:")
+    click.echo(f"  mailrestore timeline {common} --svg {q(str(root / 'timeline.svg'))}")
+    click.echo(f"  mailrestore inject {q(str(plan))} {to} --dry-run")
+    click.echo(f"  mailrestore inject {q(str(plan))} {to}")
     click.echo(f"  mailrestore diff {common}{same_window}      # afterwards: 0 missing")
-    click.echo(f"  mailrestore inject {plan} --to '{incident.replica}' --state {state}"
-               "      # again: nothing appended")
+    click.echo(f"  mailrestore inject {q(str(plan))} {to}      # again: nothing appended")
