@@ -11,17 +11,16 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from restore import __version__, chart, report
+from restore import __version__, report
 from restore import audit as auditing
 from restore.catalog import Catalog
 from restore.credentials import get_password
 from restore.diff import DiffSettings, where
 from restore.errors import MailrestoreError, UsageError
-from restore.inject import InjectResult, Problem
 from restore.options import (
     imap_options,
     inject_options,
@@ -35,6 +34,9 @@ from restore.plan import PlanEntry, load_plan, save_plan
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, normalize_address
 from restore.stores import StoreOptions, open_store
 from restore.window import iso
+
+if TYPE_CHECKING:
+    from restore.inject import InjectResult
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -231,6 +233,8 @@ def timeline(**opts: Any) -> None:
     what arrived on the replica. The window (detected, or --since/--until)
     is marked in the margin. --svg saves the same chart for a postmortem.
     """
+    from restore import chart
+
     job = make_job(opts, opts["replica"], *opts["archives"])
     result = job.diff(opts["archives"], opts["replica"])
     chart.show_timeline(result, opts["bucket"], opts["only_user"], opts["svg"])
@@ -290,6 +294,8 @@ def inject(**opts: Any) -> None:
     for exc in bad_lines:
         click.echo(f"mailrestore: skipping {exc}", err=True)
     result = run_inject(entries, opts)
+    from restore.inject import Problem
+
     for exc in bad_lines:
         result.failed += 1
         result.problems.append(Problem("", "plan", str(exc)))
@@ -402,6 +408,7 @@ def demo(**opts: Any) -> None:
     """
     import tempfile
 
+    from restore import chart
     from restore.incident import build_incident
 
     root = Path(opts["directory"] or tempfile.mkdtemp(prefix="mailrestore-demo-"))

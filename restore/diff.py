@@ -159,11 +159,8 @@ def compare(
     keycol = KEY_COLUMN[settings.match]
     db.executescript(
         """
-        DROP TABLE IF EXISTS temp.rep;
         DROP TABLE IF EXISTS temp.repusers;
         DROP TABLE IF EXISTS temp.pairs;
-        CREATE TEMP TABLE rep (user TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (user, key))
-            WITHOUT ROWID;
         CREATE TEMP TABLE repusers (user TEXT PRIMARY KEY) WITHOUT ROWID;
         CREATE TEMP TABLE pairs (
             id INTEGER PRIMARY KEY, user TEXT NOT NULL, msg INTEGER NOT NULL,
@@ -176,10 +173,12 @@ def compare(
     single = replica_users is None and db.execute(
         "SELECT 1 FROM messages WHERE store = ? AND user IS NOT NULL LIMIT 1", (replica.sid,)
     ).fetchone() is None
+    # Made once per catalog and kept up to date by later scans: the replica is
+    # looked up by identity key, and an audit reads only its recent archive mail.
+    db.execute(f"CREATE INDEX IF NOT EXISTS messages_{keycol} ON messages (store, {keycol}, user)")
+    if settings.consider_from is not None:
+        db.execute("CREATE INDEX IF NOT EXISTS messages_received ON messages (store, received)")
     db.execute("BEGIN")
-    db.execute(
-        f"INSERT OR IGNORE INTO rep SELECT COALESCE(user, ''), {keycol} FROM messages"
-        " WHERE store = ?", (replica.sid,))
     users = replica_users if replica_users is not None else {
         u for (u,) in db.execute(
             "SELECT DISTINCT user FROM messages WHERE store = ? AND user IS NOT NULL", (replica.sid,))
@@ -193,9 +192,9 @@ def compare(
     else:
         db.execute("UPDATE pairs SET routable = 1 WHERE reason IS NULL"
                    " AND user IN (SELECT user FROM repusers)")
-    rep_user = "''" if single else "pairs.user"
-    db.execute(f"UPDATE pairs SET present = EXISTS (SELECT 1 FROM rep WHERE rep.user = {rep_user}"
-               " AND rep.key = pairs.key) WHERE routable")
+    same_user = "" if single else " AND m.user = pairs.user"
+    db.execute(f"UPDATE pairs SET present = EXISTS (SELECT 1 FROM messages m WHERE m.store = ?"
+               f" AND m.{keycol} = pairs.key{same_user}) WHERE routable", (replica.sid,))
     db.execute(
         "UPDATE pairs SET copy = c.n FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY user, key"
         " ORDER BY received IS NULL, received, msg) AS n FROM pairs) AS c"

@@ -13,15 +13,17 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from restore.catalog import Catalog, ScanStats
 from restore.diff import DiffResult, DiffSettings, Side, compare, recipients_of
 from restore.errors import MailrestoreError, UnreadableItem
-from restore.inject import InjectResult, inject
-from restore.journal import Journal, default_journal_path
 from restore.plan import PlanEntry
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.stores import Store, StoreOptions, open_store
+
+if TYPE_CHECKING:
+    from restore.inject import InjectResult
 
 # A progress reporter: called with (label, total or None) it returns a
 # function counting items done, and ``close()`` ends the bar.
@@ -122,6 +124,8 @@ def inject_plan(
 
     A dry run opens the journal read-only (or not at all) and writes nothing.
     """
+    from restore.inject import inject
+    from restore.journal import Journal, default_journal_path
     from restore.targets import TargetOptions, open_target
 
     target = open_target(target_spec, TargetOptions(password=password, insecure=insecure,

@@ -11,19 +11,22 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from restore.pipeline import ProgressBar
+
+if TYPE_CHECKING:   # rich is imported when something is printed: a silent cron run skips it
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 SHOW_USERS = 25
 SHOW_PROBLEMS = 20
 
 
 def console() -> Console:
+    from rich.console import Console
+
     # Mail is hostile: a Message-ID or folder name like "[/]" or ":smile:" must be
 # printed as written, so rich markup and emoji codes are off everywhere.
     # Piped or mailed by cron there is no terminal width: keep Message-IDs whole.
@@ -39,6 +42,8 @@ def when(ts: float | None) -> str:
 
 
 def bold(text: str) -> Text:
+    from rich.text import Text
+
     return Text(text, style="bold")
 
 
@@ -74,6 +79,8 @@ def progress_factory(enabled: bool):
 
 
 def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for i, col in enumerate(columns):
         t.add_column(col, justify="left" if i == 0 else "right")
