@@ -27,11 +27,11 @@ from restore.stores.base import Item, Store, Unit, UnitGroup, Unreadable
 from restore.stores.files import (
     Found,
     Refused,
-    StoreRoot,
     directory_stamp,
     failure_reason,
     read_message,
     read_message_file,
+    root_and_file,
     stamp,
 )
 
@@ -42,13 +42,7 @@ class EmlStore(Store):
 
     def __init__(self, spec: str, path: str):
         super().__init__(spec)
-        self._single: str | None = None
-        if os.path.isfile(path):
-            path = os.path.realpath(path)  # the file named is trusted, wherever it lives
-            self.root = StoreRoot(os.path.dirname(path), spec)
-            self._single = os.path.basename(path)
-        else:
-            self.root = StoreRoot(path, spec)
+        self.root, self._single = root_and_file(path, spec)
 
     def units(self) -> Iterator[Unit | Unreadable]:
         files: Iterable[Found | Refused]
@@ -56,11 +50,7 @@ class EmlStore(Store):
             files = [self.root.examine(os.path.join(self.root.path, self._single))]
         else:
             files = self.root.walk()
-        for found in files:
-            if isinstance(found, Refused):
-                yield Unreadable(Unit(found.rel, ""), found.rel, found.reason)
-            else:
-                yield Unit(found.rel, stamp(found.stat), size=found.stat.st_size, path=found.rel)
+        yield from map(_unit, files)
 
     def unit_groups(self) -> Iterator[UnitGroup | Unreadable]:
         leaves = None if self._single else self._leaf_directories()
@@ -114,11 +104,7 @@ class EmlStore(Store):
         return leaves
 
     def _leaf_units(self, path: str, rel: str) -> Iterator[Unit | Unreadable]:
-        for found in self.root.walk(path):
-            if isinstance(found, Refused):
-                yield Unreadable(Unit(found.rel, ""), found.rel, found.reason)
-            else:
-                yield Unit(found.rel, stamp(found.stat), size=found.stat.st_size, path=found.rel)
+        return map(_unit, self.root.walk(path))
 
     def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
         for unit in units:
@@ -136,3 +122,9 @@ class EmlStore(Store):
 
     def open_ref(self, ref: str) -> bytes:
         return read_message(self.root.locate(ref), ref)
+
+
+def _unit(found: Found | Refused) -> Unit | Unreadable:
+    if isinstance(found, Refused):
+        return Unreadable(Unit(found.rel, ""), found.rel, found.reason)
+    return Unit(found.rel, stamp(found.stat), size=found.stat.st_size, path=found.rel)

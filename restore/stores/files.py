@@ -63,6 +63,14 @@ def directory_stamp(st: os.stat_result) -> str | None:
     return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
+def root_and_file(path: str, spec: str) -> tuple[StoreRoot, str | None]:
+    """The root a store is confined to, and the one file it names when PATH is a file."""
+    if os.path.isfile(path):
+        path = os.path.realpath(path)  # the file named is trusted, wherever it lives
+        return StoreRoot(os.path.dirname(path), spec), os.path.basename(path)
+    return StoreRoot(path, spec), None
+
+
 class StoreRoot:
     """The directory a file store is confined to."""
 

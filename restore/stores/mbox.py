@@ -45,7 +45,14 @@ from typing import BinaryIO
 from restore.errors import StoreError, UnreadableItem
 from restore.stores.base import Item, Store, Unit, Unreadable
 from restore.stores.compression import READ_SIZE, CorruptData, open_stream
-from restore.stores.files import Found, Refused, StoreRoot, failure_reason, stamp
+from restore.stores.files import (
+    Found,
+    Refused,
+    StoreRoot,
+    failure_reason,
+    root_and_file,
+    stamp,
+)
 from restore.stores.sniff import not_a_message_reason
 
 FROM_LINE = b"From "
@@ -274,12 +281,8 @@ class MboxStore(Store):
             self.root = StoreRoot(os.path.dirname(fixed) or ".", spec)
             if next(glob.iglob(path, recursive=True), None) is None:
                 raise StoreError(f"{spec}: no file matches {path}")
-        elif os.path.isfile(path):
-            path = os.path.realpath(path)  # the file named is trusted, wherever it lives
-            self.root = StoreRoot(os.path.dirname(path), spec)
-            self._single = os.path.basename(path)
         else:
-            self.root = StoreRoot(path, spec)
+            self.root, self._single = root_and_file(path, spec)
         self._ends: dict[str, int] = {}
         self._readers = ReaderPool()
 
