@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 
@@ -148,6 +148,23 @@ class _Context:
     batch_size: int
     retry_delays: Sequence[float]
     stop: threading.Event = field(default_factory=threading.Event)
+    # Reads the archive items of a user's next batch while this one is written.
+    read_ahead: ThreadPoolExecutor | None = None
+
+    def prefetch(self, batch: list[_Job]) -> Future[None] | None:
+        if self.read_ahead is None:
+            return None
+        return self.read_ahead.submit(_load, batch, self.read_source)
+
+
+def _load(batch: list[_Job], read_source: Callable[[PlanEntry], bytes]) -> None:
+    """Fill in what can be read; a failure is left for the writer to read again and report."""
+    for job in batch:
+        if job.data is None and not job.settled:
+            try:
+                job.data = read_source(job.entry)
+            except Exception:  # noqa: BLE001, S112 - reported when the writer reads it itself
+                continue
 
 
 def inject(
@@ -238,6 +255,7 @@ def _by_user(entries: Iterable[PlanEntry]) -> dict[str, list[PlanEntry]]:
 def _run_pool(runs: list[_UserRun], first_session: TargetSession | None, jobs: int,
               ctx: _Context) -> None:
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="inject")
+    ctx.read_ahead = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="read-ahead")
     try:
         futures = [pool.submit(runs[0].run, first_session)]
         futures += [pool.submit(run.run, None) for run in runs[1:]]
@@ -251,6 +269,8 @@ def _run_pool(runs: list[_UserRun], first_session: TargetSession | None, jobs: i
         ctx.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
+    finally:
+        ctx.read_ahead.shutdown(wait=True, cancel_futures=True)
     pool.shutdown(wait=True)
 
 
@@ -304,10 +324,16 @@ class _UserRun:
         try:
             if session is None:
                 session = self.open_session()
-            for start in range(0, len(self.jobs), self.ctx.batch_size):
+            size = self.ctx.batch_size
+            batches = [self.jobs[start:start + size] for start in range(0, len(self.jobs), size)]
+            ahead = self.ctx.prefetch(batches[0]) if batches else None
+            for i, batch in enumerate(batches):
                 if self.ctx.stop.is_set():
                     return
-                session = self._batch(session, self.jobs[start:start + self.ctx.batch_size])
+                if ahead is not None:
+                    ahead.result()
+                ahead = self.ctx.prefetch(batches[i + 1]) if i + 1 < len(batches) else None
+                session = self._batch(session, batch)
                 self.retries = 0
         except TargetUnavailable:
             raise

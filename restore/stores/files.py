@@ -80,13 +80,21 @@ class StoreRoot:
             what = "does not exist" if not os.path.lexists(self.path) else "is not a directory"
             raise StoreError(f"{spec}: {self.path} {what}")
         self.real = os.path.realpath(self.path)
+        self._real_dirs: dict[str, str] = {}
 
     def rel(self, path: str) -> str:
         return os.path.relpath(path, self.path).replace(os.sep, "/")
 
     def contains(self, path: str) -> bool:
         """Whether ``path``, symlinks resolved, lies under the root."""
-        real = os.path.realpath(path)
+        directory, name = os.path.split(path)
+        real_dir = self._real_dirs.get(directory)
+        if real_dir is None:
+            # Directories are resolved once (a plan re-opens thousands of items in each).
+            if len(self._real_dirs) > 10_000:
+                self._real_dirs.clear()
+            real_dir = self._real_dirs[directory] = os.path.realpath(directory)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_dir, name)
         return real == self.real or real.startswith(self.real.rstrip(os.sep) + os.sep)
 
     def entry_problem(self, entry: os.DirEntry[str]) -> str | None:
