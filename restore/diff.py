@@ -23,7 +23,7 @@ from enum import StrEnum
 from restore.catalog import Catalog
 from restore.plan import PlanEntry
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, resolve_users
-from restore.stores import split_spec
+from restore.stores import absolute_spec, split_spec
 from restore.window import Window, best_run, combine, extend_run, window_from_run
 
 
@@ -93,7 +93,7 @@ class DiffResult:
 
     def plan(self, folder: str = "INBOX") -> Iterator[PlanEntry]:
         """The missing messages, per user in received-time order."""
-        specs = {s.sid: s.spec for s in self.archives}
+        specs = {s.sid: absolute_spec(s.spec) for s in self.archives}
         for user, received, store, ref, size, mid, key in self.catalog.db.execute(
             "SELECT p.user, p.received, m.store, m.ref, m.size, m.message_id, m.key"
             " FROM pairs p JOIN messages m ON m.id = p.msg"

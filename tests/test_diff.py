@@ -143,3 +143,15 @@ def test_missing_store_cannot_run(tmp_path):
                        f"maildir:{tmp_path / 'md'}", "--catalog", str(tmp_path / "c.sqlite"))
     assert done.returncode == 3
     assert "nowhere" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_plan_sources_are_absolute_so_inject_works_from_anywhere(tmp_path, monkeypatch):
+    incident = build_incident(tmp_path / "incident")
+    monkeypatch.chdir(tmp_path / "incident")
+    plan = tmp_path / "gap.jsonl"
+    run("diff", "--archive", "eml:gateway", "--replica", "maildir:replica/%d/%n/Maildir",
+        "--alias-map", "aliases", "--catalog", str(tmp_path / "c.sqlite"), "--plan", str(plan))
+    with plan.open() as fh:
+        sources = {entry.source for entry in read_plan(fh)}
+    assert sources == {f"eml:{tmp_path / 'incident' / 'gateway'}"}
+    assert len(planned_keys(plan)) == incident.truth.counts["missing"]

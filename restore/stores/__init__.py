@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from restore.errors import UsageError
 from restore.stores.base import Item, Store, Unit, Unreadable
 
-__all__ = ["Item", "Store", "StoreOptions", "Unit", "Unreadable", "open_store", "split_spec"]
+__all__ = ["Item", "Store", "StoreOptions", "Unit", "Unreadable", "absolute_spec", "open_store",
+           "split_spec"]
 
 KINDS = ("maildir", "mbox", "eml", "imap", "imaps")
 
@@ -37,6 +39,14 @@ def split_spec(spec: str) -> tuple[str, str]:
             raise UsageError(f"bad STORE {spec!r}: expected {kind}://[LOGIN@]HOST[:PORT]")
         return kind, spec
     return kind, rest
+
+
+def absolute_spec(spec: str) -> str:
+    """The spec with a file store's path made absolute, so a plan works from any directory."""
+    kind, where = split_spec(spec)
+    if kind in ("imap", "imaps") or os.path.isabs(where):
+        return spec
+    return f"{kind}:{os.path.abspath(where)}"
 
 
 def open_store(spec: str, options: StoreOptions | None = None) -> Store:
