@@ -73,6 +73,11 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
+        if _nagios_requested(sys.argv[1:]):
+            # Nagios reads exit 2 as CRITICAL: a typo in a check must say UNKNOWN.
+            code, line = auditing.nagios_unknown(exc.format_message())
+            click.echo(line)
+            sys.exit(code)
         exc.show()
         sys.exit(2)
     except MailrestoreError as exc:
@@ -84,6 +89,14 @@ def main() -> None:
     except BrokenPipeError:
         sys.exit(1)
     sys.exit(0)
+
+
+def _nagios_requested(args: list[str]) -> bool:
+    """Whether the command line asks for ``audit --format nagios``."""
+    if "audit" not in args:
+        return False
+    return "--format=nagios" in args or any(
+        a == "--format" and b == "nagios" for a, b in zip(args, args[1:], strict=False))
 
 
 def parse_time(value: str | None, option: str) -> float | None:

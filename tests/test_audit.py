@@ -350,6 +350,15 @@ def test_nagios_store_not_found_is_unknown(stores, tmp_path):
     assert "gone" in line
 
 
+@pytest.mark.parametrize("bad", [["--warning", "abc"], ["--window", "24h", "--bogus"]])
+def test_nagios_usage_error_is_unknown_not_critical(stores, tmp_path, bad):
+    done = run_cli(tmp_path, "audit", "--archive", stores.archive, "--replica", stores.replica,
+                   "--catalog", stores.catalog, "--format", "nagios", *bad)
+    assert done.returncode == 3
+    [line] = done.stdout.splitlines()
+    assert line.startswith("MAILRESTORE UNKNOWN - ")
+
+
 # -- overlapping cron runs -----------------------------------------------------------
 
 
