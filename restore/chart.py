@@ -64,16 +64,23 @@ def show(lines: list[Text], svg: str | None = None) -> None:
 
 
 def show_timeline(result, bucket: str, user: str | None, svg: str | None,
-                  around_window: int | None = None, with_window: bool = True) -> None:
-    """Chart a diff's timeline; ``around_window`` keeps that many buckets either side of the gap."""
+                  around: int | None = None, with_window: bool = True) -> None:
+    """Chart a diff's timeline.
+
+    ``around``: show only that many buckets either side of the window (or,
+    with no window, the last ``2 * around + 1`` buckets); None shows them all.
+    """
     out = Console(file=sys.stdout, highlight=False, markup=False, emoji=False, soft_wrap=True)
     who = f"user {user}" if user else f"all {len(result.users):,} users"
     size = BUCKETS[bucket]
     series = result.series(size, user)
     w = result.window
-    if around_window is not None and not w.empty:
-        low, high = w.since - around_window * size, w.until + around_window * size
-        series = [row for row in series if low <= row[0] <= high]
+    if around is not None and series:
+        if w.empty:
+            series = series[-(2 * around + 1):]
+        else:
+            low, high = w.since - around * size, w.until + around * size
+            series = [row for row in series if low <= row[0] <= high]
     if not series:
         out.print(f"No archive or replica mail to chart for {who}.")
         return

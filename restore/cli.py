@@ -238,6 +238,9 @@ def scan(store: str, **opts: Any) -> None:
 @click.option("--bucket", type=click.Choice(["hour", "day"]), default="hour", show_default=True,
               help="Width of one bar of the chart.")
 @click.option("--svg", type=click.Path(dir_okay=False), help="Also save the chart as an SVG file.")
+@click.option("--around", type=click.IntRange(0), default=12, show_default=True, metavar="N",
+              help="Buckets shown either side of the window (with no window: the last 2N+1).")
+@click.option("--all", "show_all", is_flag=True, help="Chart every bucket of the stores' history.")
 @window_options
 def timeline(**opts: Any) -> None:
     """Chart archive and replica arrivals per hour or day, with the gap highlighted.
@@ -250,7 +253,8 @@ def timeline(**opts: Any) -> None:
 
     job = make_job(opts, opts["replica"], *opts["archives"])
     result = job.diff(opts["archives"], opts["replica"])
-    chart.show_timeline(result, opts["bucket"], opts["only_user"], opts["svg"])
+    chart.show_timeline(result, opts["bucket"], opts["only_user"], opts["svg"],
+                        around=None if opts["show_all"] else opts["around"])
 
 
 @cli.command()
@@ -441,7 +445,7 @@ def demo(**opts: Any) -> None:
     click.echo()
     job = make_job({"catalog": str(catalog), "alias_map": incident.alias_map}, progress=False)
     result = job.diff(incident.archives, incident.replica)
-    chart.show_timeline(result, "hour", None, None, around_window=4, with_window=False)
+    chart.show_timeline(result, "hour", None, None, around=4, with_window=False)
     click.echo()
     planned = save_plan(str(plan), result.plan())
     report.print_diff(result, str(plan), planned)
