@@ -5,7 +5,8 @@ files, IMAP UIDs) whose stamp is unchanged keep their rows; a plain mbox that
 only grew is read from its old end; what vanished is dropped. A store that
 lists its units in stamped groups (``Store.unit_groups``: a Maildir's
 ``cur/`` and ``new/``) is not even listed where a group's stamp is
-unchanged. The diff then runs inside SQLite, so memory stays flat however
+unchanged, and a group new to the catalog is listed by name alone
+(``UnitGroup.unstamped``): reading its units stamps them. The diff then runs inside SQLite, so memory stays flat however
 large the stores are.
 
 Reading and fingerprinting go through ``restore.scanpool`` (worker
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from restore.errors import UsageError
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
-from restore.scanpool import FORGET, INSERT_MESSAGE, MESSAGE, BatchReader, Change
+from restore.scanpool import FORGET, INSERT_MESSAGE, MESSAGE, STAMPED, UNLISTED, BatchReader, Change
 from restore.stores.base import Store, Unit, UnitGroup, Unreadable
 
 # Bump when identity or the schema changes what a scan records: an older
@@ -184,8 +185,10 @@ class Catalog:
         db.execute("DELETE FROM seen_groups")
         listing_problems: list[Unreadable] = []
 
+        recount: set[str] = set()    # groups some of whose listed entries proved no message file
+
         def apply(units: list[Unit], changes: list[Change]) -> None:
-            self._apply(sid, store, units, changes, stats, progress)
+            self._apply(sid, store, units, changes, stats, progress, recount)
 
         db.execute("BEGIN")
         try:
@@ -200,6 +203,10 @@ class Catalog:
                         grouping_checked = True
                     self._refresh_group(sid, group, reader, stats)
                 reader.finish()
+            for key in recount:
+                in_group, bounds = _in_group("ref", key)
+                db.execute(f"UPDATE groups SET units=(SELECT COUNT(*) FROM units WHERE store=?{in_group})"
+                           " WHERE store=? AND key=?", (sid, *bounds, sid, key))
             self._drop_gone_groups(sid, stats)
             # listing problems outside any group are re-found by every scan
             db.execute("DELETE FROM problems WHERE store=? AND unit=''", (sid,))
@@ -241,7 +248,9 @@ class Catalog:
             db.execute("DELETE FROM seen")
         listed = 0
         to_compare: list[Unit] = []
-        for unit in group.units():
+        # A cold group is read whole: no need to stat each entry while listing it.
+        listing = group.unstamped if not known and group.unstamped is not None else group.units
+        for unit in listing():
             if isinstance(unit, Unreadable):
                 db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)",
                            (sid, listing_unit, unit.where, unit.reason))
@@ -320,6 +329,16 @@ class Catalog:
                 db.execute(f"DELETE FROM {table} WHERE store=?{in_group}", (sid, *bounds))
             db.execute("DELETE FROM groups WHERE store=? AND key=?", (sid, key))
 
+    def _unlist(self, sid: int, ref: str, where: str, reason: str, recount: set[str]) -> None:
+        """Record a listed entry that reading found to be no message file, as listing it would have."""
+        prefixes = [ref[:i] for i, char in enumerate(ref) if char == "/"]
+        keys = {k for (k,) in self.db.execute(
+            f"SELECT key FROM seen_groups WHERE key IN ({','.join('?' * len(prefixes))})", prefixes)}
+        # Only a keyed group lists its units unstamped: the longest key is the ref's group.
+        key = max(keys, key=len, default="")
+        self.db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", (sid, key + "/", where, reason))
+        recount.add(key)
+
     def _forget_unit(self, sid: int, ref: str) -> None:
         self.db.execute("DELETE FROM messages WHERE store=? AND unit=?", (sid, ref))
         self.db.execute("DELETE FROM problems WHERE store=? AND unit=?", (sid, ref))
@@ -332,28 +351,41 @@ class Catalog:
         changes: list[Change],
         stats: ScanStats,
         progress: Progress | None,
+        recount: set[str],
     ) -> None:
         """Write what reading one batch found, and the batch's stamps."""
         db = self.db
         rows = []
+        found_stamps: dict[str, str] = {}
+        unlisted: set[str] = set()
         for kind, change in changes:
             if kind == MESSAGE:
                 rows.append(change)
+                continue
+            if kind == STAMPED:
+                found_stamps[change[0]] = change[1]
                 continue
             if rows:
                 db.executemany(INSERT_MESSAGE, rows)
                 rows = []
             if kind == FORGET:
                 self._forget_unit(sid, change)
+            elif kind == UNLISTED:
+                ref, where, reason = change
+                self._unlist(sid, ref, where, reason, recount)
+                unlisted.add(ref)
             else:
                 db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", change)
         if rows:
             db.executemany(INSERT_MESSAGE, rows)
         db.executemany(
             "INSERT OR REPLACE INTO units (store, ref, stamp, end_offset) VALUES (?, ?, ?, ?)",
-            [(sid, unit.ref, unit.stamp, store.end_offset(unit)) for unit in units],
+            [(sid, unit.ref, unit.stamp or found_stamps.get(unit.ref, ""), store.end_offset(unit))
+             for unit in units if unit.ref not in unlisted],
         )
-        stats.read += len(units)
+        stats.units -= len(unlisted)
+        stats.listed -= len(unlisted)
+        stats.read += len(units) - len(unlisted)
         if progress:
             progress(sum(1 for kind, _ in changes if kind == MESSAGE))
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import calendar
 import functools
-import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parseaddr, parsedate_tz
+from hashlib import blake2b as _blake2b
 
 MATCH_MODES = ("auto", "message-id", "strict")
 
@@ -90,11 +90,25 @@ class Facts:
         return self.key
 
 
-def _digest(*parts: bytes | str) -> str:
+def _digest(*parts: str) -> str:
     """Each part followed by a NUL, hashed in one call."""
-    joined = b"\0".join([part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
-                         for part in parts])
-    return hashlib.blake2b(joined + b"\0", digest_size=16).hexdigest()
+    # Encoding the joined text gives the bytes that joining each part's encoding would.
+    joined = "\0".join(parts) + "\0"
+    return _blake2b(joined.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+
+def _body_digest(body: bytes) -> str:
+    """``_digest`` of ``normalize_body(body)``, without copying the body on the common path."""
+    if b"\r" in body or (b">" in body and b">From " in body):
+        body = normalize_body(body)
+        end = len(body)
+    else:
+        end = len(body)
+        while end and body[end - 1] == 10:    # normalize_body's rstrip, as a length
+            end -= 1
+    digest = _blake2b(memoryview(body)[:end] if end < len(body) else body, digest_size=16)
+    digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def normalize_newlines(data: bytes) -> bytes:
@@ -177,10 +191,16 @@ def _fields_by_search(text: bytes, pattern: re.Pattern[bytes], envelope: frozens
     fields = _Fields()
     first = fields.first
     for raw_name, raw_value in pattern.findall(text):
-        name = raw_name.lower().decode("ascii")   # the pattern's names are ASCII
+        name = _FOLDED_NAMES.get(raw_name)
+        if name is None:
+            name = raw_name.lower().decode("ascii")   # the pattern's names are ASCII
+            if len(_FOLDED_NAMES) < 1024:
+                _FOLDED_NAMES[raw_name] = name
         if name in envelope:
-            fields.envelope.setdefault(name, []).append(_unfold(raw_value))
-        if name not in first:
+            value = _unfold(raw_value)
+            fields.envelope.setdefault(name, []).append(value)
+            first.setdefault(name, value)
+        elif name not in first:
             first[name] = _unfold(raw_value)
     received = _RECEIVED.search(text)
     if received:
@@ -193,10 +213,17 @@ def _search_headers(text: bytes, names: frozenset[str]) -> Iterator[tuple[str, s
         yield raw_name.lower().decode("ascii"), _unfold(raw_value)
 
 
+# A field name as a message spells it -> lower-case (a few spellings per name in practice).
+_FOLDED_NAMES: dict[bytes, str] = {}
+
+
 def _unfold(raw: bytes) -> str:
     """A field's value and continuation lines as ``_parse_header_block`` joins them."""
-    value = b" ".join(part.strip() for part in raw.split(b"\n")) if b"\n" in raw else raw.strip()
-    return _text(value).strip()
+    value = b" ".join([part.strip() for part in raw.split(b"\n")]) if b"\n" in raw else raw.strip()
+    try:    # _text, inlined: this runs for every field read of every message
+        return value.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return value.decode("latin-1").strip()
 
 
 @functools.lru_cache(maxsize=64)
@@ -281,7 +308,9 @@ def normalize_message_id(value: str | None) -> str | None:
     if not value:
         return None
     m = _MID.search(value)
-    mid = m.group(1) if m else value.strip().strip("<>").strip()
+    if m:   # a bracketed ID holds no space by the pattern's making
+        return f"<{m.group(1)}>"
+    mid = value.strip().strip("<>").strip()
     if not mid or _SPACE.search(mid):
         return None
     return f"<{mid}>"
@@ -345,7 +374,7 @@ def facts_of(
     date = parse_date(date_value)
     date_norm = str(int(date)) if date is not None else _SPACE.sub(" ", date_value or "").strip()
     sender = normalize_from(first.get("from"))
-    body_digest = "headers-only" if headers_only else _digest(normalize_body(body))
+    body_digest = "headers-only" if headers_only else _body_digest(body)
     if message_id:
         key = _digest("m", message_id, date_norm, sender)
         mid_key = _digest("i", message_id)

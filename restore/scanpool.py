@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 FORGET = 0    # (FORGET, unit ref): the unit was rewritten, its earlier rows are stale
 PROBLEM = 1   # (PROBLEM, (store id, unit ref, where, reason))
 MESSAGE = 2   # (MESSAGE, a row of INSERT_MESSAGE)
+# For a unit handed in without a stamp (``UnitGroup.unstamped``), one of:
+STAMPED = 3   # (STAMPED, (unit ref, stamp)): the stamp reading it found
+UNLISTED = 4  # (UNLISTED, (unit ref, where, reason)): no message file; what a listing reports
 
 INSERT_MESSAGE = (
     "INSERT INTO messages (store, unit, ref, folder, user, received, received_from, size,"
@@ -47,8 +50,15 @@ def read_batch(store: Store, sid: int, units: list[Unit], headers: tuple[str, ..
     """Read ``units`` and fingerprint every message: the changes to make to the catalog."""
     changes: list[Change] = []
     restarted: set[str] = set()
+    unstamped = {unit.ref for unit in units if not unit.stamp}
     for got in store.read(units):
         unit = got.unit
+        if unstamped and unit.ref in unstamped:
+            unstamped.discard(unit.ref)
+            if isinstance(got, Unreadable) and not unit.stamp:
+                changes.append((UNLISTED, (unit.ref, got.where, got.reason)))
+                continue
+            changes.append((STAMPED, (unit.ref, unit.stamp)))
         if (isinstance(got, Item) and unit.resume and unit.ref not in restarted
                 and _offset(got.ref) < unit.resume):
             # The file was rewritten, not appended to: its old rows are stale.

@@ -151,6 +151,47 @@ def test_unchanged_maildir_directories_are_not_listed_and_changes_still_show(
     assert len(catalog.problems(sid)) == 1
 
 
+def catalog_contents(cat: Catalog, sid: int) -> tuple:
+    """Everything a scan records of a store (rows in ref order: scans in steps add them in steps)."""
+    db = cat.db
+    return (sorted(cat.records(sid, "x"), key=lambda record: record.ref),
+            db.execute("SELECT unit, location, reason FROM problems WHERE store=?"
+                       " ORDER BY location", (sid,)).fetchall(),
+            db.execute("SELECT ref, stamp FROM units WHERE store=? ORDER BY ref", (sid,)).fetchall(),
+            db.execute("SELECT key, units FROM groups WHERE store=? ORDER BY key", (sid,)).fetchall())
+
+
+def test_new_maildir_directory_records_odd_entries_as_a_listed_one_does(mail_factory, tmp_path):
+    # A directory new to the catalog is listed by name alone and its entries
+    # are examined as they are read: what it records must not differ.
+    md = tmp_path / "md"
+    [first] = mail_factory.write_maildir(md, {"INBOX": [mail_factory.make_message()]})
+    scans = {}
+    for how in ("listed", "new"):
+        cat = Catalog(tmp_path / f"catalog-{how}.sqlite")
+        if how == "listed":   # cur/ is known: the next scan lists it, a stat per entry
+            scan(cat, f"maildir:{md}")
+        if not (md / "cur" / "outside:2,").is_symlink():
+            mail_factory.write_maildir(md, {"INBOX": [mail_factory.make_message() for _ in range(3)]})
+            (tmp_path / "elsewhere.eml").write_bytes(mail_factory.make_message())
+            (md / "cur" / "outside:2,").symlink_to(tmp_path / "elsewhere.eml")
+            (md / "cur" / "broken:2,").symlink_to(md / "cur" / "gone")
+            (md / "cur" / "inside:2,").symlink_to(first)
+            (md / "cur" / "a-directory").mkdir()
+            os.mkfifo(md / "cur" / "a-fifo")
+            (md / "cur" / "junk:2,").write_bytes(b"\x00\x01 binary")
+        sid, stats = scan(cat, f"maildir:{md}")
+        scans[how] = catalog_contents(cat, sid), (stats.units, stats.messages, stats.unreadable)
+        cat.close()
+    assert scans["new"] == scans["listed"]
+    (records, problems, _, groups), counts = scans["new"]
+    assert counts == (5 + 1, 5, 5)    # the five files that are messages, the symlinks' among them
+    assert ("cur/", "cur/outside:2,", files.OUTSIDE_ROOT) in problems
+    assert ("cur/", "cur/broken:2,", "broken symlink") in problems
+    assert ("cur/", "cur/a-fifo", "not a regular file") in problems
+    assert ("cur/junk", "cur/junk", "binary data, not a message") in problems
+
+
 def test_removed_folder_is_dropped(catalog, mail_factory, tmp_path):
     md = tmp_path / "md"
     mail_factory.write_maildir(md, {"INBOX": [mail_factory.make_message() for _ in range(3)],

@@ -6,6 +6,7 @@ delivery detail restores a double, a key shared by two messages loses one.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -15,7 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from restore.identity import Facts, facts_of, fingerprint_of, normalize_from, parse_date
+from restore.identity import (
+    Facts,
+    _body_digest,
+    facts_of,
+    fingerprint_of,
+    normalize_body,
+    normalize_from,
+    parse_date,
+)
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -430,3 +439,19 @@ def test_fast_sender_parse_agrees_with_email_utils(parts):
     value = f"{name}{space}<{addr}>{tail}" if angle else f"{addr}{tail}"
     expected = parseaddr(value)[1].lower() or re.sub(r"\s+", " ", value).strip().lower()
     assert normalize_from(value) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"Hello", b" world", b"\n", b"\r\n", b"\r", b">From me", b">>From ",
+                                 b"From x", b">", b"\x00", b"\xff"]), max_size=12).map(b"".join))
+def test_body_digest_is_the_digest_of_the_normalised_body(body):
+    # The digest skips copying the body where it can: it must hash exactly
+    # what normalize_body gives, NUL-terminated as every digest part is.
+    expected = hashlib.blake2b(normalize_body(body) + b"\0", digest_size=16).hexdigest()
+    assert _body_digest(body) == expected
+
+
+def test_trailing_blank_lines_of_the_body_do_not_change_the_strict_key():
+    msg = b"Message-ID: <t@b.test>\nFrom: a@b.test\n\nHello\n"
+    assert facts_of(msg + b"\n\n\n").strict_key == facts_of(msg).strict_key
+    assert facts_of(msg + b"more\n").strict_key != facts_of(msg).strict_key

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Unit:
     ref: str                 # stable key inside the store (Maildir: path without :2,flags)
-    stamp: str               # changes whenever the unit's bytes may have changed
+    stamp: str               # changes whenever the unit's bytes may have changed;
+                             # "" only as listed by ``UnitGroup.unstamped``
     folder: str = "INBOX"    # decoded folder name, "/"-separated ("Sent", "Archive/2017")
     user: str | None = None  # owner from path variables / IMAP login; None if not per-user
     resume: int = 0          # mbox: byte offset to resume reading from (append-only growth)
@@ -76,6 +77,12 @@ class UnitGroup:
     key: str | None
     stamp: str | None
     units: Callable[[], Iterable[Unit | Unreadable]]
+    # Optional, for a group read whole (new to the catalog): its units listed
+    # without a stat each, stamp "". ``read`` stamps each such unit from the
+    # file it opens: the unit of the Item or Unreadable it yields carries the
+    # stamp, or, when the entry turns out to be no message file at all (what
+    # a stamped listing reports), none.
+    unstamped: Callable[[], Iterable[Unit | Unreadable]] | None = None
 
 
 class Store(ABC):

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from restore.errors import StoreError, UnreadableItem
 from restore.stores.compression import READ_SIZE, CorruptData, detect, read_all
-from restore.stores.sniff import HEADER_SCAN, not_a_message_reason
+from restore.stores.sniff import HEADER_FIELD, HEADER_SCAN, not_a_message_reason
 
 OUTSIDE_ROOT = "symlink pointing outside the store root"
+NO_HEADER_BLOCK = "not a message (no header block)"    # as ``sniff`` words it
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +186,16 @@ def read_message(path: str, where: str) -> bytes:
     return read_message_file(path, where)[0]
 
 
-def read_message_file(path: str, where: str) -> tuple[bytes, os.stat_result]:
+def read_message_file(path: str, where: str, *, follow_symlinks: bool = True
+                      ) -> tuple[bytes, os.stat_result]:
     """A message file's bytes, decompressed, and the file's stat; raises UnreadableItem.
 
     A plain file is read with bare system calls (the bulk of a scan); a
-    compressed one goes through ``compression``.
+    compressed one goes through ``compression``. Without ``follow_symlinks``
+    a symlink is refused (``ELOOP``), unread, so that the caller can vet it.
     """
     try:
-        data, st = _read_plain(path)
+        data, st = _read_plain(path, 0 if follow_symlinks else os.O_NOFOLLOW)
         if detect(data):
             data = read_all(path)
     except (CorruptData, OSError) as exc:
@@ -207,18 +210,23 @@ def _not_a_message_reason(data: bytes) -> str | None:
     """``sniff.not_a_message_reason``, without scanning the whole header block when it need not.
 
     When the data starts with a non-blank byte and holds no NUL where a
-    header block could be, only its first two lines can decide the verdict.
+    header block could be, only its first line (its second, after a From_
+    line) can decide the verdict: whether it opens with a header field.
     """
     if data[:1].strip() and data.find(b"\x00", 0, HEADER_SCAN) < 0:
-        end = data.find(b"\n", data.find(b"\n") + 1)
-        if end >= 0:
-            return not_a_message_reason(data[:end])
+        start = 0
+        if data.startswith(b"From "):
+            start = data.find(b"\n") + 1
+            if not start:
+                return NO_HEADER_BLOCK
+        # The field pattern cannot match across a line end: matching from ``start`` is the line's verdict.
+        return None if HEADER_FIELD.match(data, start) else NO_HEADER_BLOCK
     return not_a_message_reason(data)
 
 
-def _read_plain(path: str) -> tuple[bytes, os.stat_result]:
+def _read_plain(path: str, flags: int) -> tuple[bytes, os.stat_result]:
     """Opened as ``compression.open_regular`` does: read-only, never blocking on a FIFO."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

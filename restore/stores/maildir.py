@@ -216,11 +216,13 @@ class MaildirStore(Store):
         if not self.root.contains(directory):
             return Unreadable(Unit(rel, "", folder, user), rel, OUTSIDE_ROOT)
         return UnitGroup(rel, directory_stamp(st),
-                         lambda: self._message_files(directory, rel, folder, user))
+                         lambda: self._message_files(directory, rel, folder, user),
+                         lambda: self._message_files(directory, rel, folder, user, stamped=False))
 
     def _message_files(
-        self, directory: str, rel: str, folder: str, user: str | None
+        self, directory: str, rel: str, folder: str, user: str | None, stamped: bool = True
     ) -> Iterator[Unit | Unreadable]:
+        """The directory's message files; ``stamped``: examined (a stat each) here, not by ``read``."""
         try:
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
@@ -231,7 +233,10 @@ class MaildirStore(Store):
             # Names only, sorted: a cur/ of 100k messages stays a few MB.
             names = sorted(name for name in os.listdir(fd) if not name.startswith("."))
             for name in names:
-                yield self._message_file(fd, directory, rel, name, folder, user)
+                if stamped:
+                    yield self._message_file(fd, directory, rel, name, folder, user)
+                else:
+                    yield Unit(f"{rel}/{message_stem(name)}", "", folder, user, path=f"{rel}/{name}")
         except OSError as exc:
             yield Unreadable(Unit(rel, "", folder, user), rel,
                              f"cannot list directory: {failure_reason(exc)}")
@@ -239,13 +244,15 @@ class MaildirStore(Store):
             os.close(fd)
 
     def _message_file(
-        self, fd: int, directory: str, rel: str, name: str, folder: str, user: str | None
+        self, fd: int | None, directory: str, rel: str, name: str, folder: str, user: str | None
     ) -> Unit | Unreadable:
+        """A listed entry as a stamped unit, or why it is no message file to read."""
         where = f"{rel}/{name}"
         ref = f"{rel}/{message_stem(name)}"
         problem = None
         try:
-            st = os.lstat(name, dir_fd=fd)   # relative to the open directory: no path walk
+            # relative to the open directory (when there is one): no path walk
+            st = os.lstat(name, dir_fd=fd) if fd is not None else os.lstat(os.path.join(directory, name))
             if stat.S_ISLNK(st.st_mode):
                 path = os.path.join(directory, name)
                 problem = self._symlink_problem(path)
@@ -268,15 +275,42 @@ class MaildirStore(Store):
 
     def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
         for unit in units:
+            yield self._read_unstamped(unit) if not unit.stamp and unit.path else self._read_one(unit)
+
+    def _read_one(self, unit: Unit) -> Item | Unreadable:
+        try:
+            data, st = self._read(unit)
+        except UnreadableItem as exc:
+            return Unreadable(unit, exc.where, exc.reason)
+        except OSError as exc:
+            return Unreadable(unit, unit.ref, failure_reason(exc))
+        return Item(unit, unit.ref, data, st.st_mtime)
+
+    def _read_unstamped(self, unit: Unit) -> Item | Unreadable:
+        """A unit listed without a stat: stamped from the file read (see ``UnitGroup.unstamped``).
+
+        The common case, a plain regular file, costs no more than reading it;
+        anything else (a symlink, a failed read) is examined as a stamped
+        listing would have, and then read as a stamped unit is.
+        """
+        path = os.path.join(self.root.path, unit.path)
+        try:
+            data, st = read_message_file(path, unit.ref, follow_symlinks=False)
+        except UnreadableItem:
+            directory, name = os.path.split(path)
+            rel = unit.path.rpartition("/")[0]
+            examined = self._message_file(None, directory, rel, name, unit.folder, unit.user)
+            if isinstance(examined, Unit):
+                return self._read_one(examined)
+            if os.path.lexists(path):
+                return examined
+            # renamed (flags set, or moved to cur/) since it was listed
             try:
-                data, st = self._read(unit)
+                data, st = read_message_file(self._find(unit.ref), unit.ref)
             except UnreadableItem as exc:
-                yield Unreadable(unit, exc.where, exc.reason)
-                continue
-            except OSError as exc:
-                yield Unreadable(unit, unit.ref, failure_reason(exc))
-                continue
-            yield Item(unit, unit.ref, data, st.st_mtime)
+                return Unreadable(unit, exc.where, exc.reason)
+        return Item(Unit(unit.ref, stamp(st), unit.folder, unit.user, size=st.st_size, path=unit.path),
+                    unit.ref, data, st.st_mtime)
 
     def _read(self, unit: Unit) -> tuple[bytes, os.stat_result]:
         if unit.path:  # found and checked by the listing just now
