@@ -106,9 +106,6 @@ class Record:
     strict_key: str
     envelope: dict[str, list[str]]
 
-    def key_for(self, match: str) -> str:
-        return self.mid_key if match == "message-id" else self.strict_key if match == "strict" else self.key
-
 
 @dataclass
 class ScanStats:

@@ -82,13 +82,6 @@ class Facts:
     size: int
     envelope: dict[str, list[str]] = field(default_factory=dict)
 
-    def key_for(self, match: str) -> str:
-        if match == "message-id":
-            return self.mid_key
-        if match == "strict":
-            return self.strict_key
-        return self.key
-
 
 def _digest(*parts: str) -> str:
     """Each part followed by a NUL, hashed in one call."""

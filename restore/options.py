@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from restore.identity import MATCH_MODES
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 
 F = Callable[..., Any]
@@ -44,7 +45,7 @@ reading_options = _stack(
     ),
     click.option(
         "--match",
-        type=click.Choice(["auto", "message-id", "strict"]),
+        type=click.Choice(MATCH_MODES),
         default="auto",
         show_default=True,
         help="Identity rule: Message-ID+Date+From (auto), Message-ID alone, or also equal bodies (strict).",

@@ -37,9 +37,6 @@ class PlanEntry:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(", ", ": "))
 
 
-FIELDS = ("user", "folder", "source", "ref", "received", "size", "message_id", "fingerprint")
-
-
 def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry:
     """One plan line -> PlanEntry; raises UsageError naming the line and the reason."""
     where = f"{name}:{lineno}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from restore.errors import UsageError
 from restore.stores.base import Item, Store, Unit, Unreadable
@@ -23,7 +23,6 @@ class StoreOptions:
     users: list[str] | None = None       # IMAP: which users to read (else recipients from the archive)
     timeout: float = 60.0
     match: str = "auto"                  # IMAP: "strict" fetches whole messages, not headers only
-    extra: dict = field(default_factory=dict)
 
 
 def split_spec(spec: str) -> tuple[str, str]:

@@ -79,7 +79,7 @@ class Target(ABC):
     def session(self, user: str) -> TargetSession: ...
 
     def has_mailbox(self, user: str) -> bool:
-        """Whether ``user`` already has a mailbox here (used by --create-missing checks)."""
+        """Whether ``user`` already has a mailbox here (for scripts checking a target first)."""
         return True
 
     def describe(self) -> str:
