@@ -129,6 +129,8 @@ def test_a_missing_folder_is_created_and_an_existing_one_keeps_its_uidvalidity(
     assert after[b"MESSAGES"] == 3
     assert all(outcome.ok for outcome in sent + archive)
     assert client.folder_status("Archive/2017", ["MESSAGES"])[b"MESSAGES"] == 1
+    subscribed = {name for _flags, _sep, name in client.list_sub_folders()}
+    assert "Archive/2017" in subscribed, "a folder created for restored mail is subscribed"
 
 
 def test_over_quota_fails_only_the_messages_beyond_the_limit(

@@ -294,6 +294,14 @@ class ImapSession(TargetSession):
             # another session may have created it meanwhile ([ALREADYEXISTS])
             if not self._client.folder_exists(mailbox):
                 raise
+            return
+        # Clients that list only subscribed folders would not show the restored mail.
+        try:
+            self._client.subscribe_folder(mailbox)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:
+            pass    # cosmetic: the mail is in place either way
 
     def _server_name(self, folder: str) -> str:
         if folder.upper() == "INBOX":
