@@ -17,7 +17,7 @@ from __future__ import annotations
 import calendar
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parseaddr, parsedate_tz
@@ -90,16 +90,9 @@ def _digest(*parts: str) -> str:
     return _blake2b(joined.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
-def _body_digest(body: bytes) -> str:
-    """``_digest`` of ``normalize_body(body)``, without copying the body on the common path."""
-    if b"\r" in body or (b">" in body and b">From " in body):
-        body = normalize_body(body)
-        end = len(body)
-    else:
-        end = len(body)
-        while end and body[end - 1] == 10:    # normalize_body's rstrip, as a length
-            end -= 1
-    digest = _blake2b(memoryview(body)[:end] if end < len(body) else body, digest_size=16)
+def _body_digest(compared_body: bytes) -> str:
+    """``_digest`` of a body already normalised (``normalize_body``), without copying it."""
+    digest = _blake2b(compared_body, digest_size=16)
     digest.update(b"\0")
     return digest.hexdigest()
 
@@ -150,60 +143,70 @@ def _parse_header_block(block: bytes) -> list[tuple[str, str]]:
             for name, parts in fields]
 
 
-@dataclass(slots=True)
-class _Fields:
-    """What facts_of reads of a header block: the first value of each name asked
-    for, every value of the envelope headers, and the topmost Received: header."""
-
-    first: dict[str, str] = field(default_factory=dict)
-    envelope: dict[str, list[str]] = field(default_factory=dict)
-    topmost_received: str | None = None
+# What facts_of reads of a message: the first value of each header field named
+# (the key headers, the origin headers and the envelope headers), every value
+# of the envelope headers, the topmost Received: header (its value, or None),
+# and the body as compared (``normalize_body``).
+Scanned = tuple[dict[str, str], dict[str, list[str]], str | None, bytes]
 
 
-def _fields_by_line(block: bytes, names: frozenset[str], envelope: frozenset[str]) -> _Fields:
-    """The general path: every header line parsed, those named kept."""
-    fields = _Fields()
-    topmost_seen = False
-    for name, value in _parse_header_block(block):
-        if name == "received":
-            if not topmost_seen:    # only the topmost counts, even when its date is garbage
-                fields.topmost_received, topmost_seen = value, True
-            continue
-        if name in envelope:
-            fields.envelope.setdefault(name, []).append(value)
-        if name in names or name in envelope:
-            fields.first.setdefault(name, value)
-    return fields
+def scan_headers_py(data: bytes, names: tuple[str, ...], envelope_count: int) -> Scanned | None:
+    """The fast header scan; None when the block has a line it does not accept.
 
-
-def _fields_by_search(text: bytes, pattern: re.Pattern[bytes], envelope: frozenset[str]) -> _Fields:
-    """The fast path, for a block of well-formed lines (``text`` is ``"\\n" + block``).
-
-    ``pattern`` (from ``_header_pattern``) finds the names wanted, Received: aside.
+    ``names`` are the lower-case field names to read, the first
+    ``envelope_count`` of them envelope headers (every value kept). The
+    reference for ``restore._headerscan.scan_headers``, which does the same in C.
     """
-    fields = _Fields()
-    first = fields.first
-    for raw_name, raw_value in pattern.findall(text):
+    block, body = _header_block(data)
+    if not block:
+        return {}, {}, None, normalize_body(body)
+    text = b"\n" + block
+    if _ODD_HEADER_LINE.search(text):
+        return None
+    first: dict[str, str] = {}
+    envelope: dict[str, list[str]] = {}
+    envelope_names = names[:envelope_count]
+    for raw_name, raw_value in _header_pattern(names).findall(text):
         name = _FOLDED_NAMES.get(raw_name)
         if name is None:
             name = raw_name.lower().decode("ascii")   # the pattern's names are ASCII
             if len(_FOLDED_NAMES) < 1024:
                 _FOLDED_NAMES[raw_name] = name
-        if name in envelope:
+        if name in envelope_names:
             value = _unfold(raw_value)
-            fields.envelope.setdefault(name, []).append(value)
+            envelope.setdefault(name, []).append(value)
             first.setdefault(name, value)
         elif name not in first:
             first[name] = _unfold(raw_value)
     received = _RECEIVED.search(text)
-    if received:
-        fields.topmost_received = _unfold(received.group(1))
-    return fields
+    return first, envelope, _unfold(received.group(1)) if received else None, normalize_body(body)
 
 
-def _search_headers(text: bytes, names: frozenset[str]) -> Iterator[tuple[str, str]]:
-    for raw_name, raw_value in _header_pattern(names).findall(text):
-        yield raw_name.lower().decode("ascii"), _unfold(raw_value)
+def _scan_by_line(data: bytes, names: tuple[str, ...], envelope_count: int) -> Scanned:
+    """The general path: every header line parsed, those named kept."""
+    block, body = _header_block(data)
+    first: dict[str, str] = {}
+    envelope: dict[str, list[str]] = {}
+    envelope_names = names[:envelope_count]
+    wanted = frozenset(names)
+    received: str | None = None
+    topmost_seen = False
+    for name, value in _parse_header_block(block):
+        if name == "received":
+            if not topmost_seen:    # only the topmost counts, even when its date is garbage
+                received, topmost_seen = value, True
+            continue
+        if name in envelope_names:
+            envelope.setdefault(name, []).append(value)
+        if name in wanted:
+            first.setdefault(name, value)
+    return first, envelope, received, normalize_body(body)
+
+
+try:
+    from restore._headerscan import scan_headers
+except ImportError:    # built without a C compiler: the same scan, slower
+    scan_headers = scan_headers_py
 
 
 # A field name as a message spells it -> lower-case (a few spellings per name in practice).
@@ -220,7 +223,7 @@ def _unfold(raw: bytes) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _header_pattern(names: frozenset[str]) -> re.Pattern[bytes]:
+def _header_pattern(names: tuple[str, ...]) -> re.Pattern[bytes]:
     """Finds the fields ``names`` (with their continuation lines) in ``"\\n" + block``."""
     # A name of any other shape is on no line the fast path accepts.
     alternatives = b"|".join(re.escape(name.encode("ascii"))
@@ -229,10 +232,14 @@ def _header_pattern(names: frozenset[str]) -> re.Pattern[bytes]:
 
 
 @functools.lru_cache(maxsize=64)
-def _envelope_plan(envelope_headers: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern[bytes]]:
-    """The envelope names asked for, and the pattern finding them with the key headers."""
-    envelope = frozenset(h.lower() for h in envelope_headers)
-    return envelope, _header_pattern((_KEY_HEADERS | envelope) - {"received"})
+def _scan_names(envelope_headers: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
+    """The names a scan reads, envelope headers first, and how many of them are envelope headers.
+
+    Received: is read apart (only its topmost value counts), never as a named field.
+    """
+    envelope = sorted({h.lower() for h in envelope_headers} - {"received"})
+    others = sorted((_KEY_HEADERS | _ORIGIN_NAMES) - set(envelope))
+    return tuple(envelope + others), len(envelope)
 
 
 def _text(raw: bytes) -> str:
@@ -351,16 +358,10 @@ def facts_of(
     body is unknown: the digests of a message without Message-ID and the
     strict key are then marked as such and match nothing that has a body.
     """
-    wanted, pattern = _envelope_plan(tuple(envelope_headers))
-    block, body = _header_block(data)
-    text = b"\n" + block
-    by_line = not block or _ODD_HEADER_LINE.search(text) is not None
-    if by_line:
-        fields = _fields_by_line(block, _KEY_HEADERS | _ORIGIN_NAMES, wanted)
-    else:
-        fields = _fields_by_search(text, pattern, wanted)
-    first = fields.first
-    received = received_date(fields.topmost_received) if fields.topmost_received is not None else None
+    names, envelope_count = _scan_names(tuple(envelope_headers))
+    scanned = scan_headers(data, names, envelope_count) or _scan_by_line(data, names, envelope_count)
+    first, envelope, topmost_received, body = scanned
+    received = received_date(topmost_received) if topmost_received is not None else None
 
     message_id = normalize_message_id(first.get("message-id"))
     date_value = first.get("date")
@@ -372,9 +373,6 @@ def facts_of(
         key = _digest("m", message_id, date_norm, sender)
         mid_key = _digest("i", message_id)
     else:
-        if not by_line:
-            for name, value in _search_headers(text, _ORIGIN_NAMES):
-                first.setdefault(name, value)
         origin = [
             date_norm if name == "date"
             else normalize_subject(first.get(name)) if name == "subject"
@@ -390,7 +388,7 @@ def facts_of(
         received=received,
         date=date,
         size=len(data),
-        envelope=fields.envelope,
+        envelope=envelope,
     )
 
 
