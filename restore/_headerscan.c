@@ -381,8 +381,271 @@ done:
     return result;
 }
 
+/* -- the plain shapes of Date: and From: (identity._PLAIN_DATE, _PLAIN_FROM) -- */
+
+typedef struct {
+    int kind;
+    const void *data;
+    Py_ssize_t length, at;
+} Cursor;
+
+static inline Py_UCS4
+peek(const Cursor *c)
+{
+    return c->at < c->length ? PyUnicode_READ(c->kind, c->data, c->at) : 0;
+}
+
+static inline int
+is_blank(Py_UCS4 ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+static Py_ssize_t
+skip_blanks(Cursor *c)
+{
+    Py_ssize_t start = c->at;
+    while (c->at < c->length && is_blank(peek(c)))
+        c->at++;
+    return c->at - start;
+}
+
+/* Exactly ``count`` ASCII digits (at most ``max`` when count is 0), as a number; -1 if not. */
+static long
+digits(Cursor *c, int min, int max)
+{
+    long value = 0;
+    int n = 0;
+    while (n < max && c->at < c->length) {
+        Py_UCS4 ch = peek(c);
+        if (ch < '0' || ch > '9')
+            break;
+        value = value * 10 + (long)(ch - '0');
+        c->at++;
+        n++;
+    }
+    return n >= min ? value : -1;
+}
+
+static int
+word_is(const Cursor *c, const char *word)
+{
+    for (Py_ssize_t i = 0; word[i]; i++) {
+        if (c->at + i >= c->length || PyUnicode_READ(c->kind, c->data, c->at + i) != (Py_UCS4)(unsigned char)word[i])
+            return 0;
+    }
+    return 1;
+}
+
+static const char *const MONTHS[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+static const char *const WEEKDAYS[] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar. */
+static long long
+days_from_civil(long long y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+static int
+month_length(long year, int month)
+{
+    static const int lengths[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    return month == 2 && leap ? 29 : lengths[month - 1];
+}
+
+PyDoc_STRVAR(plain_date_doc,
+"plain_date(value) -> int | None\n\n"
+"Epoch seconds of a date of the plain RFC 5322 shape (identity._PLAIN_DATE);\n"
+"None when the value has another shape or names no real instant, for the\n"
+"general parser to decide.");
+
+static PyObject *
+plain_date(PyObject *Py_UNUSED(module), PyObject *value)
+{
+    if (!PyUnicode_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "plain_date() takes a str");
+        return NULL;
+    }
+    Cursor c = {PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value), 0};
+    skip_blanks(&c);
+    for (int i = 0; i < 7; i++) {
+        if (word_is(&c, WEEKDAYS[i])) {
+            if (c.at + 3 < c.length && PyUnicode_READ(c.kind, c.data, c.at + 3) == ',') {
+                c.at += 4;
+                skip_blanks(&c);
+            }
+            break;
+        }
+    }
+    long day = digits(&c, 1, 2);
+    if (day < 0 || !skip_blanks(&c))
+        Py_RETURN_NONE;
+    int month = 0;
+    for (int i = 0; i < 12 && !month; i++)
+        if (word_is(&c, MONTHS[i]))
+            month = i + 1;
+    if (!month)
+        Py_RETURN_NONE;
+    c.at += 3;
+    if (!skip_blanks(&c))
+        Py_RETURN_NONE;
+    Py_UCS4 century = peek(&c);
+    long year = (century == '1' || century == '2') ? digits(&c, 4, 4) : -1;
+    if (year < 0 || !skip_blanks(&c))
+        Py_RETURN_NONE;
+    long hour = digits(&c, 2, 2);
+    if (hour < 0 || peek(&c) != ':')
+        Py_RETURN_NONE;
+    c.at++;
+    long minute = digits(&c, 2, 2);
+    if (minute < 0 || peek(&c) != ':')
+        Py_RETURN_NONE;
+    c.at++;
+    long second = digits(&c, 2, 2);
+    if (second < 0 || !skip_blanks(&c))
+        Py_RETURN_NONE;
+    Py_UCS4 sign = peek(&c);
+    if (sign != '+' && sign != '-')
+        Py_RETURN_NONE;
+    c.at++;
+    long zone_h = digits(&c, 2, 2), zone_m = zone_h < 0 ? -1 : digits(&c, 2, 2);
+    if (zone_m < 0 || (c.at < c.length && !is_blank(peek(&c))))
+        Py_RETURN_NONE;    /* anything may follow the zone after a blank: a comment, garbage */
+    long offset = zone_h * 3600 + zone_m * 60;
+    if (day < 1 || day > month_length(year, month) || hour >= 24 || minute >= 60 || offset >= 86400)
+        Py_RETURN_NONE;    /* what datetime and timezone refuse */
+    long long seconds = days_from_civil(year, (unsigned)month, (unsigned)day) * 86400
+                        + hour * 3600 + minute * 60 + (second < 59 ? second : 59);
+    return PyLong_FromLongLong(sign == '-' ? seconds + offset : seconds - offset);
+}
+
+/* atext of RFC 5322 (identity._ATOM) */
+static inline int
+is_atext(Py_UCS4 ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')
+           || (ch < 128 && ch && strchr("!#$%&'*+/=?^_`{|}~-", (int)ch) != NULL);
+}
+
+static inline int
+is_label_char(Py_UCS4 ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-';
+}
+
+/* Whether [start, end) is an addr-spec of identity._ADDR_SPEC: dot-atoms @ dotted labels. */
+static int
+is_addr_spec(const Cursor *c, Py_ssize_t start, Py_ssize_t end)
+{
+    Py_ssize_t i = start, run = 0;
+    for (; i < end; i++) {
+        Py_UCS4 ch = PyUnicode_READ(c->kind, c->data, i);
+        if (ch == '@')
+            break;
+        if (ch == '.') {
+            if (!run)
+                return 0;
+            run = 0;
+        }
+        else if (is_atext(ch))
+            run++;
+        else
+            return 0;
+    }
+    if (i == end || !run)
+        return 0;
+    run = 0;
+    for (i++; i < end; i++) {
+        Py_UCS4 ch = PyUnicode_READ(c->kind, c->data, i);
+        if (ch == '.') {
+            if (!run)
+                return 0;
+            run = 0;
+        }
+        else if (is_label_char(ch))
+            run++;
+        else
+            return 0;
+    }
+    return run > 0;
+}
+
+static PyObject *
+lowered_ascii(const Cursor *c, Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *result = PyUnicode_New(end - start, 127);
+    if (result == NULL)
+        return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(result);
+    for (Py_ssize_t i = start; i < end; i++) {
+        Py_UCS4 ch = PyUnicode_READ(c->kind, c->data, i);
+        out[i - start] = (Py_UCS1)(ch >= 'A' && ch <= 'Z' ? ch + ('a' - 'A') : ch);
+    }
+    return result;
+}
+
+static inline int
+is_phrase_char(Py_UCS4 ch)
+{
+    return is_atext(ch) || ch == '.' || ch == ' ' || ch == '\t';
+}
+
+PyDoc_STRVAR(plain_address_doc,
+"plain_address(value) -> str | None\n\n"
+"The lower-case address of a From: value of the plain shape\n"
+"(identity._PLAIN_FROM): a bare addr-spec, or one in angle brackets after an\n"
+"atom phrase or a quoted string; None for any other shape.");
+
+static PyObject *
+plain_address(PyObject *Py_UNUSED(module), PyObject *value)
+{
+    if (!PyUnicode_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "plain_address() takes a str");
+        return NULL;
+    }
+    Cursor c = {PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value), 0};
+    Py_ssize_t end = c.length;
+    while (end > 0 && is_blank(PyUnicode_READ(c.kind, c.data, end - 1)))
+        end--;
+    skip_blanks(&c);
+    if (c.at < end && is_addr_spec(&c, c.at, end))
+        return lowered_ascii(&c, c.at, end);
+    /* A phrase (or quoted string), then <addr-spec>, then blanks only. */
+    if (peek(&c) == '"') {
+        for (c.at++;; c.at++) {
+            Py_UCS4 ch = peek(&c);
+            if (c.at >= c.length || ch == '\\' || ch == '\r' || ch == '\n')
+                Py_RETURN_NONE;
+            if (ch == '"')
+                break;
+        }
+        c.at++;
+        skip_blanks(&c);
+    }
+    else {
+        while (c.at < c.length && is_phrase_char(peek(&c)))
+            c.at++;
+    }
+    if (peek(&c) != '<' || c.at >= c.length || end < 1 || PyUnicode_READ(c.kind, c.data, end - 1) != '>')
+        Py_RETURN_NONE;
+    Py_ssize_t start = c.at + 1, stop = end - 1;
+    if (stop <= start || !is_addr_spec(&c, start, stop))
+        Py_RETURN_NONE;
+    return lowered_ascii(&c, start, stop);
+}
+
 static PyMethodDef methods[] = {
     {"scan_headers", scan_headers, METH_VARARGS, scan_headers_doc},
+    {"plain_date", plain_date, METH_O, plain_date_doc},
+    {"plain_address", plain_address, METH_O, plain_address_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -203,10 +203,6 @@ def _scan_by_line(data: bytes, names: tuple[str, ...], envelope_count: int) -> S
     return first, envelope, received, normalize_body(body)
 
 
-try:
-    from restore._headerscan import scan_headers
-except ImportError:    # built without a C compiler: the same scan, slower
-    scan_headers = scan_headers_py
 
 
 # A field name as a message spells it -> lower-case (a few spellings per name in practice).
@@ -254,9 +250,19 @@ def parse_date(value: str | None) -> float | None:
     """RFC 5322 date -> epoch seconds; a date without zone is taken as UTC. Never raises."""
     if not value:
         return None
-    plain = _PLAIN_DATE.fullmatch(value)
-    ts = _plain_date(plain.groups()) if plain else _general_date(value)
+    ts = plain_date(value)
+    if ts is None:
+        ts = _general_date(value)
     return float(ts) if ts is not None and EARLIEST <= ts < LATEST else None
+
+
+def plain_date_py(value: str) -> int | None:
+    """Epoch seconds of a date of the plain shape; None for the general parser to decide.
+
+    The reference for ``restore._headerscan.plain_date``.
+    """
+    plain = _PLAIN_DATE.fullmatch(value)
+    return _plain_date(plain.groups()) if plain else None
 
 
 def _general_date(value: str) -> float | None:
@@ -319,14 +325,31 @@ def normalize_message_id(value: str | None) -> str | None:
 def normalize_from(value: str | None) -> str:
     if not value:
         return ""
-    plain = _PLAIN_FROM.fullmatch(value)
-    if plain:
-        return (plain.group(1) or plain.group(2)).lower()
+    address = plain_address(value)
+    if address is not None:
+        return address
     try:
         addr = parseaddr(value)[1]
     except (ValueError, TypeError, IndexError):
         addr = ""
     return addr.lower() if addr else _SPACE.sub(" ", value).strip().lower()
+
+
+def plain_address_py(value: str) -> str | None:
+    """The lower-case address of a From: value of the plain shape, else None.
+
+    The reference for ``restore._headerscan.plain_address``.
+    """
+    plain = _PLAIN_FROM.fullmatch(value)
+    return (plain.group(1) or plain.group(2)).lower() if plain else None
+
+
+# The fast paths in C, when restore._headerscan was built; the Python
+# references above give the same results (tests compare them).
+try:
+    from restore._headerscan import plain_address, plain_date, scan_headers
+except ImportError:    # built without a C compiler: the same, slower
+    plain_address, plain_date, scan_headers = plain_address_py, plain_date_py, scan_headers_py
 
 
 def normalize_subject(value: str | None) -> str:

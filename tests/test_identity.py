@@ -27,13 +27,15 @@ from restore.identity import (
     normalize_body,
     normalize_from,
     parse_date,
+    plain_address_py,
+    plain_date_py,
     scan_headers_py,
 )
 
 try:
-    from restore._headerscan import scan_headers as scan_headers_c
+    from restore import _headerscan
 except ImportError:
-    scan_headers_c = None
+    _headerscan = None
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -393,23 +395,32 @@ header_line = st.one_of(
 )
 
 
+def c_fast_paths():
+    """restore._headerscan, or a skip (a failure under CI=true) when it was not built."""
+    if _headerscan is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("restore._headerscan was not built: CI must test the C fast paths")
+        pytest.skip("restore._headerscan not built (no C compiler at install time)")
+    return _headerscan
+
+
 @pytest.fixture(params=["python", "c"])
-def header_scanner(request, monkeypatch):
-    """facts_of with each fast header scan: the Python reference, then the C one."""
+def fast_paths(request, monkeypatch):
+    """identity with each set of fast paths: the Python references, then the C ones."""
     if request.param == "c":
-        if scan_headers_c is None:
-            if os.environ.get("CI", "").lower() == "true":
-                pytest.fail("restore._headerscan was not built: CI must test the C header scan")
-            pytest.skip("restore._headerscan not built (no C compiler at install time)")
-        monkeypatch.setattr(identity, "scan_headers", scan_headers_c)
+        module = c_fast_paths()
+        for name in ("scan_headers", "plain_date", "plain_address"):
+            monkeypatch.setattr(identity, name, getattr(module, name))
     else:
         monkeypatch.setattr(identity, "scan_headers", scan_headers_py)
+        monkeypatch.setattr(identity, "plain_date", plain_date_py)
+        monkeypatch.setattr(identity, "plain_address", plain_address_py)
     return request.param
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(header_line, min_size=1, max_size=14), st.booleans(), st.booleans())
-def test_fast_header_scan_reads_what_the_line_parser_reads(header_scanner, lines, with_body, crlf):
+def test_fast_header_scan_reads_what_the_line_parser_reads(fast_paths, lines, with_body, crlf):
     # A stray line at the end of the header block changes nothing by the
     # line parser's rules, and it sends the block to the line parser.
     block = b"\n".join(lines)
@@ -421,10 +432,6 @@ def test_fast_header_scan_reads_what_the_line_parser_reads(header_scanner, lines
     assert replace(fast, size=0) == replace(general, size=0)
 
 
-needs_c_scan = pytest.mark.skipif(
-    scan_headers_c is None and os.environ.get("CI", "").lower() != "true",
-    reason="restore._headerscan not built (no C compiler at install time)")
-
 SCAN_PIECES = [
     b"From: ", b"FROM:", b"Message-ID: ", b"Date:", b"Received: ", b"received\t:", b"Subject: ",
     b"To:", b"Delivered-To: ", b"X-Envelope-To :", b";", b"<a@b>", b"\n", b"\r\n", b"\r", b"\n ",
@@ -434,7 +441,6 @@ SCAN_PIECES = [
 ]
 
 
-@needs_c_scan
 @settings(max_examples=1500, deadline=None)
 @given(st.one_of(st.lists(st.sampled_from(SCAN_PIECES), max_size=40).map(b"".join),
                  st.binary(max_size=300)),
@@ -442,9 +448,9 @@ SCAN_PIECES = [
 def test_c_header_scan_gives_what_the_python_scan_gives(data, envelope_headers):
     # The C scan is an accelerator only: byte for byte the Python reference's
     # results, including when it hands a block over to the line parser (None).
-    assert scan_headers_c is not None, "restore._headerscan was not built: CI must test it"
     names, envelope_count = _scan_names(envelope_headers)
-    assert scan_headers_c(data, names, envelope_count) == scan_headers_py(data, names, envelope_count)
+    assert (c_fast_paths().scan_headers(data, names, envelope_count)
+            == scan_headers_py(data, names, envelope_count))
 
 
 def general_parse_date(value: str) -> float | None:
@@ -460,7 +466,7 @@ def general_parse_date(value: str) -> float | None:
     return ts if 0 <= ts < datetime(2100, 1, 1, tzinfo=UTC).timestamp() else None
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.tuples(
     st.sampled_from(["", "Fri, ", "Mon,", "  Sun,  "]), st.integers(0, 39),
     st.sampled_from(["Jan", "Feb", "Dec", "dec", "Foo"]), st.integers(0, 3100), st.sampled_from([2, 4]),
@@ -468,13 +474,23 @@ def general_parse_date(value: str) -> float | None:
     st.sampled_from(["+", "-"]), st.integers(0, 30), st.integers(0, 99),
     st.sampled_from(["", " (CET)", " garbage", "\xa0x", "(UTC)"]),
 ))
-def test_fast_date_parse_agrees_with_email_utils(parts):
+def test_fast_date_parse_agrees_with_email_utils(fast_paths, parts):
     weekday, day, month, year, digits, hour, minute, second, sign, zh, zm, tail = parts
     value = f"{weekday}{day} {month} {year:0{digits}d} {hour:02d}:{minute:02d}:{second:02d} {sign}{zh:02d}{zm:02d}{tail}"
     assert parse_date(value) == general_parse_date(value)
 
 
-@FAST
+DATE_PIECES = ["Fri", "Mon", ",", " ", "\t", "8", "08", "123", "Dec", "dec", "Feb", "2017", "1999", "3000",
+               "21", ":", "13", "05", "60", "+", "-", "0100", "2400", "0099", "(CET)", "\xe9", "\u2003", "x"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(st.lists(st.sampled_from(DATE_PIECES), max_size=16).map("".join), st.text(max_size=40)))
+def test_c_date_parse_gives_what_the_python_one_gives(value):
+    assert c_fast_paths().plain_date(value) == plain_date_py(value)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.tuples(
     st.sampled_from(["", "Alice", "Alice Smith", '"Smith, Alice"', "J. Q. Public", "=?utf-8?q?J=C3=BC?=",
                      "Bob (x)", "a,b", "<", '"un"closed']),
@@ -483,7 +499,7 @@ def test_fast_date_parse_agrees_with_email_utils(parts):
     st.sampled_from(["example.ORG", "b", "b.c.d", "[1.2.3.4]", "b..c", "-x.y", ""]),
     st.sampled_from(["", " ", " (comment)", ">", ","]),
 ))
-def test_fast_sender_parse_agrees_with_email_utils(parts):
+def test_fast_sender_parse_agrees_with_email_utils(fast_paths, parts):
     name, space, angle, local, domain, tail = parts
     addr = f"{local}@{domain}" if domain else local
     value = f"{name}{space}<{addr}>{tail}" if angle else f"{addr}{tail}"
@@ -491,11 +507,21 @@ def test_fast_sender_parse_agrees_with_email_utils(parts):
     assert normalize_from(value) == expected
 
 
+FROM_PIECES = ["Alice", " ", "\t", '"', "\\", "<", ">", "@", ".", "a", "B", "x-y", "!#$%&'*+/=?^_`{|}~",
+               "\xe9", "J\xfcrgen", "\r", "\n", ",", "(c)", "[1.2.3.4]", "\u2003", "example.ORG"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(st.lists(st.sampled_from(FROM_PIECES), max_size=14).map("".join), st.text(max_size=40)))
+def test_c_sender_parse_gives_what_the_python_one_gives(value):
+    assert c_fast_paths().plain_address(value) == plain_address_py(value)
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from([b"Hello", b" world", b"\n", b"\r\n", b"\r", b">From me", b">>From ",
                                  b"From x", b">", b"\x00", b"\xff", b">From", b"From "]),
                 max_size=12).map(b"".join))
-def test_body_digest_is_the_digest_of_the_normalised_body(header_scanner, body):
+def test_body_digest_is_the_digest_of_the_normalised_body(fast_paths, body):
     # The header scans hand over the body as compared: it must hash exactly
     # what normalize_body gives, NUL-terminated as every digest part is.
     expected = hashlib.blake2b(normalize_body(body) + b"\0", digest_size=16).hexdigest()
