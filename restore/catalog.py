@@ -133,6 +133,7 @@ class Catalog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA page_size=16384")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last commit only costs a re-read
             self.db.execute("PRAGMA temp_store=FILE")
@@ -410,12 +411,14 @@ class Catalog:
         if row:
             kept = json.loads(row[0])
             return {**kept, "folders": [tuple(f) for f in kept["folders"]]}
-        first, last = self.db.execute(
-            "SELECT MIN(received), MAX(received) FROM messages WHERE store=?", (sid,)).fetchone()
-        folders = self.db.execute(
-            "SELECT user, folder, COUNT(*) FROM messages WHERE store=? GROUP BY user, folder"
-            " ORDER BY user, folder", (sid,)).fetchall()
-        summary = {"messages": self.count(sid), "first": first, "last": last, "folders": folders}
+        rows = self.db.execute(
+            "SELECT user, folder, COUNT(*), MIN(received), MAX(received) FROM messages"
+            " WHERE store=? GROUP BY user, folder ORDER BY user, folder", (sid,)).fetchall()
+        firsts = [row[3] for row in rows if row[3] is not None]
+        lasts = [row[4] for row in rows if row[4] is not None]
+        summary = {"messages": sum(row[2] for row in rows),
+                   "first": min(firsts, default=None), "last": max(lasts, default=None),
+                   "folders": [row[:3] for row in rows]}
         self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?)", (sid, json.dumps(summary)))
         return summary
 

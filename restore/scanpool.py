@@ -15,11 +15,11 @@ the batch size however large the store is.
 
 from __future__ import annotations
 
-import json
 import operator
 import os
 from collections import deque
 from collections.abc import Callable
+from json.encoder import encode_basestring as _json_string
 from typing import TYPE_CHECKING, Any
 
 from restore.identity import facts_of
@@ -83,11 +83,14 @@ def message_row(sid: int, item: Item, headers: tuple[str, ...]) -> tuple:
     return (
         sid, item.unit.ref, item.ref, item.unit.folder, item.unit.user, received, source,
         facts.size, facts.message_id, facts.key, facts.mid_key, facts.strict_key,
-        _json(facts.envelope) if facts.envelope else "{}",
+        _envelope_json(facts.envelope) if facts.envelope else "{}",
     )
 
 
-_json = json.JSONEncoder(ensure_ascii=False).encode   # one encoder: json.dumps builds one per call
+def _envelope_json(envelope: dict[str, list[str]]) -> str:
+    """What ``json.dumps(envelope, ensure_ascii=False)`` gives, at half the cost (once per message)."""
+    return "{" + ", ".join(f"{_json_string(name)}: [{', '.join(map(_json_string, values))}]"
+                           for name, values in envelope.items()) + "}"
 
 
 def _offset(ref: str) -> int:

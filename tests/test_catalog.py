@@ -7,9 +7,14 @@ import shutil
 import time
 from datetime import UTC, datetime
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from restore.catalog import READ_BATCH, Catalog
+from restore.scanpool import _envelope_json
 from restore.stores import files, open_store
 from tests.factory import AUTO
 
@@ -249,3 +254,13 @@ def test_eml_files_beside_subdirectories_are_still_all_seen(catalog, mail_factor
     mail_factory.write_eml_tree(gw, [mail_factory.make_message()], subdir="2017/12/08")
     _, second = scan(catalog, f"eml:{gw}")
     assert (first.messages, second.messages, second.read) == (2, 3, 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), st.lists(st.text(max_size=30), min_size=1, max_size=3),
+                       min_size=1, max_size=3))
+def test_envelope_headers_are_stored_as_the_json_module_writes_them(envelope):
+    # Recipients are looked up in these values later: quotes, backslashes,
+    # control characters and 8-bit text must come back exactly.
+    assert _envelope_json(envelope) == json.dumps(envelope, ensure_ascii=False)
+    assert json.loads(_envelope_json(envelope)) == envelope

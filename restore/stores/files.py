@@ -231,11 +231,13 @@ def _read_plain(path: str, flags: int) -> tuple[bytes, os.stat_result]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise CorruptData("not a regular file")
-        chunks = []
-        want = st.st_size + 1   # the whole file in one call, unless it grew since the fstat
-        while chunk := os.read(fd, want):
+        # The whole file in one call, and one byte more to see whether it grew since the fstat.
+        data = os.read(fd, st.st_size + 1)
+        if len(data) == st.st_size:   # all of it: a message file is written once, never grown
+            return data, st
+        chunks = [data]
+        while chunk := os.read(fd, READ_SIZE):
             chunks.append(chunk)
-            want = READ_SIZE
-        return b"".join(chunks) if len(chunks) != 1 else chunks[0], st
+        return b"".join(chunks), st
     finally:
         os.close(fd)
