@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from email.utils import parseaddr, parsedate_tz
 from hashlib import blake2b as _blake2b
 
 MATCH_MODES = ("auto", "message-id", "strict")
@@ -266,6 +265,9 @@ def plain_date_py(value: str) -> int | None:
 
 
 def _general_date(value: str) -> float | None:
+    # Imported here: few dates take this path, and the import costs a warm scan more than the scan.
+    from email.utils import parsedate_tz
+
     try:
         parsed = parsedate_tz(value)
         if parsed is None:
@@ -328,6 +330,8 @@ def normalize_from(value: str | None) -> str:
     address = plain_address(value)
     if address is not None:
         return address
+    from email.utils import parseaddr  # see _general_date
+
     try:
         addr = parseaddr(value)[1]
     except (ValueError, TypeError, IndexError):

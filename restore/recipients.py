@@ -13,7 +13,6 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from email.utils import getaddresses
 from pathlib import Path
 
 from restore.errors import UsageError
@@ -67,6 +66,9 @@ def header_addresses(values: Iterable[str]) -> list[str]:
     plain = [_PLAIN_ADDRESS.fullmatch(v) for v in values]
     if all(plain):
         return [normalize_address(m.group(1)) for m in plain if m]
+    # Imported here: most envelope headers are plain, and the import costs a warm scan more than the scan.
+    from email.utils import getaddresses
+
     out: list[str] = []
     for _name, addr in getaddresses(values):
         if addr:
