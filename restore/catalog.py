@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from restore.errors import UsageError
@@ -294,7 +294,7 @@ class Catalog:
                 continue
             resume = _resume_offset(row, unit)
             if resume:
-                unit = replace(unit, resume=resume)
+                unit = unit._replace(resume=resume)
             else:
                 self._forget_unit(sid, unit.ref)
             reader.add(unit)

@@ -18,9 +18,9 @@ import calendar
 import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from hashlib import blake2b as _blake2b
+from typing import NamedTuple
 
 MATCH_MODES = ("auto", "message-id", "strict")
 
@@ -68,9 +68,11 @@ EARLIEST = 0.0                       # 1970: earlier dates are garbage, not hist
 LATEST = calendar.timegm((2100, 1, 1, 0, 0, 0))
 
 
-@dataclass(frozen=True, slots=True)
-class Facts:
-    """What identity and the timeline need of one message, a few hundred bytes."""
+class Facts(NamedTuple):
+    """What identity and the timeline need of one message, a few hundred bytes.
+
+    A NamedTuple rather than a frozen dataclass: one per message scanned, made at a third of the cost.
+    """
 
     message_id: str | None
     key: str                     # --match auto: Message-ID + Date + From (or digest)
@@ -79,7 +81,7 @@ class Facts:
     received: float | None       # date of the topmost Received: header
     date: float | None           # Date: header
     size: int
-    envelope: dict[str, list[str]] = field(default_factory=dict)
+    envelope: dict[str, list[str]]
 
 
 def _digest(*parts: str) -> str:

@@ -15,7 +15,6 @@ the batch size however large the store is.
 
 from __future__ import annotations
 
-import operator
 import os
 from collections import deque
 from collections.abc import Callable
@@ -119,11 +118,7 @@ def _start_worker(store: Store, sid: int, headers: tuple[str, ...]) -> None:
 def _read_in_worker(packed: list[tuple]) -> list[Change]:
     assert _worker_job is not None
     store, sid, headers = _worker_job
-    return read_batch(store, sid, [Unit(*fields) for fields in packed], headers)
-
-
-# A unit as a plain tuple of its fields: pickles several times faster.
-_pack = operator.attrgetter(*Unit.__match_args__)
+    return read_batch(store, sid, [Unit._make(fields) for fields in packed], headers)
 
 
 class BatchReader:
@@ -203,7 +198,7 @@ class BatchReader:
         assert self._pool is not None
         if len(self._in_flight) >= 2 * self.workers:
             self._apply_oldest()
-        packed = [_pack(unit) for unit in batch]
+        packed = [tuple(unit) for unit in batch]    # plain tuples pickle twice as fast
         self._in_flight.append((batch, self._pool.submit(_read_in_worker, packed)))
 
     def _apply_oldest(self) -> None:

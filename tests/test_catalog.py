@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from datetime import UTC, datetime
-
-import json
 
 import pytest
 from hypothesis import given, settings

@@ -31,10 +31,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Unit:
+# Unit and Item are NamedTuples, not frozen dataclasses: just as immutable, and a
+# cold scan makes several per message, at a third of the cost.
+class Unit(NamedTuple):
     ref: str                 # stable key inside the store (Maildir: path without :2,flags)
     stamp: str               # changes whenever the unit's bytes may have changed;
                              # "" only as listed by ``UnitGroup.unstamped``
@@ -46,8 +48,7 @@ class Unit:
                              # to the root ("" if not listed); ``read`` opens it without a search
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):
     """One message read from a store."""
 
     unit: Unit

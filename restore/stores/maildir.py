@@ -309,7 +309,7 @@ class MaildirStore(Store):
                 data, st = read_message_file(self._find(unit.ref), unit.ref)
             except UnreadableItem as exc:
                 return Unreadable(unit, exc.where, exc.reason)
-        return Item(Unit(unit.ref, stamp(st), unit.folder, unit.user, size=st.st_size, path=unit.path),
+        return Item(Unit(unit.ref, stamp(st), unit.folder, unit.user, 0, st.st_size, unit.path),
                     unit.ref, data, st.st_mtime)
 
     def _read(self, unit: Unit) -> tuple[bytes, os.stat_result]:
