@@ -171,8 +171,8 @@ class Catalog:
     ) -> tuple[int, ScanStats]:
         """Bring the catalog in step with ``store``; returns (store id, stats).
 
-        ``workers``: processes to read a parallel-safe store with (default:
-        one per CPU; 1 reads in-process).
+        ``workers``: readers of a parallel-safe store, this process and
+        ``workers - 1`` worker processes (default: one per CPU; 1 reads in-process).
         """
         headers = tuple(h.lower() for h in envelope_headers)
         sid = self.store_id(store.spec, headers)

@@ -3,14 +3,19 @@
 Reading message files and fingerprinting them is nearly all of a cold scan's
 work, and each unit's is independent of the others'. For a store that is
 ``parallel_safe`` (a file store: it holds no connection between calls),
-batches of units go to forked worker processes; the main process goes on
-listing and writes what comes back, batch by batch in the order the batches
-were handed in, so the catalog's rows come out in the same order as when
-read in one process. A store with fewer than two batches to read is read
-in-process: forking would cost more than it saves.
+batches of units are read by ``workers`` readers: the main process and
+``workers - 1`` forked worker processes, one reader per CPU by default. A
+batch goes to a worker process while one has room; when every worker is
+busy the main process reads the batch itself rather than wait, so that N
+CPUs run N busy processes (not N workers beside a main process that needs
+a CPU too), and what the main process reads is never pickled. The main
+process also lists the store and writes what comes back, batch by batch in
+the order the batches were handed in, so the catalog's rows come out in the
+same order as when read in one process. A store with fewer than two
+batches to read is read in-process: forking would cost more than it saves.
 
-At most ``2 * workers`` batches are in flight, so memory stays bounded by
-the batch size however large the store is.
+At most ``3 * workers`` batches are in flight, so memory stays bounded
+by the batch size however large the store is.
 """
 
 from __future__ import annotations
@@ -122,11 +127,12 @@ def _read_in_worker(packed: list[tuple]) -> list[Change]:
 
 
 class BatchReader:
-    """Reads units in batches, in order, in-process or in worker processes.
+    """Reads units in batches, in order, in-process and in worker processes.
 
     ``add`` hands in a unit; ``apply`` is called with each batch and its
     changes in the order the units were added; ``finish`` reads the rest.
-    Workers are started only once two full batches wait. Use as a context
+    ``workers`` counts the readers: this process and ``workers - 1`` worker
+    processes, started only once two full batches wait. Use as a context
     manager so that workers are stopped on any error.
     """
 
@@ -138,7 +144,9 @@ class BatchReader:
         self._batch: list[Unit] = []
         self._held: list[Unit] | None = None
         self._pool: ProcessPoolExecutor | None = None
-        self._in_flight: deque[tuple[list[Unit], Future[list[Change]]]] = deque()
+        # Batches in the order they were added, each with its changes: read
+        # already (a list), or a worker's Future.
+        self._in_flight: deque[tuple[list[Unit], list[Change] | Future[list[Change]]]] = deque()
 
     def __enter__(self) -> BatchReader:
         return self
@@ -182,7 +190,7 @@ class BatchReader:
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("fork"),
+                self.workers - 1, mp_context=multiprocessing.get_context("fork"),
                 initializer=_start_worker, initargs=(self.store, self.sid, self.headers))
             held, self._held = self._held, None
             self._submit(held)
@@ -196,11 +204,22 @@ class BatchReader:
 
     def _submit(self, batch: list[Unit]) -> None:
         assert self._pool is not None
-        if len(self._in_flight) >= 2 * self.workers:
+        while self._in_flight and _is_ready(self._in_flight[0][1]):
             self._apply_oldest()
-        packed = [tuple(unit) for unit in batch]    # plain tuples pickle twice as fast
-        self._in_flight.append((batch, self._pool.submit(_read_in_worker, packed)))
+        processes = self.workers - 1
+        if len(self._in_flight) >= 3 * processes + 2:
+            self._apply_oldest()    # bounded memory: wait for the oldest
+        waiting = sum(1 for _, changes in self._in_flight if not _is_ready(changes))
+        if waiting < 3 * processes:     # a worker has room: one batch running, two queued
+            packed = [tuple(unit) for unit in batch]    # plain tuples pickle twice as fast
+            self._in_flight.append((batch, self._pool.submit(_read_in_worker, packed)))
+        else:                           # every worker is busy: read it here rather than wait
+            self._in_flight.append((batch, read_batch(self.store, self.sid, batch, self.headers)))
 
     def _apply_oldest(self) -> None:
-        batch, future = self._in_flight.popleft()
-        self.apply(batch, future.result())
+        batch, changes = self._in_flight.popleft()
+        self.apply(batch, changes if isinstance(changes, list) else changes.result())
+
+
+def _is_ready(changes: list[Change] | Future[list[Change]]) -> bool:
+    return isinstance(changes, list) or changes.done()

@@ -12,9 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from restore import catalog as catalog_module
 from restore.catalog import READ_BATCH, Catalog
 from restore.scanpool import _envelope_json
 from restore.stores import files, open_store
+from restore.stores.maildir import MaildirStore
 from tests.factory import AUTO
 
 
@@ -221,15 +223,51 @@ def test_worker_processes_record_what_one_process_records(mail_factory, tmp_path
     (tmp_path / "store" / "new" if kind == "maildir" else tmp_path / "store").joinpath(
         "junk").write_bytes(b"\x00\x01 binary")
     results = []
-    for workers in (1, 2):
+    for workers in (1, 2, 3):
         cat = Catalog(tmp_path / f"catalog-{workers}.sqlite")
         store = open_store(f"{kind}:{tmp_path / 'store'}")
         sid, stats = cat.refresh(store, workers=workers)
         results.append((list(cat.records(sid, "x")), cat.problems(sid), stats))
         cat.close()
-    (one, one_problems, one_stats), (two, two_problems, two_stats) = results
+    (one, one_problems, one_stats), *parallel = results
     assert len(one) == len(messages) and one_stats.unreadable == 1
-    assert two == one and two_problems == one_problems and two_stats == one_stats
+    for records, problems, stats in parallel:
+        assert records == one and problems == one_problems and stats == one_stats
+
+
+class SlowWorkerMaildir(MaildirStore):
+    """A Maildir whose forked workers read slowly, so that every worker is always busy."""
+
+    def __init__(self, spec: str, path: str):
+        super().__init__(spec, path)
+        self.parent = os.getpid()
+        self.read_here = 0
+
+    def read(self, units):
+        units = list(units)
+        if os.getpid() == self.parent:
+            self.read_here += len(units)
+        else:
+            time.sleep(0.05)
+        return super().read(units)
+
+
+def test_this_process_reads_when_every_worker_is_busy_and_order_is_kept(mail_factory, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(catalog_module, "READ_BATCH", 10)
+    messages = [mail_factory.make_message(subject=f"m{i}") for i in range(200)]
+    mail_factory.write_maildir(tmp_path / "store", {"INBOX": messages})
+    results = []
+    for workers in (1, 2):
+        cat = Catalog(tmp_path / f"catalog-{workers}.sqlite")
+        store = SlowWorkerMaildir(f"maildir:{tmp_path / 'store'}", str(tmp_path / "store"))
+        sid, _ = cat.refresh(store, workers=workers)
+        results.append((list(cat.records(sid, "x")), store.read_here))
+        cat.close()
+    (one, read_alone), (two, read_here) = results
+    assert read_alone == 200 and len(one) == 200
+    assert two == one                   # the same rows, in the same order
+    assert 0 < read_here < 200          # shared between this process and the worker
 
 
 def test_unchanged_eml_day_directories_are_not_listed(catalog, mail_factory, tmp_path, monkeypatch):
