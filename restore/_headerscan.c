@@ -601,8 +601,9 @@ is_phrase_char(Py_UCS4 ch)
 PyDoc_STRVAR(plain_address_doc,
 "plain_address(value) -> str | None\n\n"
 "The lower-case address of a From: value of the plain shape\n"
-"(identity._PLAIN_FROM): a bare addr-spec, or one in angle brackets after an\n"
-"atom phrase or a quoted string; None for any other shape.");
+"(identity._PLAIN_FROM): a bare addr-spec, one followed by a (comment), or\n"
+"one in angle brackets after an atom phrase or a quoted string; None for any\n"
+"other shape.");
 
 static PyObject *
 plain_address(PyObject *Py_UNUSED(module), PyObject *value)
@@ -618,6 +619,23 @@ plain_address(PyObject *Py_UNUSED(module), PyObject *value)
     skip_blanks(&c);
     if (c.at < end && is_addr_spec(&c, c.at, end))
         return lowered_ascii(&c, c.at, end);
+    /* addr-spec (comment): RFC 822's way to name the sender. The comment's
+       "(" is the last one; it may hold no parenthesis, quote or backslash. */
+    if (end - c.at >= 2 && PyUnicode_READ(c.kind, c.data, end - 1) == ')') {
+        Py_ssize_t open = end - 2;
+        while (open >= c.at && PyUnicode_READ(c.kind, c.data, open) != '(')
+            open--;
+        int plain_comment = open > c.at;
+        for (Py_ssize_t i = open + 1; plain_comment && i < end - 1; i++) {
+            Py_UCS4 ch = PyUnicode_READ(c.kind, c.data, i);
+            plain_comment = ch != '(' && ch != ')' && ch != '\\' && ch != '"' && ch != '\r' && ch != '\n';
+        }
+        Py_ssize_t addr_end = open;
+        while (addr_end > c.at && is_blank(PyUnicode_READ(c.kind, c.data, addr_end - 1)))
+            addr_end--;
+        if (plain_comment && addr_end > c.at && is_addr_spec(&c, c.at, addr_end))
+            return lowered_ascii(&c, c.at, addr_end);
+    }
     /* A phrase (or quoted string), then <addr-spec>, then blanks only. */
     if (peek(&c) == '"') {
         for (c.at++;; c.at++) {

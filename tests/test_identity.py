@@ -496,7 +496,8 @@ def test_c_date_parse_gives_what_the_python_one_gives(value):
     st.sampled_from(["", " ", "\t"]), st.booleans(),
     st.sampled_from(["a", "A.b", "a..b", "a+tag", "x y", "\"q\"", "a@", ""]),
     st.sampled_from(["example.ORG", "b", "b.c.d", "[1.2.3.4]", "b..c", "-x.y", ""]),
-    st.sampled_from(["", " ", " (comment)", ">", ","]),
+    st.sampled_from(["", " ", " (comment)", "(Robert Harley)", " (x, <y@z>)", " (a) (b)", " ()",
+                     " (\u2003)", ">", ","]),
 ))
 def test_fast_sender_parse_agrees_with_email_utils(fast_paths, parts):
     name, space, angle, local, domain, tail = parts
@@ -507,7 +508,8 @@ def test_fast_sender_parse_agrees_with_email_utils(fast_paths, parts):
 
 
 FROM_PIECES = ["Alice", " ", "\t", '"', "\\", "<", ">", "@", ".", "a", "B", "x-y", "!#$%&'*+/=?^_`{|}~",
-               "\xe9", "J\xfcrgen", "\r", "\n", ",", "(c)", "[1.2.3.4]", "\u2003", "example.ORG"]
+               "\xe9", "J\xfcrgen", "\r", "\n", ",", "(c)", "[1.2.3.4]", "\u2003", "example.ORG",
+               "(", ")", " (Robert Harley)", "a@b.test"]
 
 
 @settings(max_examples=1500, deadline=None)
