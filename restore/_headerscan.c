@@ -660,10 +660,41 @@ plain_address(PyObject *Py_UNUSED(module), PyObject *value)
     return lowered_ascii(&c, start, stop);
 }
 
+PyDoc_STRVAR(bracketed_id_doc,
+"bracketed_id(value) -> str | None\n\n"
+"The first <id> of a Message-ID value, an id without spaces or brackets\n"
+"(identity._MID); None when there is none.");
+
+static PyObject *
+bracketed_id(PyObject *Py_UNUSED(module), PyObject *value)
+{
+    if (!PyUnicode_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "bracketed_id() takes a str");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(value);
+    const void *data = PyUnicode_DATA(value);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(value);
+    for (Py_ssize_t open = 0; open < length; open++) {
+        if (PyUnicode_READ(kind, data, open) != '<')
+            continue;
+        Py_ssize_t close = open + 1;
+        for (; close < length; close++) {
+            Py_UCS4 ch = PyUnicode_READ(kind, data, close);
+            if (ch == '<' || ch == '>' || Py_UNICODE_ISSPACE(ch))
+                break;
+        }
+        if (close > open + 1 && close < length && PyUnicode_READ(kind, data, close) == '>')
+            return PyUnicode_Substring(value, open, close + 1);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"scan_headers", scan_headers, METH_VARARGS, scan_headers_doc},
     {"plain_date", plain_date, METH_O, plain_date_doc},
     {"plain_address", plain_address, METH_O, plain_address_doc},
+    {"bracketed_id", bracketed_id, METH_O, bracketed_id_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -317,9 +317,9 @@ def received_date(value: str) -> float | None:
 def normalize_message_id(value: str | None) -> str | None:
     if not value:
         return None
-    m = _MID.search(value)
-    if m:   # a bracketed ID holds no space by the pattern's making
-        return f"<{m.group(1)}>"
+    bracketed = bracketed_id(value)
+    if bracketed is not None:
+        return bracketed
     mid = value.strip().strip("<>").strip()
     if not mid or _SPACE.search(mid):
         return None
@@ -341,6 +341,15 @@ def normalize_from(value: str | None) -> str:
     return addr.lower() if addr else _SPACE.sub(" ", value).strip().lower()
 
 
+def bracketed_id_py(value: str) -> str | None:
+    """The first ``<id>`` in a Message-ID value (no space, no bracket inside), else None.
+
+    The reference for ``restore._headerscan.bracketed_id``.
+    """
+    m = _MID.search(value)
+    return f"<{m.group(1)}>" if m else None
+
+
 def plain_address_py(value: str) -> str | None:
     """The lower-case address of a From: value of the plain shape, else None.
 
@@ -353,9 +362,10 @@ def plain_address_py(value: str) -> str | None:
 # The fast paths in C, when restore._headerscan was built; the Python
 # references above give the same results (tests compare them).
 try:
-    from restore._headerscan import plain_address, plain_date, scan_headers
+    from restore._headerscan import bracketed_id, plain_address, plain_date, scan_headers
 except ImportError:    # built without a C compiler: the same, slower
-    plain_address, plain_date, scan_headers = plain_address_py, plain_date_py, scan_headers_py
+    bracketed_id, plain_address, plain_date, scan_headers = (
+        bracketed_id_py, plain_address_py, plain_date_py, scan_headers_py)
 
 
 def normalize_subject(value: str | None) -> str:

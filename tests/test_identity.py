@@ -21,6 +21,7 @@ from restore.identity import (
     Facts,
     _body_digest,
     _scan_names,
+    bracketed_id_py,
     facts_of,
     fingerprint_of,
     normalize_body,
@@ -408,9 +409,10 @@ def fast_paths(request, monkeypatch):
     """identity with each set of fast paths: the Python references, then the C ones."""
     if request.param == "c":
         module = c_fast_paths()
-        for name in ("scan_headers", "plain_date", "plain_address"):
+        for name in ("scan_headers", "plain_date", "plain_address", "bracketed_id"):
             monkeypatch.setattr(identity, name, getattr(module, name))
     else:
+        monkeypatch.setattr(identity, "bracketed_id", bracketed_id_py)
         monkeypatch.setattr(identity, "scan_headers", scan_headers_py)
         monkeypatch.setattr(identity, "plain_date", plain_date_py)
         monkeypatch.setattr(identity, "plain_address", plain_address_py)
@@ -535,3 +537,12 @@ def test_trailing_blank_lines_of_the_body_do_not_change_the_strict_key():
     msg = b"Message-ID: <t@b.test>\nFrom: a@b.test\n\nHello\n"
     assert facts_of(msg + b"\n\n\n").strict_key == facts_of(msg).strict_key
     assert facts_of(msg + b"more\n").strict_key != facts_of(msg).strict_key
+
+
+MID_PIECES = ["<", ">", "a", "@", "b.test", " ", "\t", "\u2003", "\xa0", "\x1c", "<>", "x.y", "\xe9", '"']
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(st.lists(st.sampled_from(MID_PIECES), max_size=14).map("".join), st.text(max_size=30)))
+def test_c_message_id_search_gives_what_the_python_one_gives(value):
+    assert c_fast_paths().bracketed_id(value) == bracketed_id_py(value)
