@@ -502,7 +502,10 @@ class _Replica:
             for sub in ("cur", "new", "tmp"):
                 (path / sub).mkdir(parents=True, exist_ok=True)
             if folder:
-                (path / "maildirfolder").touch()
+                marker = path / "maildirfolder"
+                marker.touch()
+                # Same seed, same bytes and times: not the time of the build.
+                os.utime(marker, (TIMELINE_END.timestamp(), TIMELINE_END.timestamp()))
             self._made.add(path)
         return path
 

@@ -70,12 +70,18 @@ def replica_messages(incident: Incident) -> list[tuple[str, Path, Message]]:
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file's bytes and mtime, with the root path made neutral."""
+    """Every file's bytes and mtime, with the root path made neutral.
+
+    The mtimes of the stores' files are delivery times; the truth and the
+    alias map are bookkeeping, written when the incident is built.
+    """
     out = {}
     for path in sorted(root.rglob("*")):
         if path.is_file():
+            rel = path.relative_to(root)
             data = path.read_bytes().replace(str(root).encode(), b"ROOT")
-            out[str(path.relative_to(root))] = (data, int(path.stat().st_mtime))
+            built = rel.parts[0] in ("truth", "aliases")
+            out[str(rel)] = (data, 0 if built else int(path.stat().st_mtime))
     return out
 
 
