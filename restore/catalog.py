@@ -29,7 +29,7 @@ from restore.stores.base import Store, Unit, UnitGroup, Unreadable
 
 # Bump when identity or the schema changes what a scan records: an older
 # catalog is then emptied and rebuilt rather than trusted.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 READ_BATCH = 250
 COMPARE_BATCH = 500    # bound parameters per query: well below SQLite's limit of 999
 
@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS messages (
     size INTEGER NOT NULL,
     message_id TEXT,
     key TEXT NOT NULL,
-    mid_key TEXT NOT NULL,
+    -- identity.Facts.mid_key, computed rather than stored
+    mid_key TEXT GENERATED ALWAYS AS (coalesce(message_id, key)) VIRTUAL,
     strict_key TEXT NOT NULL,
     envelope TEXT NOT NULL
 );

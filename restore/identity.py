@@ -76,7 +76,7 @@ class Facts(NamedTuple):
 
     message_id: str | None
     key: str                     # --match auto: Message-ID + Date + From (or digest)
-    mid_key: str                 # --match message-id
+    mid_key: str                 # --match message-id: the Message-ID, else the key
     strict_key: str              # --match strict: auto + body
     received: float | None       # date of the topmost Received: header
     date: float | None           # Date: header
@@ -94,6 +94,14 @@ def _digest(*parts: str) -> str:
 def _body_digest(compared_body: bytes) -> str:
     """``_digest`` of a body already normalised (``normalize_body``), without copying it."""
     digest = _blake2b(compared_body, digest_size=16)
+    digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _strict_digest(key: str, compared_body: bytes) -> str:
+    """The strict key: ``key`` and the body, in one pass over the body."""
+    digest = _blake2b(f"s-body\0{key}\0".encode("ascii"), digest_size=16)
+    digest.update(compared_body)
     digest.update(b"\0")
     return digest.hexdigest()
 
@@ -407,10 +415,8 @@ def facts_of(
     date = parse_date(date_value)
     date_norm = str(int(date)) if date is not None else _SPACE.sub(" ", date_value or "").strip()
     sender = normalize_from(first.get("from"))
-    body_digest = "headers-only" if headers_only else _body_digest(body)
     if message_id:
         key = _digest("m", message_id, date_norm, sender)
-        mid_key = _digest("i", message_id)
     else:
         origin = [
             date_norm if name == "date"
@@ -418,12 +424,12 @@ def facts_of(
             else _SPACE.sub(" ", first.get(name, "")).strip()
             for name in ORIGIN_HEADERS
         ]
-        key = mid_key = _digest("d", *origin, body_digest)
+        key = _digest("d", *origin, "headers-only" if headers_only else _body_digest(body))
     return Facts(
         message_id=message_id,
         key=key,
-        mid_key=mid_key,
-        strict_key=_digest("s", key, body_digest),
+        mid_key=message_id or key,
+        strict_key=_digest("s-headers", key) if headers_only else _strict_digest(key, body),
         received=received,
         date=date,
         size=len(data),

@@ -42,7 +42,7 @@ UNLISTED = 4  # (UNLISTED, (unit ref, where, reason)): no message file; what a l
 
 INSERT_MESSAGE = (
     "INSERT INTO messages (store, unit, ref, folder, user, received, received_from, size,"
-    " message_id, key, mid_key, strict_key, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " message_id, key, strict_key, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 Change = tuple[int, Any]
@@ -86,7 +86,7 @@ def message_row(sid: int, item: Item, headers: tuple[str, ...]) -> tuple:
         received, source = facts.date, "date"
     return (
         sid, item.unit.ref, item.ref, item.unit.folder, item.unit.user, received, source,
-        facts.size, facts.message_id, facts.key, facts.mid_key, facts.strict_key,
+        facts.size, facts.message_id, facts.key, facts.strict_key,    # mid_key: computed by SQLite
         _envelope_json(facts.envelope) if facts.envelope else "{}",
     )
 

@@ -155,3 +155,39 @@ def test_plan_sources_are_absolute_so_inject_works_from_anywhere(tmp_path, monke
         sources = {entry.source for entry in read_plan(fh)}
     assert sources == {f"eml:{tmp_path / 'incident' / 'gateway'}"}
     assert len(planned_keys(plan)) == incident.truth.counts["missing"]
+
+
+# -- --match: what counts as the same message ---------------------------------------
+
+
+def test_match_rule_decides_which_copies_count_as_the_same_message(tmp_path, mail_factory):
+    # Three archived messages, each delivered to the replica in a changed form:
+    # a forwarder rewrote one's From, one lost its Message-ID's twin body, and
+    # one has no Message-ID at all. Each --match rule finds its own share missing.
+    from datetime import UTC, datetime
+
+    when = datetime(2017, 12, 8, 17, 0, tzinfo=UTC)
+    make = mail_factory.make_message
+
+    def msg(**kw) -> bytes:
+        return make(to="alice@example.com", envelope_to="alice@example.com", received=when, **kw)
+
+    rewritten = {"message_id": "<rewritten@example.org>", "subject": "r"}
+    edited = {"message_id": "<edited@example.org>", "subject": "e"}
+    archive = [msg(**rewritten, sender="Bob <bob@example.org>"), msg(**edited, body="Hello.\n"),
+               msg(message_id=None, subject="anonymous", body="one\n")]
+    replica = [msg(**rewritten, sender="Bob via list <list@example.net>"), msg(**edited, body="Hi!\n"),
+               msg(message_id=None, subject="anonymous", body="one\n")]
+    mail_factory.write_maildir(tmp_path / "archive", {"INBOX": archive})
+    mail_factory.write_maildir(tmp_path / "replica", {"INBOX": replica})
+    window = ["--since", "2017-12-08T16:00:00Z", "--until", "2017-12-08T18:00:00Z"]
+    missing = {}
+    for rule in ("auto", "message-id", "strict"):
+        code, out = run("diff", "--archive", f"maildir:{tmp_path / 'archive'}",
+                        "--replica", f"maildir:{tmp_path / 'replica'}", *window, "--match", rule,
+                        "--catalog", str(tmp_path / "catalog.sqlite"), "--json")
+        missing[rule] = json.loads(out)["counts"]["missing"]
+        assert code == (1 if missing[rule] else 0), out
+    assert missing == {"auto": 1,           # the rewritten From is another message
+                       "message-id": 0,     # the same Message-IDs: all present
+                       "strict": 2}         # ... and the edited body is another message too

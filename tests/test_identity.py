@@ -527,10 +527,15 @@ def test_c_sender_parse_gives_what_the_python_one_gives(value):
 def test_body_digest_is_the_digest_of_the_normalised_body(fast_paths, body):
     # The header scans hand over the body as compared: it must hash exactly
     # what normalize_body gives, NUL-terminated as every digest part is.
-    expected = hashlib.blake2b(normalize_body(body) + b"\0", digest_size=16).hexdigest()
     message = b"Message-ID: <m@b.test>\nFrom: a@b.test\n\n" + body
-    assert facts_of(message).strict_key == identity._digest("s", facts_of(message).key, expected)
-    assert _body_digest(normalize_body(body)) == expected
+    key = facts_of(message).key
+    expected = hashlib.blake2b(b"s-body\0" + key.encode() + b"\0" + normalize_body(body) + b"\0",
+                               digest_size=16).hexdigest()
+    assert facts_of(message).strict_key == expected
+    anonymous = facts_of(b"From: a@b.test\n\n" + body)     # no Message-ID: the body is in the key
+    body_digest = hashlib.blake2b(normalize_body(body) + b"\0", digest_size=16).hexdigest()
+    assert _body_digest(normalize_body(body)) == body_digest
+    assert anonymous.key == identity._digest("d", "a@b.test", "", "", "", "", "", "", body_digest)
 
 
 def test_trailing_blank_lines_of_the_body_do_not_change_the_strict_key():
