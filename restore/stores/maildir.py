@@ -37,6 +37,7 @@ the assumption: after running one, touch the directories it changed.
 from __future__ import annotations
 
 import base64
+import bisect
 import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
@@ -63,6 +64,15 @@ INFO_SEPARATOR = ":2,"
 def message_stem(name: str) -> str:
     """A message file name without its ``:2,FLAGS`` suffix."""
     return name.partition(INFO_SEPARATOR)[0]
+
+
+def _sorted_names(directory_fd: int) -> list[str]:
+    """A directory's entries but hidden ones, sorted: names only, so a cur/ of 100k messages stays a few MB."""
+    names = os.listdir(directory_fd)
+    names.sort()
+    # Hidden names sort together, between "." and "/": cut them out without a pass over the rest.
+    del names[bisect.bisect_left(names, "."):bisect.bisect_left(names, "/")]
+    return names
 
 
 def decode_mutf7(name: str) -> str:
@@ -230,13 +240,12 @@ class MaildirStore(Store):
                              f"cannot list directory: {failure_reason(exc)}")
             return
         try:
-            # Names only, sorted: a cur/ of 100k messages stays a few MB.
-            names = sorted(name for name in os.listdir(fd) if not name.startswith("."))
-            for name in names:
+            for name in _sorted_names(fd):
                 if stamped:
                     yield self._message_file(fd, directory, rel, name, folder, user)
                 else:
-                    yield Unit(f"{rel}/{message_stem(name)}", "", folder, user, path=f"{rel}/{name}")
+                    yield Unit(f"{rel}/{name.partition(INFO_SEPARATOR)[0]}", "", folder, user, 0, 0,
+                               f"{rel}/{name}")
         except OSError as exc:
             yield Unreadable(Unit(rel, "", folder, user), rel,
                              f"cannot list directory: {failure_reason(exc)}")
