@@ -37,6 +37,10 @@ class TargetError(CannotRunError):
     """A target cannot be opened or written at all."""
 
 
+class WorkerDied(CannotRunError):
+    """A scan worker process ended without answering (killed, out of memory)."""
+
+
 class LockedError(CannotRunError):
     """Another run holds the lock (cron overlap)."""
 

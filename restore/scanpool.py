@@ -20,17 +20,21 @@ by the batch size however large the store is.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
+import signal
 from collections import deque
 from collections.abc import Callable
 from json.encoder import encode_basestring as _json_string
 from typing import TYPE_CHECKING, Any
 
+from restore.errors import WorkerDied
 from restore.identity import facts_of
 from restore.stores.base import Item, Store, Unit, Unreadable
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ProcessPoolExecutor
+    from multiprocessing.connection import Connection
 
 # What reading a batch asks of the catalog, in order:
 FORGET = 0    # (FORGET, unit ref): the unit was rewritten, its earlier rows are stale
@@ -110,20 +114,105 @@ def worker_count() -> int:
         return os.cpu_count() or 1
 
 
-# The store a worker reads: set by the pool's initializer, which a forked
-# worker runs on the objects it inherited (nothing is pickled but units).
-_worker_job: tuple[Store, int, tuple[str, ...]] | None = None
+class _Worker:
+    """One forked reader: batches go in through a pipe, their changes come back in order.
+
+    No threads stand between this process and the worker (as they do in a
+    ProcessPoolExecutor): a batch handed in is in the pipe at once, so the
+    worker never waits for this process's interpreter lock to get its next batch.
+    """
+
+    def __init__(self, store: Store, sid: int, headers: tuple[str, ...]):
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        commands, self._commands = context.Pipe(duplex=False)
+        self._results, results = context.Pipe(duplex=False)
+        for connection in (commands, results):
+            _widen(connection.fileno())
+        self.process = context.Process(
+            target=_serve, args=(commands, results, (self._commands, self._results), store, sid, headers),
+            name="mailrestore-scan", daemon=True)
+        self.process.start()
+        commands.close()
+        results.close()
+        self.waiting = 0    # batches handed in and not yet taken back
+
+    def send(self, batch: list[Unit]) -> None:
+        packed = [tuple(unit) for unit in batch]    # plain tuples pickle twice as fast
+        self._commands.send_bytes(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
+        self.waiting += 1
+
+    def ready(self) -> bool:
+        return self._results.poll()
+
+    def receive(self) -> list[Change]:
+        try:
+            failed, payload = pickle.loads(self._results.recv_bytes())
+        except (EOFError, OSError):
+            self.process.join(1)
+            raise WorkerDied(f"a scan worker process ended without answering (exit code "
+                             f"{self.process.exitcode}); the catalog is unchanged, run the scan again"
+                             ) from None
+        self.waiting -= 1
+        if failed:
+            raise payload
+        return payload
+
+    def close_input(self) -> None:
+        """The worker reads the end of its input and exits (once every later worker,
+        which inherited this pipe's end when it was forked, has exited too)."""
+        self._commands.close()
+
+    def join(self) -> None:
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        self._results.close()
 
 
-def _start_worker(store: Store, sid: int, headers: tuple[str, ...]) -> None:
-    global _worker_job
-    _worker_job = (store, sid, headers)
+def _widen(fd: int) -> None:
+    """Room in the pipe for every batch a worker may have waiting, and its changes.
+
+    So that neither side ever blocks writing while the other does (Linux; elsewhere
+    the pipe keeps its size and a full pipe only makes the writer wait for the reader).
+    """
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except (AttributeError, OSError):
+        pass
 
 
-def _read_in_worker(packed: list[tuple]) -> list[Change]:
-    assert _worker_job is not None
-    store, sid, headers = _worker_job
-    return read_batch(store, sid, [Unit._make(fields) for fields in packed], headers)
+PIPE_SIZE = 1 << 20
+
+
+def _serve(commands: Connection, results: Connection, parent_ends: tuple[Connection, ...],
+           store: Store, sid: int, headers: tuple[str, ...]) -> None:
+    """A worker's life: read each batch handed in, answer with its changes, until the input ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the main process's to handle
+    for end in parent_ends:     # inherited by the fork: held open here, the input would never end
+        end.close()
+    while True:
+        try:
+            packed = pickle.loads(commands.recv_bytes())
+        except EOFError:
+            return
+        try:
+            answer = (False, read_batch(store, sid, [Unit._make(fields) for fields in packed], headers))
+            data = pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - handed to the main process, which raises it
+            try:
+                data = pickle.dumps((True, exc), pickle.HIGHEST_PROTOCOL)
+            except Exception:  # noqa: BLE001 - an exception that cannot be pickled
+                data = pickle.dumps((True, RuntimeError(f"scan worker: {exc!r}")),
+                                    pickle.HIGHEST_PROTOCOL)
+        results.send_bytes(data)
+
+
+# Batches a worker may have waiting: one it reads, two queued behind, so that
+# it does not run dry while this process reads a batch of its own.
+QUEUED = 3
 
 
 class BatchReader:
@@ -143,18 +232,20 @@ class BatchReader:
         self.workers = worker_count() if workers is None else workers
         self._batch: list[Unit] = []
         self._held: list[Unit] | None = None
-        self._pool: ProcessPoolExecutor | None = None
-        # Batches in the order they were added, each with its changes: read
-        # already (a list), or a worker's Future.
-        self._in_flight: deque[tuple[list[Unit], list[Change] | Future[list[Change]]]] = deque()
+        self._pool: list[_Worker] = []
+        # Batches in the order they were added, each with its changes (read
+        # already) or the worker reading it.
+        self._in_flight: deque[tuple[list[Unit], list[Change] | _Worker]] = deque()
 
     def __enter__(self) -> BatchReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        pool, self._pool = self._pool, []
+        for worker in pool:
+            worker.close_input()
+        for worker in pool:
+            worker.join()
 
     def add(self, unit: Unit) -> None:
         self._batch.append(unit)
@@ -168,7 +259,7 @@ class BatchReader:
         if held:            # never forked: read in order here
             self._read_here(held)
         if batch:
-            if self._pool is not None:
+            if self._pool:
                 self._submit(batch)
             else:
                 self._read_here(batch)
@@ -176,22 +267,14 @@ class BatchReader:
             self._apply_oldest()
 
     def _dispatch(self, batch: list[Unit]) -> None:
-        if self._pool is not None:
+        if self._pool:
             self._submit(batch)
         elif not self._may_fork():
             self._read_here(batch)
         elif self._held is None:
             self._held = batch    # a second full batch decides whether to fork
         else:
-            # Imported here: the import costs a warm scan more than the scan.
-            # An executor, not a multiprocessing.Pool: a worker that dies
-            # fails the run (BrokenProcessPool) instead of hanging it.
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self._pool = ProcessPoolExecutor(
-                self.workers - 1, mp_context=multiprocessing.get_context("fork"),
-                initializer=_start_worker, initargs=(self.store, self.sid, self.headers))
+            self._pool = [_Worker(self.store, self.sid, self.headers) for _ in range(self.workers - 1)]
             held, self._held = self._held, None
             self._submit(held)
             self._submit(batch)
@@ -203,23 +286,22 @@ class BatchReader:
         self.apply(batch, read_batch(self.store, self.sid, batch, self.headers))
 
     def _submit(self, batch: list[Unit]) -> None:
-        assert self._pool is not None
-        while self._in_flight and _is_ready(self._in_flight[0][1]):
+        while self._in_flight and self._ready(self._in_flight[0][1]):
             self._apply_oldest()
-        processes = self.workers - 1
-        if len(self._in_flight) >= 3 * processes + 2:
+        if len(self._in_flight) >= QUEUED * len(self._pool) + 2:
             self._apply_oldest()    # bounded memory: wait for the oldest
-        waiting = sum(1 for _, changes in self._in_flight if not _is_ready(changes))
-        if waiting < 3 * processes:     # a worker has room: one batch running, two queued
-            packed = [tuple(unit) for unit in batch]    # plain tuples pickle twice as fast
-            self._in_flight.append((batch, self._pool.submit(_read_in_worker, packed)))
+        worker = min(self._pool, key=lambda w: w.waiting)
+        if worker.waiting < QUEUED:     # a worker has room
+            worker.send(batch)
+            self._in_flight.append((batch, worker))
         else:                           # every worker is busy: read it here rather than wait
             self._in_flight.append((batch, read_batch(self.store, self.sid, batch, self.headers)))
 
+    def _ready(self, changes: list[Change] | _Worker) -> bool:
+        # A worker answers in the order it was handed batches: the oldest
+        # batch in flight is the oldest its worker has.
+        return isinstance(changes, list) or changes.ready()
+
     def _apply_oldest(self) -> None:
         batch, changes = self._in_flight.popleft()
-        self.apply(batch, changes if isinstance(changes, list) else changes.result())
-
-
-def _is_ready(changes: list[Change] | Future[list[Change]]) -> bool:
-    return isinstance(changes, list) or changes.done()
+        self.apply(batch, changes if isinstance(changes, list) else changes.receive())

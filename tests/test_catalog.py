@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 
 from restore import catalog as catalog_module
 from restore.catalog import READ_BATCH, Catalog
+from restore.errors import StoreError, WorkerDied
+from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.scanpool import _envelope_json
 from restore.stores import files, open_store
 from restore.stores.maildir import MaildirStore
@@ -268,6 +271,36 @@ def test_this_process_reads_when_every_worker_is_busy_and_order_is_kept(mail_fac
     assert read_alone == 200 and len(one) == 200
     assert two == one                   # the same rows, in the same order
     assert 0 < read_here < 200          # shared between this process and the worker
+
+
+class FailingWorkerMaildir(SlowWorkerMaildir):
+    """A Maildir whose forked workers die (``exit``) or fail (``raise``) on their first batch."""
+
+    how = "exit"
+
+    def read(self, units):
+        if os.getpid() != self.parent:
+            if self.how == "exit":
+                os._exit(9)
+            raise StoreError("disk on fire")
+        return super().read(units)
+
+
+@pytest.mark.parametrize("how", ["exit", "raise"])
+def test_a_worker_that_dies_or_fails_stops_the_scan_with_a_clear_error(mail_factory, tmp_path,
+                                                                       monkeypatch, how):
+    monkeypatch.setattr(catalog_module, "READ_BATCH", 10)
+    mail_factory.write_maildir(tmp_path / "store", {"INBOX": [mail_factory.make_message()
+                                                              for _ in range(100)]})
+    cat = Catalog(tmp_path / "catalog.sqlite")
+    store = FailingWorkerMaildir(f"maildir:{tmp_path / 'store'}", str(tmp_path / "store"))
+    store.how = how
+    started = time.monotonic()
+    with pytest.raises(WorkerDied if how == "exit" else StoreError, match="exit code 9|disk on fire"):
+        cat.refresh(store, workers=2)
+    assert time.monotonic() - started < 10          # no hang
+    assert cat.count(cat.store_id(store.spec, DEFAULT_RECIPIENT_HEADERS)) == 0   # nothing half-written
+    assert not [p for p in multiprocessing.active_children() if p.name == "mailrestore-scan"]
 
 
 def test_unchanged_eml_day_directories_are_not_listed(catalog, mail_factory, tmp_path, monkeypatch):
