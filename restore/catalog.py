@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from restore.errors import UsageError
+from restore.errors import CannotRunError, UsageError
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.scanpool import FORGET, INSERT_MESSAGE, MESSAGE, STAMPED, UNLISTED, BatchReader, Change
 from restore.stores.base import Store, Unit, UnitGroup, Unreadable
@@ -128,12 +128,25 @@ class Problem:
 Progress = Callable[[int], None]
 
 
+# How long a command waits for another one using the same catalog: an hourly
+# audit started during a long restore waits its turn rather than failing.
+BUSY_SECONDS = 120.0
+
+
+class CatalogBusy(CannotRunError):
+    def __init__(self, path: Path):
+        super().__init__(
+            f"catalog {path} is in use by another mailrestore command (waited {BUSY_SECONDS:.0f} s);"
+            " let it finish, or give this one its own --catalog")
+
+
 class Catalog:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_catalog_path()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                      timeout=BUSY_SECONDS)
             # A catalog is written by one scan at a time, most of it in bulk: a
             # rollback journal writes each page once, where a write-ahead log
             # writes it twice (the log, then the checkpoint: ~60 ms at the end
@@ -143,6 +156,10 @@ class Catalog:
             self.db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last commit only costs a re-read
             self.db.execute("PRAGMA temp_store=FILE")
             self.db.executescript(SCHEMA)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise CatalogBusy(self.path) from None
+            raise UsageError(f"catalog {self.path}: {exc}") from None
         except (OSError, sqlite3.Error) as exc:
             raise UsageError(f"catalog {self.path}: {exc}") from None
         row = self.db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()

@@ -7,6 +7,7 @@ This is the only place where errors become exit codes (SPEC.md):
 from __future__ import annotations
 
 import shlex
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ import click
 
 from restore import __version__, report
 from restore import audit as auditing
-from restore.catalog import Catalog
+from restore.catalog import BUSY_SECONDS, Catalog
 from restore.credentials import get_password
 from restore.diff import DiffSettings, where
 from restore.errors import MailrestoreError, UsageError
@@ -83,6 +84,13 @@ def main() -> None:
     except MailrestoreError as exc:
         click.echo(f"mailrestore: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except sqlite3.OperationalError as exc:
+        # The catalog or a journal: held by another command past the wait, or a failing disk.
+        reason = (f"in use by another mailrestore command (waited {BUSY_SECONDS:.0f} s); let it"
+                  " finish, or give this one its own --catalog / --state" if "locked" in str(exc)
+                  else str(exc))
+        click.echo(f"mailrestore: catalog or journal database: {reason}", err=True)
+        sys.exit(3)
     except KeyboardInterrupt:
         click.echo("Interrupted; the journal keeps what was done, re-run to finish.", err=True)
         sys.exit(130)

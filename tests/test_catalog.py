@@ -6,6 +6,9 @@ import json
 import multiprocessing
 import os
 import shutil
+import sqlite3
+import sys
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -14,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from restore import catalog as catalog_module
-from restore.catalog import READ_BATCH, Catalog
+from restore import cli, pipeline
+from restore.catalog import READ_BATCH, Catalog, CatalogBusy
 from restore.errors import StoreError, WorkerDied
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.scanpool import _envelope_json
@@ -334,3 +338,63 @@ def test_envelope_headers_are_stored_as_the_json_module_writes_them(envelope):
     # control characters and 8-bit text must come back exactly.
     assert _envelope_json(envelope) == json.dumps(envelope, ensure_ascii=False)
     assert json.loads(_envelope_json(envelope)) == envelope
+
+
+# -- two commands, one catalog ----------------------------------------------------------
+
+
+def hold_catalog(path, seconds: float) -> threading.Thread:
+    """Another command in the middle of writing ``path``, for ``seconds``."""
+    locked = threading.Event()
+
+    def hold() -> None:
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(seconds)
+        other.execute("COMMIT")
+        other.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    locked.wait()
+    return thread
+
+
+def test_a_command_waits_for_another_using_the_catalog(tmp_path, monkeypatch):
+    path = tmp_path / "catalog.sqlite"
+    Catalog(path).close()
+    monkeypatch.setattr(catalog_module, "BUSY_SECONDS", 5.0)
+    holder = hold_catalog(path, 0.5)
+    Catalog(path).close()      # waited, then opened
+    holder.join()
+
+
+def test_a_catalog_held_too_long_says_who_holds_it_and_what_to_do(tmp_path, monkeypatch):
+    path = tmp_path / "catalog.sqlite"
+    Catalog(path).close()
+    monkeypatch.setattr(catalog_module, "BUSY_SECONDS", 0.2)
+    holder = hold_catalog(path, 1.0)
+    with pytest.raises(CatalogBusy) as raised:
+        Catalog(path)
+    holder.join()
+    assert raised.value.exit_code == 3
+    assert "in use by another mailrestore command" in str(raised.value)
+    assert "--catalog" in str(raised.value)
+
+
+def test_a_database_locked_later_in_a_run_exits_3_with_advice(tmp_path, mail_factory, monkeypatch,
+                                                               capsys):
+    mail_factory.write_maildir(tmp_path / "store", {"INBOX": [mail_factory.make_message()]})
+
+    def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(pipeline.Job, "scan", locked)
+    monkeypatch.setattr(sys, "argv", ["mailrestore", "scan", f"maildir:{tmp_path / 'store'}",
+                                      "--catalog", str(tmp_path / "catalog.sqlite")])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 3
+    err = capsys.readouterr().err
+    assert "in use by another mailrestore command" in err and "Traceback" not in err
