@@ -128,8 +128,12 @@ class _Worker:
         context = multiprocessing.get_context("fork")
         commands, self._commands = context.Pipe(duplex=False)
         self._results, results = context.Pipe(duplex=False)
-        for connection in (commands, results):
-            _widen(connection.fileno())
+        widened = all([_widen(connection.fileno()) for connection in (commands, results)])
+        # Batches it may have waiting. In pipes of the default size (64 KiB) one
+        # batch's changes do not fit: the worker then waits for them to be
+        # taken back before it reads its next batch, and with a second batch
+        # queued the two sides would wait for each other.
+        self.capacity = QUEUED if widened else 1
         self.process = context.Process(
             target=_serve, args=(commands, results, (self._commands, self._results), store, sid, headers),
             name="mailrestore-scan", daemon=True)
@@ -172,16 +176,13 @@ class _Worker:
         self._results.close()
 
 
-def _widen(fd: int) -> None:
-    """Room in the pipe for every batch a worker may have waiting, and its changes.
-
-    So that neither side ever blocks writing while the other does (Linux; elsewhere
-    the pipe keeps its size and a full pipe only makes the writer wait for the reader).
-    """
+def _widen(fd: int) -> bool:
+    """Room in the pipe for every batch a worker may have waiting, and their changes (Linux)."""
     try:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     except (AttributeError, OSError):
-        pass
+        return False
+    return True
 
 
 PIPE_SIZE = 1 << 20
@@ -290,8 +291,8 @@ class BatchReader:
             self._apply_oldest()
         if len(self._in_flight) >= QUEUED * len(self._pool) + 2:
             self._apply_oldest()    # bounded memory: wait for the oldest
-        worker = min(self._pool, key=lambda w: w.waiting)
-        if worker.waiting < QUEUED:     # a worker has room
+        worker = min(self._pool, key=lambda w: w.waiting - w.capacity)
+        if worker.waiting < worker.capacity:    # a worker has room
             worker.send(batch)
             self._in_flight.append((batch, worker))
         else:                           # every worker is busy: read it here rather than wait

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from restore import catalog as catalog_module
-from restore import cli, pipeline
+from restore import cli, pipeline, scanpool
 from restore.catalog import READ_BATCH, Catalog, CatalogBusy
 from restore.errors import StoreError, WorkerDied
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
@@ -259,22 +259,33 @@ class SlowWorkerMaildir(MaildirStore):
         return super().read(units)
 
 
+@pytest.mark.parametrize("pipes", ["widened", "default size"])
 def test_this_process_reads_when_every_worker_is_busy_and_order_is_kept(mail_factory, tmp_path,
-                                                                          monkeypatch):
-    monkeypatch.setattr(catalog_module, "READ_BATCH", 10)
-    messages = [mail_factory.make_message(subject=f"m{i}") for i in range(200)]
-    mail_factory.write_maildir(tmp_path / "store", {"INBOX": messages})
+                                                                          monkeypatch, pipes):
+    if pipes == "default size":     # as where F_SETPIPE_SZ is missing: one batch's changes overflow
+        monkeypatch.setattr(scanpool, "_widen", lambda fd: False)
+    # Batches whose units, and whose changes, overflow a 64 KiB pipe: long
+    # folder names and Message-IDs.
+    n = 6 * READ_BATCH
+    messages = [mail_factory.make_message(message_id=f"<{'x' * 400}.{i}@example.org>") for i in range(n)]
+    mail_factory.write_maildir(tmp_path / "store", {f"Projects/{'p' * 100}": messages})
     results = []
     for workers in (1, 2):
         cat = Catalog(tmp_path / f"catalog-{workers}.sqlite")
         store = SlowWorkerMaildir(f"maildir:{tmp_path / 'store'}", str(tmp_path / "store"))
-        sid, _ = cat.refresh(store, workers=workers)
+        found: list = []
+        scan = threading.Thread(target=lambda c=cat, s=store, w=workers, f=found: f.append(
+            c.refresh(s, workers=w)), daemon=True)
+        scan.start()
+        scan.join(60)
+        assert not scan.is_alive(), "the scan hangs: the worker and this process wait for each other"
+        [(sid, _)] = found
         results.append((list(cat.records(sid, "x")), store.read_here))
         cat.close()
     (one, read_alone), (two, read_here) = results
-    assert read_alone == 200 and len(one) == 200
+    assert read_alone == n and len(one) == n
     assert two == one                   # the same rows, in the same order
-    assert 0 < read_here < 200          # shared between this process and the worker
+    assert 0 < read_here < n            # shared between this process and the worker
 
 
 class FailingWorkerMaildir(SlowWorkerMaildir):
