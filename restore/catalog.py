@@ -214,7 +214,9 @@ class Catalog:
         try:
             with BatchReader(store, sid, headers, apply, READ_BATCH, workers) as reader:
                 grouping_checked = False
-                for group in store.unit_groups():
+                recorded = dict(db.execute(
+                    "SELECT key, stamp FROM groups WHERE store=? AND stamp IS NOT NULL", (sid,)))
+                for group in store.unit_groups(recorded):
                     if isinstance(group, Unreadable):
                         listing_problems.append(group)
                         continue

@@ -14,11 +14,10 @@ so headers are split by hand rather than by ``email``'s strict policies.
 
 from __future__ import annotations
 
-import calendar
 import functools
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from hashlib import blake2b as _blake2b
 from typing import NamedTuple
 
@@ -65,7 +64,7 @@ _KEY_HEADERS = frozenset({"message-id", "date", "from"})
 _ORIGIN_NAMES = frozenset(ORIGIN_HEADERS)
 
 EARLIEST = 0.0                       # 1970: earlier dates are garbage, not history
-LATEST = calendar.timegm((2100, 1, 1, 0, 0, 0))
+LATEST = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 
 
 class Facts(NamedTuple):
@@ -307,7 +306,9 @@ def _plain_date(groups: tuple[str, ...]) -> int | None:
 @functools.lru_cache(maxsize=4096)
 def _month(year: int, month: int) -> tuple[int, int]:
     """Days from 1970-01-01 to the month's first day, and the month's length."""
-    return datetime(year, month, 1).toordinal() - _EPOCH_ORDINAL, calendar.monthrange(year, month)[1]
+    first = datetime(year, month, 1).toordinal()
+    following = datetime(year + month // 12, month % 12 + 1, 1).toordinal()
+    return first - _EPOCH_ORDINAL, following - first
 
 
 @functools.lru_cache(maxsize=256)

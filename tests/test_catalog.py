@@ -318,6 +318,33 @@ def test_a_worker_that_dies_or_fails_stops_the_scan_with_a_clear_error(mail_fact
     assert not [p for p in multiprocessing.active_children() if p.name == "mailrestore-scan"]
 
 
+def test_unchanged_eml_day_directories_are_not_even_looked_into(catalog, mail_factory, tmp_path,
+                                                                monkeypatch):
+    # A gateway archive's day directories hold thousands of files: telling
+    # that an unchanged one is still a leaf must not mean listing it again.
+    monkeypatch.setattr(files, "RACY_SECONDS", 0)
+    gw = tmp_path / "gw"
+    for day in ("2017/12/07", "2017/12/08"):
+        mail_factory.write_eml_tree(gw, [mail_factory.make_message() for _ in range(3)], subdir=day)
+    scan(catalog, f"eml:{gw}")
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def spying_scandir(path="."):
+        listed.append(os.path.relpath(os.fspath(path), gw))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", spying_scandir)
+    _, unchanged = scan(catalog, f"eml:{gw}")
+    assert unchanged.messages == 6
+    assert sorted(listed) == [".", "2017", "2017/12"]       # the day directories stay closed
+    mail_factory.write_eml_tree(gw, [mail_factory.make_message()], subdir="2017/12/08")
+    listed.clear()
+    _, grown = scan(catalog, f"eml:{gw}")
+    assert (grown.read, grown.messages) == (1, 7)
+    assert "2017/12/08" in listed and "2017/12/07" not in listed
+
+
 def test_unchanged_eml_day_directories_are_not_listed(catalog, mail_factory, tmp_path, monkeypatch):
     monkeypatch.setattr(files, "RACY_SECONDS", 0)
     gw = tmp_path / "gw"

@@ -15,10 +15,13 @@ A store is read in two steps so that the catalog can skip what it has seen:
 
 Two optional hooks let the catalog go faster; their defaults suit any store:
 
-* ``unit_groups()`` lists the units in groups, each with a stamp of its own
-  (a Maildir's ``cur/`` directory): while a group's stamp is unchanged, its
-  units and their stamps are, and the catalog reuses them without listing.
-  The default is one group of all ``units()`` with no stamp.
+* ``unit_groups(recorded)`` lists the units in groups, each with a stamp of
+  its own (a Maildir's ``cur/`` directory): while a group's stamp is
+  unchanged, its units and their stamps are, and the catalog reuses them
+  without listing. ``recorded`` holds the stamps of the groups the last
+  scan found (key -> stamp), for a store that must look into a directory
+  to tell whether it is a group. The default is one group of all
+  ``units()`` with no stamp.
 * ``parallel_safe``: ``read`` may run in forked worker processes, each given
   some of the units. True only for stores that hold no connection or open
   file between calls (file stores).
@@ -29,7 +32,7 @@ Stores are read-only: nothing under a store is ever opened for writing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -107,7 +110,7 @@ class Store(ABC):
     def open_ref(self, ref: str) -> bytes:
         """Bytes of the item a plan line names; raises UnreadableItem."""
 
-    def unit_groups(self) -> Iterator[UnitGroup | Unreadable]:
+    def unit_groups(self, recorded: Mapping[str, str] | None = None) -> Iterator[UnitGroup | Unreadable]:
         """The units in groups with stamps of their own; by default one group, always listed."""
         yield UnitGroup(None, None, self.units)
 

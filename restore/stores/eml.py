@@ -19,7 +19,7 @@ listed file by file every time.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 
 from restore.errors import UnreadableItem
@@ -52,8 +52,8 @@ class EmlStore(Store):
             files = self.root.walk()
         yield from map(_unit, files)
 
-    def unit_groups(self) -> Iterator[UnitGroup | Unreadable]:
-        leaves = None if self._single else self._leaf_directories()
+    def unit_groups(self, recorded: Mapping[str, str] | None = None) -> Iterator[UnitGroup | Unreadable]:
+        leaves = None if self._single else self._leaf_directories(recorded or {})
         if leaves is None:
             yield UnitGroup(None, None, self.units)
             return
@@ -64,10 +64,14 @@ class EmlStore(Store):
             rel, path, st = leaf
             yield UnitGroup(rel, directory_stamp(st), partial(self._leaf_units, path, rel))
 
-    def _leaf_directories(self) -> list[tuple[str, str, os.stat_result] | Refused] | None:
+    def _leaf_directories(self, recorded: Mapping[str, str]
+                          ) -> list[tuple[str, str, os.stat_result] | Refused] | None:
         """Every directory holding files, when none also holds subdirectories; else None.
 
-        Told from the directory entries' types alone: no file is stat'ed.
+        Told from the directory entries' types alone: no file is stat'ed. A
+        directory the last scan found to be a leaf (``recorded``) whose stamp
+        is unchanged holds the same entries: it is not listed again (a day of
+        a gateway archive holds thousands of files).
         """
         leaves: list[tuple[str, str, os.stat_result] | Refused] = []
         seen: set[tuple[int, int]] = set()
@@ -79,6 +83,9 @@ class EmlStore(Store):
                 if (st.st_dev, st.st_ino) in seen:      # a symlink loop inside the root
                     continue
                 seen.add((st.st_dev, st.st_ino))
+                if rel and rel in recorded and recorded[rel] == directory_stamp(st):
+                    leaves.append((rel, path, st))
+                    continue
                 with os.scandir(path) as entries:
                     visible = [e for e in entries if not e.name.startswith(".")]
             except OSError as exc:

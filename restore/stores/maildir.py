@@ -40,7 +40,7 @@ import base64
 import bisect
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from restore.errors import StoreError, UnreadableItem
 from restore.recipients import invalid_mailbox_reason
@@ -132,7 +132,7 @@ class MaildirStore(Store):
             else:
                 yield from group.units()
 
-    def unit_groups(self) -> Iterator[UnitGroup | Unreadable]:
+    def unit_groups(self, recorded: Mapping[str, str] | None = None) -> Iterator[UnitGroup | Unreadable]:
         """One group per ``cur/`` and ``new/`` directory, stamped (see the module doc)."""
         for user, maildir in self._mailboxes():
             if isinstance(maildir, Refused):
