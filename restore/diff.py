@@ -187,14 +187,12 @@ def compare(
     for side in archives:
         _insert_pairs(catalog, side, keycol, settings)
     db.execute("CREATE INDEX temp.pairs_user_key ON pairs (user, key, received, msg)")
-    if settings.create_missing or single:
-        db.execute("UPDATE pairs SET routable = 1 WHERE reason IS NULL")
-    else:
-        db.execute("UPDATE pairs SET routable = 1 WHERE reason IS NULL"
-                   " AND user IN (SELECT user FROM repusers)")
+    routable = "reason IS NULL" + (
+        "" if settings.create_missing or single else " AND user IN (SELECT user FROM repusers)")
     same_user = "" if single else " AND m.user = pairs.user"
-    db.execute(f"UPDATE pairs SET present = EXISTS (SELECT 1 FROM messages m WHERE m.store = ?"
-               f" AND m.{keycol} = pairs.key{same_user}) WHERE routable", (replica.sid,))
+    db.execute(f"UPDATE pairs SET routable = 1, present = EXISTS (SELECT 1 FROM messages m"
+               f" WHERE m.store = ? AND m.{keycol} = pairs.key{same_user}) WHERE {routable}",
+               (replica.sid,))
     # Numbered only where a user has a key twice: most pairs are alone, and
     # the index finds the others without sorting every pair.
     db.execute(
