@@ -395,6 +395,18 @@ peek(const Cursor *c)
     return c->at < c->length ? PyUnicode_READ(c->kind, c->data, c->at) : 0;
 }
 
+/* A cursor at the start of ``value``; 0, with a TypeError set, if it is not a str. */
+static int
+start_cursor(PyObject *value, const char *function, Cursor *c)
+{
+    if (!PyUnicode_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes a str", function);
+        return 0;
+    }
+    *c = (Cursor){PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value), 0};
+    return 1;
+}
+
 static inline int
 is_blank(Py_UCS4 ch)
 {
@@ -470,11 +482,9 @@ PyDoc_STRVAR(plain_date_doc,
 static PyObject *
 plain_date(PyObject *Py_UNUSED(module), PyObject *value)
 {
-    if (!PyUnicode_Check(value)) {
-        PyErr_SetString(PyExc_TypeError, "plain_date() takes a str");
+    Cursor c;
+    if (!start_cursor(value, "plain_date", &c))
         return NULL;
-    }
-    Cursor c = {PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value), 0};
     skip_blanks(&c);
     for (int i = 0; i < 7; i++) {
         if (word_is(&c, WEEKDAYS[i])) {
@@ -608,11 +618,9 @@ PyDoc_STRVAR(plain_address_doc,
 static PyObject *
 plain_address(PyObject *Py_UNUSED(module), PyObject *value)
 {
-    if (!PyUnicode_Check(value)) {
-        PyErr_SetString(PyExc_TypeError, "plain_address() takes a str");
+    Cursor c;
+    if (!start_cursor(value, "plain_address", &c))
         return NULL;
-    }
-    Cursor c = {PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value), 0};
     Py_ssize_t end = c.length;
     while (end > 0 && is_blank(PyUnicode_READ(c.kind, c.data, end - 1)))
         end--;
@@ -668,23 +676,19 @@ PyDoc_STRVAR(bracketed_id_doc,
 static PyObject *
 bracketed_id(PyObject *Py_UNUSED(module), PyObject *value)
 {
-    if (!PyUnicode_Check(value)) {
-        PyErr_SetString(PyExc_TypeError, "bracketed_id() takes a str");
+    Cursor c;
+    if (!start_cursor(value, "bracketed_id", &c))
         return NULL;
-    }
-    int kind = PyUnicode_KIND(value);
-    const void *data = PyUnicode_DATA(value);
-    Py_ssize_t length = PyUnicode_GET_LENGTH(value);
-    for (Py_ssize_t open = 0; open < length; open++) {
-        if (PyUnicode_READ(kind, data, open) != '<')
+    for (Py_ssize_t open = 0; open < c.length; open++) {
+        if (PyUnicode_READ(c.kind, c.data, open) != '<')
             continue;
         Py_ssize_t close = open + 1;
-        for (; close < length; close++) {
-            Py_UCS4 ch = PyUnicode_READ(kind, data, close);
+        for (; close < c.length; close++) {
+            Py_UCS4 ch = PyUnicode_READ(c.kind, c.data, close);
             if (ch == '<' || ch == '>' || Py_UNICODE_ISSPACE(ch))
                 break;
         }
-        if (close > open + 1 && close < length && PyUnicode_READ(kind, data, close) == '>')
+        if (close > open + 1 && close < c.length && PyUnicode_READ(c.kind, c.data, close) == '>')
             return PyUnicode_Substring(value, open, close + 1);
     }
     Py_RETURN_NONE;
