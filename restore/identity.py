@@ -75,12 +75,16 @@ class Facts(NamedTuple):
 
     message_id: str | None
     key: str                     # --match auto: Message-ID + Date + From (or digest)
-    mid_key: str                 # --match message-id: the Message-ID, else the key
     strict_key: str              # --match strict: auto + body
     received: float | None       # date of the topmost Received: header
     date: float | None           # Date: header
     size: int
     envelope: dict[str, list[str]]
+
+    @property
+    def mid_key(self) -> str:
+        """--match message-id: the Message-ID, else the key (the catalog computes the same column)."""
+        return self.message_id or self.key
 
 
 def _digest(*parts: str) -> str:
@@ -429,7 +433,6 @@ def facts_of(
     return Facts(
         message_id=message_id,
         key=key,
-        mid_key=message_id or key,
         strict_key=_digest("s-headers", key) if headers_only else _strict_digest(key, body),
         received=received,
         date=date,
