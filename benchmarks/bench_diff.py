@@ -3,7 +3,7 @@
 
     python benchmarks/bench_diff.py [--sizes 10000,100000] [--users 50] [--days 10]
 
-For each size an incident is built once (restore.incident.build_incident,
+For each size an incident is built once (restore.demo.build_incident,
 no twists; cached under benchmarks/data/incident-<N>k with its truth), then
 
   diff cold   `mailrestore diff --archive eml:... --replica maildir:... --json
@@ -74,7 +74,7 @@ def ensure_incident(n: int, users: int, days: int) -> dict:
             return stamp
     except (OSError, ValueError):
         pass
-    from restore.incident import build_incident  # the package under test; may be unfinished
+    from restore.demo import build_incident  # the package under test; may be unfinished
 
     shutil.rmtree(root, ignore_errors=True)
     print(f"building incident {root.name}: {users} users x {per_user_per_day}/day x {days} days ...",
@@ -169,7 +169,7 @@ def bench_size(n: int, users: int, days: int) -> list[Measurement]:
 
 def report(by_size: dict[int, list[Measurement]]) -> str:
     out = [f"# mailrestore diff benchmark ({machine_line()})",
-           "Synthetic incident (restore.incident, no twists), eml archive vs Maildir replica, "
+           "Synthetic incident (restore.demo, no twists), eml archive vs Maildir replica, "
            "window auto-detected; page cache warm; msgs/s = (user, archive message) pairs/s.", ""]
     for n, results in by_size.items():
         out += [f"## ~{n:,} messages", "", markdown_table(MEASUREMENT_HEADERS,

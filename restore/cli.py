@@ -434,7 +434,7 @@ def demo(**opts: Any) -> None:
     import tempfile
 
     from restore import chart
-    from restore.incident import build_incident
+    from restore.demo import build_incident
 
     root = Path(opts["directory"] or tempfile.mkdtemp(prefix="mailrestore-demo-"))
     if root.exists() and any(root.iterdir()):

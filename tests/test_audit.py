@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from restore.audit import default_lock_path, exclusive
-from restore.incident import build_incident
+from restore.demo import build_incident
 
 NOW = datetime(2017, 12, 8, 12, 0, tzinfo=UTC)
 ALICE = "alice@example.com"

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from restore.cli import cli
-from restore.incident import build_incident
+from restore.demo import build_incident
 from restore.plan import read_plan
 from restore.stores import open_store
 

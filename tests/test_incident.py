@@ -7,6 +7,7 @@ checks.
 
 from __future__ import annotations
 
+import ast
 import gzip
 import os
 import re
@@ -22,7 +23,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from restore.incident import CLASSES, ArchiveCopy, Incident, build_incident
+import restore.demo
+from restore.demo import CLASSES, ArchiveCopy, Incident, build_incident
 
 
 def decompress(path: Path) -> bytes:
@@ -109,6 +111,21 @@ def by_key(copies: list[ArchiveCopy]) -> dict[str, list[ArchiveCopy]]:
     return out
 
 
+# ------------------------------------------------------------ independence
+
+
+def test_the_demo_imports_nothing_else_from_restore() -> None:
+    """The truth must not share code with what it checks: a shared bug would agree with itself."""
+    package = Path(restore.demo.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.partition(".")[0] != "restore" or name.startswith("restore.demo"), (
+                    f"{path.name} imports {name}")
+
+
 # ------------------------------------------------------------ determinism
 
 
@@ -116,7 +133,7 @@ def test_same_seed_gives_the_same_bytes_even_in_another_process(tmp_path: Path) 
     args = dict(users=4, per_user_per_day=6, days=1, seed=3, archive_formats=("eml", "mbox"))
     here = build_incident(tmp_path / "here", **args)
     # another process with another hash seed: no set or hash order may leak into the output
-    code = f"from pathlib import Path; from restore.incident import build_incident; build_incident(Path({str(tmp_path / 'there')!r}), **{args!r})"
+    code = f"from pathlib import Path; from restore.demo import build_incident; build_incident(Path({str(tmp_path / 'there')!r}), **{args!r})"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONHASHSEED": "12345"})
     assert snapshot(tmp_path / "here") == snapshot(tmp_path / "there")
     other = build_incident(tmp_path / "other", **{**args, "seed": 4})

@@ -22,7 +22,7 @@ import pytest
 from dovecot import ROOT_MAIL_ID, Dovecot
 from imapclient import IMAPClient
 
-from restore.incident import Incident, build_incident
+from restore.demo import Incident, build_incident
 from restore.plan import PlanEntry, read_plan
 from restore.stores import open_store
 

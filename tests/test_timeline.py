@@ -7,7 +7,7 @@ import re
 from click.testing import CliRunner
 
 from restore.cli import cli
-from restore.incident import build_incident
+from restore.demo import build_incident
 
 ROW = re.compile(r"^(.)(\d{4}-\d\d-\d\d \d\d:\d\d) .* archived", re.M)
 
