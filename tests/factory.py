@@ -6,40 +6,36 @@
 
 Every message gets a unique Message-ID unless one is given. Compression is
 ``None``, ``"gz"`` or ``"zst"``. Dates are timezone-aware datetimes (naive
-ones are taken as UTC).
+ones are taken as UTC). The files are written with the sample incident's
+writers (``restore.demo.writers``), so the stores follow one set of conventions.
 """
 
 from __future__ import annotations
 
-import gzip
 import itertools
-import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
-import zstandard
 from imapclient import imap_utf7
+
+from restore.demo.writers import Compression, maildir_name, make_maildir, mbox_entry, write_file
 
 DEFAULT_DATE = datetime(2017, 12, 8, 12, 0, tzinfo=UTC)
 AUTO = "auto"
-_QUOTABLE_FROM = re.compile(rb"^(>*From )", re.MULTILINE)
 
 
 def _aware(when: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def _stamp(when: datetime | None) -> float | None:
+    return None if when is None else _aware(when).timestamp()
+
+
 def compressed(data: bytes, kind: str | None) -> bytes:
-    if kind is None:
-        return data
-    if kind == "gz":
-        return gzip.compress(data)
-    if kind == "zst":
-        return zstandard.ZstdCompressor(write_checksum=True).compress(data)
-    raise ValueError(f"unknown compression {kind!r}")
+    return Compression(kind).compress(data)
 
 
 def maildir_folder_dir(folder: str) -> str:
@@ -102,19 +98,13 @@ class MailFactory:
     ) -> list[Path]:
         """A Maildir++ at ``root``; messages go to ``new/``, or to ``cur/`` with ``:2,FLAGS``."""
         written = []
-        for sub in ("cur", "new", "tmp"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+        make_maildir(root)
         for folder, messages in folders.items():
-            folder_dir = root / maildir_folder_dir(folder)
-            for sub in ("cur", "new", "tmp"):
-                (folder_dir / sub).mkdir(parents=True, exist_ok=True)
+            folder_dir = make_maildir(root / maildir_folder_dir(folder), subfolder=folder != "INBOX")
             for data in messages:
-                name = f"1512734400.M{next(self._serial)}P1.factory,S={len(data)}"
-                path = folder_dir / "new" / name if flags is None else folder_dir / "cur" / f"{name}:2,{flags}"
-                path.write_bytes(data)
-                if mtime is not None:
-                    stamp = _aware(mtime).timestamp()
-                    os.utime(path, (stamp, stamp))
+                path = folder_dir / maildir_name(1512734400, next(self._serial), "factory",
+                                                 len(data), flags)
+                write_file(path, data, _stamp(mtime))
                 written.append(path)
         return written
 
@@ -145,16 +135,12 @@ class MailFactory:
         chunks, offsets, offset = [], [], 0
         for i, data in enumerate(messages):
             when = _aware(from_dates[i] if from_dates else DEFAULT_DATE)
-            from_line = f"From sender@example.org {when.strftime('%a %b %d %H:%M:%S %Y')}\n"
-            body = _QUOTABLE_FROM.sub(rb">\1", data)
-            if not body.endswith(b"\n"):
-                body += b"\n"
-            chunk = from_line.encode() + body + b"\n"
+            chunk = mbox_entry(data, "sender@example.org", when.timestamp())
             offsets.append(offset)
             offset += len(chunk)
             chunks.append(chunk)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(compressed(b"".join(chunks), compress))
+        write_file(path, compressed(b"".join(chunks), compress))
         return offsets
 
     def write_eml_tree(
@@ -172,9 +158,6 @@ class MailFactory:
         suffix = f".{compress}" if compress else ""
         for data in messages:
             path = directory / f"{next(self._serial):04d}.eml{suffix}"
-            path.write_bytes(compressed(data, compress))
-            if mtime is not None:
-                stamp = _aware(mtime).timestamp()
-                os.utime(path, (stamp, stamp))
+            write_file(path, compressed(data, compress), _stamp(mtime))
             written.append(path)
         return written
