@@ -6,16 +6,20 @@ rich's SVG export, so it can be opened in a browser or pasted into a postmortem.
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import UTC, datetime
 
-from rich.console import Console
+from rich.console import CONSOLE_SVG_FORMAT, Console
 from rich.text import Text
 
 from restore.window import Window, iso
 
 BAR_WIDTH = 40
 BUCKETS = {"hour": 3600, "day": 86400}
+# rich's template loads Fira Code from a CDN; a postmortem may be read offline,
+# so the SVG names the font and falls back to the viewer's monospace font.
+OFFLINE_SVG_FORMAT = re.sub(r"\s*@font-face \{\{.*?\}\}", "", CONSOLE_SVG_FORMAT, flags=re.S)
 
 
 def render(series: list[tuple[float, int, int, int]], window: Window, bucket: str,
@@ -60,7 +64,7 @@ def show(lines: list[Text], svg: str | None = None) -> None:
     for line in lines:
         out.print(line, no_wrap=True, overflow="crop")
     if svg:
-        out.save_svg(svg, title="mailrestore timeline")
+        out.save_svg(svg, title="mailrestore timeline", code_format=OFFLINE_SVG_FORMAT)
 
 
 def show_timeline(result, bucket: str, user: str | None, svg: str | None,

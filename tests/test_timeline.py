@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 
 from click.testing import CliRunner
 
@@ -42,3 +43,20 @@ def test_all_shows_every_hour_and_user_narrows_the_chart(tmp_path):
     everyone_archived = sum(int(n) for n in re.findall(r"(\d+) archived",
                                                        timeline(incident, tmp_path, "--all")))
     assert 0 < alice_archived < everyone_archived
+
+
+def test_svg_is_the_same_chart_and_fetches_nothing_when_opened(tmp_path):
+    incident = build_incident(tmp_path / "incident")
+    svg = tmp_path / "timeline.svg"
+    timeline(incident, tmp_path, "--around", "2", "--svg", str(svg))
+    text = svg.read_text(encoding="utf-8")
+    root = ET.fromstring(text)                       # well-formed, so a browser shows it
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    shown = "".join(root.itertext()).replace("\xa0", " ")
+    assert "Arrivals per hour" in shown and "2017-12-08 17:00" in shown
+    # offline: no fonts, stylesheets or images from the network
+    assert "@font-face" not in text and "@import" not in text
+    assert all(ref.startswith("#") for ref in re.findall(r"url\(\s*['\"]?([^)'\"]*)", text))
+    links = [value for element in root.iter() for name, value in element.attrib.items()
+             if name.endswith("href")]
+    assert all(link.startswith("#") for link in links)
