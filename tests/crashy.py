@@ -9,12 +9,13 @@ re-opens one; ``message_ids`` counts the Message-IDs found in Maildirs.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+
+from crosscheck import assert_maildir_agrees, maildirs
 
 from restore.errors import UnreadableItem
 from restore.identity import fingerprint_of
@@ -63,15 +64,14 @@ def read_eml(entry: PlanEntry) -> bytes:
         raise UnreadableItem(entry.ref, exc.strerror or str(exc)) from None
 
 
-def message_ids(maildir: Path) -> Counter[str]:
-    """Message-IDs of every message under ``maildir`` (new/ and cur/ of all folders)."""
+def message_ids(root: Path) -> Counter[str]:
+    """Message-IDs of every message in the Maildirs at or under ``root`` (all folders),
+    read with ``mailbox.Maildir`` and checked against mailrestore's reader."""
     found: Counter[str] = Counter()
-    for dirpath, _dirs, files in os.walk(maildir):
-        if os.path.basename(dirpath) not in ("new", "cur"):
-            continue
-        for name in files:
-            match = MESSAGE_ID.search(Path(dirpath, name).read_bytes())
-            found[match.group(1).decode() if match else f"?{name}"] += 1
+    for maildir in maildirs(root):
+        for stored in assert_maildir_agrees(maildir):
+            match = MESSAGE_ID.search(stored.data)
+            found[match.group(1).decode() if match else f"?{stored.key}"] += 1
     return found
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
+from crosscheck import mbox_view
 from imapclient import imap_utf7
 
 from restore.demo.writers import Compression, maildir_name, make_maildir, mbox_entry, write_file
@@ -131,7 +132,10 @@ class MailFactory:
         compress: str | None = None,
         from_dates: Sequence[datetime] | None = None,
     ) -> list[int]:
-        """An mboxrd file; returns each message's From_ line offset (decompressed)."""
+        """An mboxrd file; returns each message's From_ line offset (decompressed).
+
+        The stdlib's ``mailbox.mbox`` must read back exactly these messages.
+        """
         chunks, offsets, offset = [], [], 0
         for i, data in enumerate(messages):
             when = _aware(from_dates[i] if from_dates else DEFAULT_DATE)
@@ -141,6 +145,8 @@ class MailFactory:
             chunks.append(chunk)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_file(path, compressed(b"".join(chunks), compress))
+        assert [data for data, _ in mbox_view(path)] == [
+            m if m.endswith(b"\n") else m + b"\n" for m in messages]
         return offsets
 
     def write_eml_tree(

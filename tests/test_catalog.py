@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from crosscheck import assert_mbox_agrees
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +94,7 @@ def test_appended_mbox_is_read_from_its_old_end(catalog, mail_factory, tmp_path)
     mail_factory.write_mbox(tmp_path / "more.mbox", later)
     with open(box, "ab") as fh:
         fh.write((tmp_path / "more.mbox").read_bytes())
+    assert assert_mbox_agrees(box) == first + later
     store = open_store(f"mbox:{box}")
     reads = []
     original = store.read

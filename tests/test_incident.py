@@ -1,8 +1,9 @@
 """The synthetic incident: deterministic, where its specs say, and its truth adds up.
 
-Items are read back with the standard library and zstandard only, never with
-mailrestore's own readers, so the truth stays independent of the code it
-checks.
+Items are read back with the standard library (``mailbox`` among it) and
+zstandard only, never with mailrestore's own readers, so the truth stays
+independent of the code it checks. One test at the end then has both read
+the demo's stores and agree.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from crosscheck import assert_maildir_agrees, assert_mbox_agrees, maildir_view, maildirs, mbox_view
 
 import restore.demo
 from restore.demo import CLASSES, ArchiveCopy, Incident, build_incident
@@ -293,10 +295,9 @@ def test_several_formats_split_the_messages(mixed: Incident) -> None:
     root = mixed.root
     on_disk = Counter({
         f"eml:{root}/gateway": len(list((root / "gateway").rglob("*.eml.gz"))),
-        f"maildir:{root}/gateway-maildir": len(list((root / "gateway-maildir" / "cur").iterdir())),
+        f"maildir:{root}/gateway-maildir": len(maildir_view(root / "gateway-maildir")),
         f"mbox:{root}/gateway-mbox": sum(
-            len(re.findall(rb"(?m)^From ", gzip.decompress(p.read_bytes())))
-            for p in (root / "gateway-mbox").glob("2017-12-0?.mbox.gz")),
+            len(mbox_view(p)) for p in (root / "gateway-mbox").glob("2017-12-0?.mbox.gz")),
     })
     assert on_disk == per_store
     for copy in readable:
@@ -407,3 +408,17 @@ def test_without_twists_only_present_and_missing(tmp_path: Path) -> None:
     assert set(k for k, v in counts.items() if v) == {"present", "missing"}
     assert counts["present"] + counts["missing"] == 3 * 10 * 2
     assert all(p.suffix == ".eml" for p in (tmp_path / "plain" / "gateway").rglob("*.*"))
+
+
+# ----------------------------------------------------- stdlib and mailrestore
+
+
+def test_the_stdlib_and_mailrestore_read_the_demo_stores_alike(incident: Incident,
+                                                               mixed: Incident) -> None:
+    replicas = maildirs(incident.root / "replica")
+    assert len(replicas) == len(incident.users)
+    for maildir in [*replicas, mixed.root / "gateway-maildir"]:
+        assert assert_maildir_agrees(maildir)
+    refs = {c.ref for c in mixed.truth.copies() if c.store.startswith("mbox:") and not c.unreadable}
+    read = [assert_mbox_agrees(p) for p in sorted((mixed.root / "gateway-mbox").glob("*-0?.mbox.gz"))]
+    assert sum(map(len, read)) == len(refs)

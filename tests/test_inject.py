@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from crashy import message_ids, read_eml, write_archive
+from crosscheck import assert_maildir_agrees, maildirs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,14 +43,14 @@ def maildir_of(root: Path, user: str) -> Path:
 
 
 def delivered(root: Path) -> dict[str, list[tuple[str, float]]]:
-    """Per user: (Message-ID, mtime) of each message, in delivery order."""
+    """Per user: (Message-ID, mtime) of each message in INBOX/new, in delivery order."""
     out = {}
-    for new in sorted(root.glob("*/*/Maildir/new")):
-        user = f"{new.parent.parent.name}@{new.parent.parent.parent.name}"
-        files = list(new.iterdir())
-        files.sort(key=lambda p: int(DELIVERY_COUNTER.search(p.name).group(1)))
-        out[user] = [(re.search(rb"Message-ID: (<[^>]+>)", p.read_bytes()).group(1).decode(),
-                      p.stat().st_mtime) for p in files]
+    for maildir in maildirs(root):
+        user = f"{maildir.parent.name}@{maildir.parent.parent.name}"
+        new = [m for m in assert_maildir_agrees(maildir) if (m.folder, m.subdir) == ("", "new")]
+        new.sort(key=lambda m: int(DELIVERY_COUNTER.search(m.key).group(1)))
+        out[user] = [(re.search(rb"Message-ID: (<[^>]+>)", m.data).group(1).decode(), m.delivered)
+                     for m in new]
     return out
 
 

@@ -7,6 +7,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from crosscheck import assert_mbox_agrees
 
 from restore.errors import UnreadableItem
 from restore.stores import Item, open_store
@@ -90,6 +91,7 @@ def test_open_ref_gives_what_read_gave_in_any_order_and_from_many_threads(tmp_pa
     store = open_store(f"mbox:{path}")
     items = read_items(store)
     assert len(items) == 300
+    assert assert_mbox_agrees(path) == [i.data for i in items]
     expected = {i.ref: i.data for i in items}
 
     shuffled = list(expected)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from crosscheck import assert_maildir_agrees, maildirs
 from dovecot import ROOT_MAIL_ID, Dovecot
 from imapclient import IMAPClient
 
@@ -245,6 +246,17 @@ def snapshot(root: Path) -> dict[str, tuple[int, float]]:
             for p in root.rglob("*") if p.is_file()}
 
 
+def incident_keys(replica: Path) -> Counter[tuple[str, str]]:
+    """(user, X-Incident-Key) of every message on a Maildir replica, read with mailbox.Maildir."""
+    found: Counter[tuple[str, str]] = Counter()
+    for maildir in maildirs(replica):
+        user = f"{maildir.parent.name}@{maildir.parent.parent.name}"
+        for stored in assert_maildir_agrees(maildir):
+            key = re.search(rb"^X-Incident-Key: (\S+)", stored.data, re.M).group(1).decode()
+            found[user, key] += 1
+    return found
+
+
 def test_dry_run_writes_nothing_and_a_second_run_appends_nothing(tmp_path):
     incident = build_incident(tmp_path / "incident", users=4)
     env = cli_env(tmp_path)
@@ -255,6 +267,7 @@ def test_dry_run_writes_nothing_and_a_second_run_appends_nothing(tmp_path):
     state = tmp_path / "state" / "journal.sqlite"
     replica = tmp_path / "incident" / "replica"
     before = snapshot(replica)
+    kept = incident_keys(replica)
     inject = ["inject", str(plan), "--to", incident.replica, "--state", str(state)]
 
     # wide enough that the listing's columns are not cut short
@@ -270,6 +283,7 @@ def test_dry_run_writes_nothing_and_a_second_run_appends_nothing(tmp_path):
 
     first = json.loads(mailrestore(env, *inject, "--json").stdout)
     assert (first["appended"], first["already_present"]) == (missing, 0)
+    assert incident_keys(replica) - kept == Counter(incident.truth.missing)
     after_first = snapshot(replica)
     second = mailrestore(env, *inject, "--json")
     assert second.returncode == 0

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from crosscheck import assert_maildir_agrees, assert_mbox_agrees, mbox_view
 from factory import compressed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -227,6 +228,8 @@ def test_maildir_round_trips_folders_and_skips_tmp_and_index_files(tmp_path, mai
     assert by_folder["Archive/2017"].ref.startswith(".Archive.2017/new/")
     assert by_folder["INBOX"].ref.startswith("new/")
     assert all(i.delivered == WHEN.timestamp() and i.unit.user is None for i in items)
+    assert {m.folder for m in assert_maildir_agrees(root)} == {
+        "", "Sent", "Archive.2017", "&AMQ-rger"}
     assert store.users() is None
     for item in items:
         assert store.open_ref(item.ref) == item.data
@@ -377,6 +380,7 @@ def test_mbox_round_trips_with_offsets_into_the_decompressed_stream(
     assert [i.delivered for i in items] == [d.timestamp() for d in dates]
     for item in reversed(items):
         assert store.open_ref(item.ref) == item.data
+    assert assert_mbox_agrees(tmp_path / name) == expected
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -393,6 +397,7 @@ def test_mbox_any_bodies_round_trip_through_quoting(tmp_path_factory, mail_facto
     assert not problems
     assert [(i.ref, i.data) for i in items] == [(f"box:{o}", m) for o, m in zip(offsets, msgs, strict=True)]
     assert all(store.open_ref(i.ref) == i.data for i in items)
+    assert assert_mbox_agrees(path) == msgs
 
 
 def test_mbox_from_lines_split_only_after_a_blank_line(tmp_path):
@@ -407,6 +412,8 @@ def test_mbox_from_lines_split_only_after_a_blank_line(tmp_path):
         b"Subject: two\r\n\r\n>From twice\r\n",
     ]
     assert [i.ref for i in items] == ["hand.mbox:0", f"hand.mbox:{len(first)}"]
+    # the stdlib reads mboxo: it splits at every From line, blank line before it or not
+    assert len(mbox_view(path)) == 3
 
 
 def test_mbox_directory_glob_and_junk(tmp_path, mail_factory):
@@ -446,6 +453,7 @@ def test_mbox_resume_reads_only_what_was_appended(tmp_path, mail_factory, compre
 
     [grown] = store.units()
     assert grown.stamp != unit.stamp
+    assert assert_mbox_agrees(path) == [*first, later]
     items = list(store.read([Unit(grown.ref, grown.stamp, grown.folder, resume=end)]))
     assert [(i.ref, i.data) for i in items] == [(f"box:{end + offset}", later)]
     assert store.open_ref(items[0].ref) == later

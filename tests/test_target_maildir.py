@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from crosscheck import Stored, assert_maildir_agrees
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -69,6 +70,8 @@ def test_message_lands_in_new_with_received_mtime_lf_endings_and_size(target, vm
     assert planned.endswith(f",S={path.stat().st_size}")
     assert list((maildir / "tmp").iterdir()) == []
     assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    assert assert_maildir_agrees(maildir) == [
+        Stored("", "new", planned, "", RECEIVED, DATA.replace(b"\r\n", b"\n"))]
 
 
 def test_names_are_unique_and_follow_maildir_rules(target):
@@ -94,6 +97,8 @@ def test_flags_deliver_into_cur_with_info_and_keywords_warn(target, vmail):
     assert outcome.ok and outcome.target_id.endswith(":2,FS")
     assert (vmail / "example.com/alice/Maildir/cur" / outcome.target_id).exists()
     assert "$Junk" in outcome.warning
+    [stored] = assert_maildir_agrees(vmail / "example.com/alice/Maildir")
+    assert (stored.subdir, stored.flags, stored.delivered) == ("cur", "FS", RECEIVED)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files away")
@@ -117,6 +122,7 @@ def test_missing_folder_is_created_as_a_maildirplusplus_folder(target, vmail):
     assert (folder / "new" / outcome.target_id).exists()
     assert folder.stat().st_mode & 0o777 == 0o750
     assert (folder / "new" / outcome.target_id).stat().st_mode & 0o777 == 0o640
+    assert [m.folder for m in assert_maildir_agrees(maildir)] == ["Archive.2017"]
 
 
 def test_folder_names_encode_to_modified_utf7():
@@ -133,6 +139,7 @@ def test_single_maildir_path_takes_every_users_mail(tmp_path):
     deliver(target, "alice@example.com")
     deliver(target, "bob@example.org")
     assert len(list((box / "new").iterdir())) == 2
+    assert len(assert_maildir_agrees(box)) == 2
 
 
 def test_user_without_maildir_is_refused_unless_create_missing(vmail):
@@ -145,6 +152,8 @@ def test_user_without_maildir_is_refused_unless_create_missing(vmail):
     _, outcome = deliver(creating, "bob@example.org")
     assert outcome.ok and (vmail / "example.org/bob/Maildir/new" / outcome.target_id).exists()
     assert target.has_mailbox("bob@example.org")
+    assert [m.key for m in assert_maildir_agrees(vmail / "example.org/bob/Maildir")] == [
+        outcome.target_id]
 
 
 # -- nothing outside the mail root, whatever the plan says ---------------------

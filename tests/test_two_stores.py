@@ -17,6 +17,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from crosscheck import assert_maildir_agrees, assert_mbox_agrees
 from dovecot import Dovecot
 from imapclient import IMAPClient
 
@@ -95,6 +96,8 @@ def test_maildir_tree_against_maildir_tree(tmp_path, mail_factory):
         local, _, domain = user.partition("@")
         inbox = tmp_path / "original" / domain / local / "Maildir"
         assert len(list((inbox / "new").iterdir())) == 2 + len(story.replica_only[user])
+        assert sorted(m.data for m in assert_maildir_agrees(inbox) if m.folder == "") == sorted(
+            story.both[user][1:] + story.original_only[user] + story.replica_only[user])
 
 
 def test_an_mbox_export_against_one_maildir(tmp_path, mail_factory):
@@ -102,6 +105,7 @@ def test_an_mbox_export_against_one_maildir(tmp_path, mail_factory):
     story = Divergence(mail_factory, users=(user,))
     exported = [m for folder in story.replica(user).values() for m in folder]
     mail_factory.write_mbox(tmp_path / "replica-alice.mbox", exported)
+    assert assert_mbox_agrees(tmp_path / "replica-alice.mbox") == exported
     mail_factory.write_maildir(tmp_path / "original", story.original(user))
 
     before, restored, after = run_the_runbook(
@@ -109,6 +113,8 @@ def test_an_mbox_export_against_one_maildir(tmp_path, mail_factory):
 
     assert before["counts"]["missing"] == story.missing() == restored["appended"] == 2
     assert after["counts"]["missing"] == 0 and after["counts"]["unroutable"] == 0
+    inbox = [m.data for m in assert_maildir_agrees(tmp_path / "original") if m.folder == ""]
+    assert set(story.replica_only[user]) <= set(inbox)
 
 
 def test_maildir_tree_against_the_original_served_by_dovecot(
