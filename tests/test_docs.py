@@ -125,10 +125,23 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     blocks = re.findall(r"^```[^\n]*\n(.*?)^```", readme.read_text(encoding="utf-8"),
                         flags=re.MULTILINE | re.DOTALL)
     readme_commands = [line.strip().removeprefix("$ ") for block in blocks
-                       for line in block.splitlines() if "pytest" in line]
-    assert readme_commands, "README.md has no fenced code block with the pytest command"
+                       for line in block.splitlines()
+                       if any(check in line for check in ("pytest", "ruff check", "mypy"))]
+    assert any("pytest" in command for command in readme_commands), (
+        "README.md has no fenced code block with the pytest command")
+    assert any("ruff check" in command for command in readme_commands), (
+        "README.md has no fenced code block with the lint command")
 
     ci_lines = {line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
                 if not line.strip().startswith("#")}
     not_in_ci = [command for command in readme_commands if command not in ci_lines]
     assert not not_in_ci, f"README.md shows {not_in_ci} but .ci/run does not run it"
+
+
+def test_pre_commit_runs_the_checks_ci_runs() -> None:
+    hooks = re.findall(r"^\s*entry:\s*(.+?)\s*$", (ROOT / ".pre-commit-config.yaml").read_text(),
+                       flags=re.MULTILINE)
+    ci_commands = {command.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+                   if not line.strip().startswith("#") for command in line.split("&&")}
+    assert {"ruff check restore tests tools benchmarks", "mypy restore"} <= set(hooks)
+    assert set(hooks) <= ci_commands, f"pre-commit runs {set(hooks) - ci_commands}, CI does not"
