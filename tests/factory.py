@@ -25,6 +25,16 @@ from restore.demo.writers import Compression, maildir_name, make_maildir, mbox_e
 
 DEFAULT_DATE = datetime(2017, 12, 8, 12, 0, tzinfo=UTC)
 AUTO = "auto"
+SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"
+
+
+def sample_messages() -> dict[str, bytes]:
+    """The real-world messages of fixtures/samples/ by file name, mbox ``From `` line dropped."""
+    out = {}
+    for path in sorted(SAMPLES.glob("*.txt")):
+        data = path.read_bytes()
+        out[path.name] = data.split(b"\n", 1)[1] if data.startswith(b"From ") else data
+    return out
 
 
 def _aware(when: datetime) -> datetime:
