@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from rich.console import CONSOLE_SVG_FORMAT, Console
 from rich.text import Text
 
-from restore.window import Window, iso
+from restore.report import print_windows
+from restore.window import Window
 
 BAR_WIDTH = 40
 BUCKETS = {"hour": 3600, "day": 86400}
@@ -22,7 +23,7 @@ BUCKETS = {"hour": 3600, "day": 86400}
 OFFLINE_SVG_FORMAT = re.sub(r"\s*@font-face \{\{.*?\}\}", "", CONSOLE_SVG_FORMAT, flags=re.S)
 
 
-def render(series: list[tuple[float, int, int, int]], window: Window, bucket: str,
+def render(series: list[tuple[float, int, int, int]], windows: list[Window], bucket: str,
            title: str) -> list[Text]:
     """Lines of the chart: one row per bucket, archive bar above replica bar."""
     size = BUCKETS[bucket]
@@ -34,8 +35,8 @@ def render(series: list[tuple[float, int, int, int]], window: Window, bucket: st
                            ("▌", "yellow"), " in the window"),
              Text("")]
     for start, archived, absent, replica in series:
-        in_gap = (not window.empty and start + size > (window.since or 0)
-                  and start <= (window.until or 0))
+        in_gap = any(not w.empty and start + size > (w.since or 0) and start <= (w.until or 0)
+                     for w in windows)
         label = datetime.fromtimestamp(start, UTC).strftime(fmt)
         present_w = _width(archived - absent, peak)
         absent_w = _width(absent, peak) if absent else 0
@@ -79,19 +80,19 @@ def show_timeline(result, bucket: str, user: str | None, svg: str | None,
     size = BUCKETS[bucket]
     series = result.series(size, user)
     w = result.window
+    windows = [v for v in (result.windows or [w]) if not v.empty]
     if around is not None and series:
-        if w.empty:
+        if not windows:
             series = series[-(2 * around + 1):]
         else:
-            low, high = w.since - around * size, w.until + around * size
+            low = min(v.since for v in windows) - around * size
+            high = max(v.until for v in windows) + around * size
             series = [row for row in series if low <= row[0] <= high]
     if not series:
         out.print(f"No archive or replica mail to chart for {who}.")
         return
-    show(render(series, w, bucket, f"Arrivals per {bucket}, {who}"), svg)
+    show(render(series, windows, bucket, f"Arrivals per {bucket}, {who}"), svg)
     if with_window:
-        out.print(f"Window: {iso(w.since)} to {iso(w.until)} ({w.source})" if not w.empty
-                  else "Window: none")
-        out.print(f"  {w.evidence}")
+        print_windows(out, w, result.windows)
     if svg:
         out.print(f"Chart saved to {svg}")

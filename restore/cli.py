@@ -154,6 +154,7 @@ def make_job(opts: dict, *specs: str | None, progress: bool = True) -> Job:
         aliases=aliases,
         since=parse_time(opts.get("since"), "--since"),
         until=parse_time(opts.get("until"), "--until"),
+        gap=opts.get("gap"),
         create_missing=bool(opts.get("create_missing")),
     )
     if settings.since is not None and settings.until is not None and settings.since >= settings.until:

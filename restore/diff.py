@@ -6,8 +6,8 @@ flat however large the archive is. Classes (SPEC.md), decided in this order:
 duplicate       a further copy of a message already classed for that user
 unroutable      the recipient is not a valid mailbox name, or has no mailbox
 present         the replica has it, in any folder
-missing         absent, received inside the window: to restore
-outside-window  absent, received outside the window (most likely deleted)
+missing         absent, received inside a window (a gap): to restore
+outside-window  absent, received outside every window (most likely deleted)
 unreadable      counted once per archive item, since it has no user
 """
 
@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from restore.catalog import Catalog
+from restore.errors import UsageError
 from restore.plan import PlanEntry
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, resolve_users
 from restore.stores import absolute_spec, split_spec
-from restore.window import Window, best_run, combine, extend_run, window_from_run
+from restore.window import Window, combine, detect
 
 
 class Class(StrEnum):
@@ -53,6 +54,7 @@ class DiffSettings:
     aliases: AliasMap = field(default_factory=AliasMap)
     since: float | None = None          # None: detect
     until: float | None = None
+    gap: int | None = None              # restore only the Nth gap detected (1-based)
     create_missing: bool = False
     # Only archive mail received after this is paired at all (the audit's
     # look-back): an hourly check need not re-classify years of archive.
@@ -69,7 +71,7 @@ class Side:
 
 @dataclass
 class DiffResult:
-    window: Window
+    window: Window                      # the first (or only) of ``windows``, or why there is none
     counts: dict[str, int]
     users: dict[str, dict[str, int]]
     problems: list[dict]
@@ -77,10 +79,12 @@ class DiffResult:
     catalog: Catalog
     archives: list[Side]
     replica: Side
+    windows: list[Window] = field(default_factory=list)     # every window mail is restored from
 
     def to_json(self) -> dict:
         return {
             "window": self.window.to_json(),
+            "windows": [w.to_json() for w in self.windows],
             "counts": self.counts,
             "users": [{"user": u, **c} for u, c in sorted(self.users.items())],
             "problems": self.problems,
@@ -202,20 +206,22 @@ def compare(
         " WHERE pairs.id = c.id AND c.n > 1")
     db.execute("COMMIT")
 
-    window = _window(catalog, settings)
-    since, until = window.since, window.until
+    window, windows = _windows(catalog, settings)
+    inside = " OR ".join(["(received > ? AND received <= ?)"] * len(windows)) or "0"
     db.execute("BEGIN")
     db.execute(
         "UPDATE pairs SET class = CASE"
         " WHEN copy > 1 THEN 'duplicate'"
         " WHEN NOT routable THEN 'unroutable'"
         " WHEN present THEN 'present'"
-        " WHEN ? IS NOT NULL AND ? IS NOT NULL AND received > ? AND received <= ? THEN 'missing'"
+        f" WHEN {inside} THEN 'missing'"
         " ELSE 'outside-window' END",
-        (since, until, since, until),
+        [bound for w in windows for bound in (w.since, w.until)],
     )
     db.execute("COMMIT")
-    return _tally(catalog, archives, replica, window, users)
+    result = _tally(catalog, archives, replica, window, users)
+    result.windows = windows
+    return result
 
 
 def _insert_pairs(catalog: Catalog, side: Side, keycol: str, settings: DiffSettings) -> None:
@@ -248,28 +254,37 @@ def _insert_pairs(catalog: Catalog, side: Side, keycol: str, settings: DiffSetti
         db.executemany("INSERT INTO pairs (user, msg, received, key, reason) VALUES (?,?,?,?,?)", out)
 
 
-def _window(catalog: Catalog, settings: DiffSettings) -> Window:
-    auto = None
-    if settings.since is None or settings.until is None:
-        stream = catalog.db.execute(
-            "SELECT received, present FROM pairs WHERE copy = 1 AND routable"
+def _windows(catalog: Catalog, settings: DiffSettings) -> tuple[Window, list[Window]]:
+    """The window to report and every window to restore from (none when no gap is found)."""
+    since, until, gap = settings.since, settings.until, settings.gap
+    if since is not None and until is not None:
+        if gap is not None:
+            raise UsageError("--gap picks one of the detected gaps: not with --since and --until")
+        window = combine(None, since, until)
+        return window, [window]
+
+    def timeline():
+        rows = catalog.db.execute(
+            "SELECT received, user, present FROM pairs WHERE copy = 1 AND routable"
             " AND received IS NOT NULL ORDER BY received, present DESC")
-        run = best_run((ts, bool(p)) for ts, p in stream)
-        absent_users = active_users = 0
-        if run is not None:
-            later = catalog.db.execute(
-                "SELECT received, present FROM pairs WHERE copy = 1 AND routable"
-                " AND received > ? ORDER BY received, present DESC", (run.last_absent,))
-            run = extend_run(run, ((ts, bool(p)) for ts, p in later))
-            span = (run.first_absent, run.last_absent)
-            absent_users, active_users = catalog.db.execute(
-                "SELECT COUNT(DISTINCT CASE WHEN NOT present THEN user END), COUNT(DISTINCT user)"
-                " FROM pairs WHERE copy = 1 AND routable AND received BETWEEN ? AND ?", span,
-            ).fetchone()
-        total_users = catalog.db.execute(
-            "SELECT COUNT(DISTINCT user) FROM pairs WHERE routable").fetchone()[0]
-        auto = window_from_run(run, absent_users, active_users, total_users)
-    return combine(auto, settings.since, settings.until)
+        return ((ts, user, bool(present)) for ts, user, present in rows)
+
+    detection = detect(timeline)
+    found = detection.windows()
+    if gap is not None:
+        if not 1 <= gap <= len(found):
+            raise UsageError(f"--gap {gap}: {len(found)} gap(s) found"
+                             + ("" if found else f" ({detection.no_gap()})"))
+        found = [Window(w.since, w.until, w.source, f"gap {gap} of {len(found)} (--gap {gap}); "
+                        f"{w.evidence}") for w in found[gap - 1:gap]]
+    none = Window(None, None, "auto", detection.no_gap())
+    if since is None and until is None:
+        return (found[0] if found else none), found
+    if len(found) > 1:
+        raise UsageError(f"{len(found)} gaps found: say with --gap N which one "
+                         f"{'--since' if since is not None else '--until'} adjusts")
+    window = combine(found[0] if found else none, since, until)
+    return window, [window]
 
 
 def _tally(catalog: Catalog, archives: Sequence[Side], replica: Side, window: Window,

@@ -84,6 +84,8 @@ window_options = _stack(
                  help="Start of the gap (exclusive), ISO 8601."),
     click.option("--until", default="auto", show_default=True, metavar="TIME|auto",
                  help="End of the gap (inclusive), ISO 8601."),
+    click.option("--gap", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="Of the gaps detected, use only the Nth (default: all of them)."),
     click.option("--create-missing", is_flag=True,
                  help="Plan mail for users with no mailbox on the replica instead of "
                  "reporting them unroutable."),

@@ -108,13 +108,8 @@ def print_scan(spec: str, summary: dict) -> None:
 def print_diff(result, plan_file: str | None = None, planned: int = 0,
                next_hint: str | None = None) -> None:
     out = console()
-    w = result.window
     c = result.counts
-    if w.empty:
-        out.print(bold("Window:"), "none")
-    else:
-        out.print(bold("Window:"), f"{when(w.since)} (exclusive) to {when(w.until)} ({w.source})")
-    out.print(f"  {w.evidence}")
+    print_windows(out, result.window, result.windows)
     out.print()
     users = sorted(result.users.items(), key=lambda kv: (-kv[1]["missing"], kv[0]))
     rows = [(u, v["present"], v["missing"], v["outside-window"], v["duplicate"])
@@ -141,6 +136,20 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
         out.print(f"\nPlan: {planned:,} messages written to {plan_file}")
     if next_hint:
         out.print(next_hint)
+
+
+def print_windows(out: Console, window, windows: list) -> None:
+    """The window(s) mail is restored from, each with the evidence it was found on."""
+    if len(windows) <= 1:
+        w = windows[0] if windows else window
+        out.print(bold("Window:"), "none" if w.empty else
+                  f"{when(w.since)} (exclusive) to {when(w.until)} ({w.source})")
+        out.print(f"  {w.evidence}")
+        return
+    out.print(bold("Windows:"), f"{len(windows)} gaps, all restored (--gap N keeps only the Nth)")
+    for n, w in enumerate(windows, 1):
+        out.print(f"  {n}. {when(w.since)} (exclusive) to {when(w.until)} ({w.source})")
+        out.print(f"     {w.evidence}")
 
 
 def print_problems(out: Console, problems: list[dict]) -> None:

@@ -1,45 +1,52 @@
-"""Finding the gap: where the archive has mail the replica lacks, for most users.
+"""Finding the gaps: where the archive has mail the replica lacks, beyond its users' deletions.
 
 The archive's (user, message) pairs, in received-time order, are a sequence
-of "present" and "absent". Before the gap nearly everything is present (an
-absent message there was deleted by its user); inside it nearly everything
-is absent, except late arrivals that a backup MX queued and delivered after
-the gap; after it, everything is present again.
+of "present" and "absent". Outside a gap an absent pair is a message its
+user deleted, which happens at a low background rate; inside a gap nearly
+every pair is absent (the present ones arrived late, through a backup MX).
 
-So the gap is found in two steps. Its core is the best-scoring run when an
-absent pair scores +1 and a present one costs ``PRESENT_COST``: scattered
-deletions do not make one, and its start is sharp. Then its end is pushed on
-over any stretch that is still at least a quarter absent
-(``TAIL_PRESENT_COST``), because late arrivals thin out the absent mail near
-the end of a gap without ending it. A run only counts as a gap when it
-touches most of the users that had mail during it, so one user who deleted a
-day of mail does not become a failover.
+Each pair scores the log-likelihood ratio of "inside a gap, where a pair is
+absent with probability THETA" against "ordinary deletions at its user's
+background rate": ``log(THETA / rate)`` when absent, and
+``-log((1 - rate) / (1 - THETA))`` when present. The runs where the running
+score climbs from zero to a peak are the candidate gaps, from the first
+absent pair to the one at the peak: a late arrival costs less than an absent
+pair gains, so a few do not split a gap, and an absent pair joins a gap only
+if fewer than gain/cost present pairs lie between them, or if it was
+received within ``SKEW`` of the gap's first or last absent pair (delivery
+delays and clocks reorder mail by that much).
+
+Under ordinary deletions (each pair absent independently at its user's
+rate) the likelihood ratio from any start is a martingale of mean 1, so by
+Ville's inequality the chance that any window, starting at any of the N
+pairs, reaches a score s is at most ``N * exp(-s)``: a candidate is a gap
+when its score reaches ``log(N / ALPHA)``. Deletions are not independent,
+though: one user clears a day of mail, or many users delete one spam wave
+within minutes. So the score tested is what is left without the candidate's
+busiest user and its busiest ``2 * BURST`` seconds.
+
+The background rates (see ``Background``) are measured in the hours that are
+not mostly absent, then again outside the gaps that search finds, and the
+search is repeated once with them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import math
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-PRESENT_COST = 3
 EARLIEST = 0.0                        # the open bounds of a half-given window
 LATEST = 4102444800.0                 # 2100-01-01
-TAIL_PRESENT_COST = 1 / 3
-MIN_USER_SHARE = 0.5
-MIN_GAP_MESSAGES = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """The best candidate gap found in the timeline."""
-
-    first_absent: float
-    last_absent: float
-    last_present_before: float | None   # the last replication, as far as the replica shows
-    first_present_after: float | None   # inbound mail reaching the replica again
-    absent: int
-    present: int
+THETA = 2 / 3           # the absent share a gap is scored for: a third may have arrived late
+ALPHA = 1e-3            # the chance that ordinary deletions make a gap anywhere in a timeline
+BURST = 600             # seconds: the busiest two adjacent blocks this long are left out
+SKEW = 120              # seconds: absent mail this close to a gap's first or last joins it
+MAX_RATE = 0.5          # a background rate beyond this tells nothing apart
+RATE_Z = 1.645          # the background rate's bound: one-sided 95 %
+SHRINK = 100            # pairs' worth of the common rate in each user's own rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,106 +74,338 @@ def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def best_run(timeline: Iterable[tuple[float, bool]]) -> Run | None:
-    """Best absent-dominated run of a received-time-ordered (time, present) sequence."""
-    best: Run | None = None
-    best_score = 0
-    score = 0
-    start = last_absent = 0.0
-    before: float | None = None
-    last_present: float | None = None
-    absent = present = 0
-    open_run = False
-    for ts, is_present in timeline:
-        if is_present:
-            last_present = ts
-            if open_run:
-                score -= PRESENT_COST
-                present += 1
-                # A run survives one late arrival right after its first absent
-                # messages: closing it there would start the gap after them and
-                # leave them outside the window, never restored.
-                if score <= -PRESENT_COST:
-                    open_run = False
-            if best is not None and best.first_present_after is None and ts > best.last_absent:
-                best = _with_after(best, ts)
-            continue
-        if not open_run:
-            open_run, score, start, before, absent, present = True, 0, ts, last_present, 0, 0
-        score += 1
-        absent += 1
-        last_absent = ts
-        if score > best_score:
-            best_score = score
-            best = Run(start, last_absent, before, None, absent, present)
-    return best
+Pair = tuple[float, str, bool]                  # received, user, present
+Timeline = Callable[[], Iterable[Pair]]         # a fresh pass over the pairs, in time order
 
 
-def _with_after(run: Run, ts: float) -> Run:
-    return Run(run.first_absent, run.last_absent, run.last_present_before, ts, run.absent, run.present)
+Counts = dict[str, list[int]]                   # user -> [pairs, absent]
 
 
-def extend_run(run: Run, later: Iterable[tuple[float, bool]]) -> Run:
-    """Push the end of ``run`` over what follows it while that is still partly absent.
+def upper_rate(absent: int, pairs: int) -> float:
+    """One-sided upper confidence bound (Wilson score) of an absence rate."""
+    if pairs <= 0:
+        return MAX_RATE
+    z2 = RATE_Z * RATE_Z
+    share = absent / pairs
+    centre = share + z2 / (2 * pairs)
+    spread = RATE_Z * math.sqrt(share * (1 - share) / pairs + z2 / (4 * pairs * pairs))
+    return (centre + spread) / (1 + z2 / pairs)
 
-    ``later`` is the (time, present) sequence received after ``run.last_absent``.
+
+@dataclass(frozen=True, slots=True)
+class Background:
+    """How often each user's mail is absent when there is no gap: their deletions.
+
+    Users differ: one clears most of their mail, most delete little. Each
+    user's rate is their own share of absent mail, shrunk toward ``common``
+    (by ``SHRINK`` pairs' worth), so a user with little mail gets about the
+    common rate. ``common`` is an upper bound of the pooled rate of the half of
+    the users who delete least, so a few heavy deleters do not raise it.
     """
-    score = best = 0.0
-    absent = present = 0
-    extended = run
-    for ts, is_present in later:
-        if is_present:
-            score -= TAIL_PRESENT_COST
-            present += 1
-            if extended.first_present_after is None:
-                extended = _with_after(extended, ts)
-            if score < -1:          # a whole absent message's worth of presence: mail is back
+
+    rates: dict[str, float]
+    common: float
+    pairs: int
+    absent: int
+
+    @classmethod
+    def measure(cls, counts: Counts) -> Background:
+        by_rate = sorted(counts.values(), key=lambda c: c[1] / c[0] if c[0] else 1.0)
+        least = by_rate[:(len(by_rate) + 1) // 2]
+        common = upper_rate(sum(a for _, a in least), sum(n for n, _ in least))
+        rates = {user: min((a + SHRINK * common) / (n + SHRINK), MAX_RATE)
+                 for user, (n, a) in counts.items()}
+        return cls(rates, common, sum(n for n, _ in counts.values()),
+                   sum(a for _, a in counts.values()))
+
+    def describe(self) -> str:
+        share = self.absent / self.pairs if self.pairs else 0.0
+        return (f"background absence rates measured per user ({_percent(share)} overall: "
+                f"{self.absent:,} of {self.pairs:,} messages outside the gaps)")
+
+
+@dataclass(frozen=True, slots=True)
+class Scoring:
+    """Per-pair log-likelihood ratio of "inside a gap" against "that user's deletions"."""
+
+    gain: dict[str, float]      # an absent pair: log(THETA / rate)
+    cost: dict[str, float]      # a present pair: log((1 - rate) / (1 - THETA))
+    threshold: float            # log(pairs / ALPHA): what a gap's evidence must reach
+
+    @classmethod
+    def of(cls, background: Background, pairs: int) -> Scoring:
+        rates = background.rates
+        return cls({u: math.log(THETA / max(r, 1e-12)) for u, r in rates.items()},
+                   {u: math.log((1 - r) / (1 - THETA)) for u, r in rates.items()},
+                   math.log(max(pairs, 1) / ALPHA))
+
+    def log10_p(self, evidence: float, pairs: int) -> float:
+        """log10 of the bound ``pairs * exp(-evidence)`` on the chance of such a gap by deletions."""
+        return min(0.0, (math.log(max(pairs, 1)) - evidence) / math.log(10))
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """A stretch of absent-dominated mail, and how strongly it says "gap"."""
+
+    since: float                # the last present pair before it (exclusive bound)
+    until: float                # its last absent pair (inclusive bound)
+    first_absent: float
+    after: float | None         # the first present pair after it: inbound mail is back
+    pairs: int
+    absent: int
+    users: Counts = field(repr=False, compare=False)
+    busiest: str | None         # the user whose pairs weigh most in its favour
+    evidence: float             # its score without the busiest user and burst
+    log10_p: float
+
+    @property
+    def late(self) -> int:
+        return self.pairs - self.absent
+
+    @property
+    def users_absent(self) -> int:
+        return sum(1 for _, a in self.users.values() if a)
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """Every gap found, the background they were tested against, and the best near miss."""
+
+    gaps: list[Cluster]
+    background: Background
+    pairs: int
+    strongest_rejected: Cluster | None
+
+    def windows(self) -> list[Window]:
+        return [Window(g.since, g.until, "auto", self.evidence(g)) for g in self.gaps]
+
+    def evidence(self, gap: Cluster) -> str:
+        after = (f"inbound mail reaches the replica again at {iso(gap.after)}"
+                 if gap.after is not None else "no mail reached the replica after it")
+        late = f"; {gap.late:,} inside arrived late (backup MX) and are present" if gap.late else ""
+        return (
+            f"auto: {gap.absent:,} of {gap.pairs:,} archive messages received after the "
+            f"replica's last replicated message at {iso(gap.since)} are absent from the "
+            f"replica, for {gap.users_absent} of {len(gap.users)} users, against "
+            f"{self.background.describe()}; {_p(gap.log10_p)} even without its busiest user "
+            f"and busiest {2 * BURST // 60} minutes; the last absent one was received at "
+            f"{iso(gap.until)}; {after}{late}"
+        )
+
+    def no_gap(self) -> str:
+        if self.strongest_rejected is None:
+            return "no archive message is absent from the replica: no gap"
+        c = self.strongest_rejected
+        return (
+            f"no gap found: the strongest cluster of absent mail ({c.absent:,} of {c.pairs:,} "
+            f"messages, {c.users_absent} of {len(c.users)} active users, {iso(c.first_absent)} "
+            f"to {iso(c.until)}) looks like deletions, not a failover: {_p(c.log10_p)} against "
+            f"{self.background.describe()}; give --since/--until to restore it anyway"
+        )
+
+
+def _percent(rate: float) -> str:
+    return f"{100 * rate:.2g}%"
+
+
+def _p(log10_p: float) -> str:
+    if log10_p <= -300:
+        return "p < 1e-300"
+    if log10_p < -3:
+        return f"p < 1e-{math.floor(-log10_p)}"
+    return f"p = {10 ** log10_p:.2g}"
+
+
+def detect(timeline: Timeline) -> Detection:
+    """Every gap in a received-time-ordered (time, user, present) sequence.
+
+    A few passes over ``timeline()``; memory grows with the number of users,
+    never with the number of pairs.
+    """
+    totals, ordinary = _count(timeline())
+    for user in totals.keys() - ordinary.keys():
+        ordinary[user] = [0, 0]
+    pairs = sum(n for n, _ in totals.values())
+    single_user = len(totals) == 1
+    # Measured first in the hours that are not mostly absent, then outside the gaps found.
+    background = Background.measure(ordinary)
+    for final in (False, True):
+        scoring = Scoring.of(background, pairs)
+        candidates, best = _scan(timeline(), scoring)
+        tested = _test(timeline(), scoring, candidates + ([best] if best else []), single_user,
+                       pairs)
+        gaps = [c for c in tested if c.evidence >= scoring.threshold]
+        if final or not gaps:
+            break
+        outside = {u: list(c) for u, c in totals.items()}
+        for gap in gaps:
+            for user, (n, a) in gap.users.items():
+                outside[user][0] -= n
+                outside[user][1] -= a
+        background = Background.measure(outside)
+    rejected = [c for c in tested if c.evidence < scoring.threshold]
+    return Detection(gaps, background, pairs, max(rejected, key=lambda c: c.evidence, default=None))
+
+
+def _count(stream: Iterable[Pair]) -> tuple[Counts, Counts]:
+    """Pairs and absent pairs per user: in all, and in the hours not mostly absent."""
+    totals: Counts = {}
+    ordinary: Counts = {}
+    hour: dict[str, list[int]] = {}
+    current = -1
+    pairs = absent = 0
+
+    def close() -> None:
+        for target in (totals, ordinary) if 2 * absent <= pairs else (totals,):
+            for user, (n, a) in hour.items():
+                counts = target.setdefault(user, [0, 0])
+                counts[0] += n
+                counts[1] += a
+
+    for ts, user, present in stream:
+        if int(ts // 3600) != current:
+            close()
+            hour, current, pairs, absent = {}, int(ts // 3600), 0, 0
+        counts = hour.get(user)
+        if counts is None:
+            counts = hour[user] = [0, 0]
+        counts[0] += 1
+        pairs += 1
+        if not present:
+            counts[1] += 1
+            absent += 1
+    close()
+    return totals, ordinary
+
+
+@dataclass(slots=True)
+class _Run:
+    since: float | None
+    first: float
+    last: float
+    peak: float
+
+
+def _scan(stream: Iterable[Pair], scoring: Scoring) -> tuple[list[_Run], _Run | None]:
+    """The runs where the cumulative score climbs from zero to its peak.
+
+    A run ends when the score falls back to zero, or ``threshold`` below its
+    peak: a stretch of present mail that strong is delivery working, so it
+    splits two gaps rather than joining them. Returns the runs that could
+    pass the test (peak at the threshold or more) and the best of the rest.
+    """
+    gain, cost, drop = scoring.gain, scoring.cost, scoring.threshold
+    candidates: list[_Run] = []
+    best: _Run | None = None
+    score = peak = 0.0
+    first = last = 0.0
+    since: float | None = None
+    last_present: float | None = None
+    present_before: float | None = None     # the last present pair before this second
+    second = -math.inf
+    recent: deque[tuple[float, float | None]] = deque()    # absent pairs of the last SKEW
+    for ts, user, present in stream:
+        if ts != second:
+            second, present_before = ts, last_present
+            while recent and recent[0][0] < ts - SKEW:
+                recent.popleft()
+        if present:
+            last_present = ts
+            if score > 0:
+                score -= cost[user]
+                if score <= 0 or score < peak - drop:
+                    run = _Run(since, first, last, peak)
+                    if peak >= drop:
+                        candidates.append(run)
+                    elif best is None or peak > best.peak:
+                        best = run
+                    score = 0.0
+            continue
+        if score <= 0:
+            score = peak = 0.0
+            # Delivery delays reorder mail near a gap's edge: absent mail just before counts in.
+            first, since = recent[0] if recent else (ts, present_before)
+        recent.append((ts, present_before))
+        score += gain[user]
+        if score > peak or ts <= last + SKEW:
+            peak, last = max(peak, score), ts
+    if score > 0:
+        run = _Run(since, first, last, peak)
+        if peak >= drop:
+            candidates.append(run)
+        elif best is None or peak > best.peak:
+            best = run
+    return candidates, best
+
+
+def _test(stream: Iterable[Pair], scoring: Scoring, runs: list[_Run], single_user: bool,
+          total_pairs: int) -> list[Cluster]:
+    """Tally each run's window per user and per burst; score what the busiest leave.
+
+    Ordinary deletions cluster: one user clears a day of mail, or many delete
+    the same spam wave within minutes. So a run's evidence is its score
+    without its busiest user (unless the archive has only one) and without
+    its busiest ``2 * BURST`` seconds (two adjacent blocks of ``BURST``).
+    """
+    runs = sorted(runs, key=lambda r: r.first)
+    bounds = [(r.since if r.since is not None and r.since < r.first else r.first - 1, r.last)
+              for r in runs]
+    tallies = [_Tally() for _ in runs]
+    gain, cost = scoring.gain, scoring.cost
+    i = 0
+    waiting: list[_Tally] = []              # runs passed, their first present after unseen
+    for ts, user, present in stream:
+        while i < len(runs) and ts > bounds[i][1]:
+            waiting.append(tallies[i])
+            i += 1
+        if present and waiting:
+            for tally in waiting:
+                tally.after = ts
+            waiting = []
+        if i == len(runs):
+            if not waiting:
                 break
             continue
-        score += 1
-        absent += 1
-        if score > best:
-            best = score
-            extended = Run(run.first_absent, ts, run.last_present_before, None,
-                           run.absent + absent, run.present + present)
-    return extended
+        lo, hi = bounds[i]
+        if lo < ts <= hi:
+            tallies[i].add(ts, user, present, -cost[user] if present else gain[user])
+    found = []
+    for run, (lo, hi), tally in zip(runs, bounds, tallies, strict=True):
+        busiest = max(tally.user_scores, key=lambda u: tally.user_scores[u], default=None)
+        drop_user = (0.0 if single_user or busiest is None
+                     else max(0.0, tally.user_scores[busiest]))
+        blocks = tally.block_scores
+        drop_burst = max((s + blocks.get(b + 1, 0.0) for b, s in blocks.items()), default=0.0)
+        evidence = tally.score - drop_user - max(0.0, drop_burst)
+        found.append(Cluster(
+            since=lo, until=hi, first_absent=run.first, after=tally.after, pairs=tally.pairs,
+            absent=tally.absent, users=tally.users, busiest=busiest, evidence=evidence,
+            log10_p=scoring.log10_p(evidence, total_pairs)))
+    return found
 
 
-def window_from_run(run: Run | None, users_absent: int, users_active: int,
-                    users_total: int | None = None) -> Window:
-    """Turn the best run into a window, or say why there is no gap.
+@dataclass(slots=True)
+class _Tally:
+    pairs: int = 0
+    absent: int = 0
+    score: float = 0.0
+    after: float | None = None
+    users: Counts = field(default_factory=dict)
+    user_scores: dict[str, float] = field(default_factory=dict)
+    block_scores: dict[int, float] = field(default_factory=dict)
 
-    A failover hits every mailbox that gets mail while it lasts, so a gap
-    needs at least ``MIN_GAP_MESSAGES`` absent messages, for at least half of
-    the users active then and for two users or more (unless the archive has
-    only one user): a user tidying up a thread at night is no failover.
-    """
-    if run is None:
-        return Window(None, None, "auto", "no archive message is absent from the replica: no gap")
-    need_users = 1 if users_total == 1 else 2
-    if (users_absent < max(need_users, MIN_USER_SHARE * users_active)
-            or run.absent < MIN_GAP_MESSAGES):
-        return Window(
-            None, None, "auto",
-            f"no gap found: the largest cluster of absent mail ({run.absent} messages, "
-            f"{users_absent} of {users_active} active users, {iso(run.first_absent)} to "
-            f"{iso(run.last_absent)}) looks like deletions, not a failover; "
-            "give --since/--until to restore it anyway",
-        )
-    since = run.last_present_before
-    if since is None or since >= run.first_absent:
-        # A present message in the same second as the first absent one: the
-        # window's since is exclusive, so it must lie before that second.
-        since = run.first_absent - 1
-    after = (f"inbound mail reaches the replica again at {iso(run.first_present_after)}"
-             if run.first_present_after is not None else "no mail reached the replica after it")
-    evidence = (
-        f"auto: {run.absent} archive messages for {users_absent} of {users_active} users "
-        f"are absent from the replica after its last replicated message at {iso(since)}; "
-        f"the last absent one was received at {iso(run.last_absent)}; {after}"
-        + (f"; {run.present} inside arrived late (backup MX) and are present" if run.present else "")
-    )
-    return Window(since, run.last_absent, "auto", evidence)
+    def add(self, ts: float, user: str, present: bool, score: float) -> None:
+        counts = self.users.setdefault(user, [0, 0])
+        counts[0] += 1
+        self.pairs += 1
+        if not present:
+            counts[1] += 1
+            self.absent += 1
+        self.score += score
+        self.user_scores[user] = self.user_scores.get(user, 0.0) + score
+        block = int(ts // BURST)
+        self.block_scores[block] = self.block_scores.get(block, 0.0) + score
 
 
 def combine(auto: Window | None, since: float | None, until: float | None) -> Window:
