@@ -47,6 +47,7 @@ SKEW = 120              # seconds: absent mail this close to a gap's first or la
 MAX_RATE = 0.5          # a background rate beyond this tells nothing apart
 RATE_Z = 1.645          # the background rate's bound: one-sided 95 %
 SHRINK = 100            # pairs' worth of the common rate in each user's own rate
+STABLE = math.log(1.1)  # rates within 10 % of the last search's: no second search
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,8 @@ class Detection:
     def evidence(self, gap: Cluster) -> str:
         after = (f"inbound mail reaches the replica again at {iso(gap.after)}"
                  if gap.after is not None else "no mail reached the replica after it")
-        late = f"; {gap.late:,} inside arrived late (backup MX) and are present" if gap.late else ""
+        late = (f"; {gap.late:,} inside are present (late arrivals through a backup MX, or "
+                f"reordered at its edges)" if gap.late else "")
         return (
             f"auto: {gap.absent:,} of {gap.pairs:,} archive messages received after the "
             f"replica's last replicated message at {iso(gap.since)} are absent from the "
@@ -243,7 +245,11 @@ def detect(timeline: Timeline) -> Detection:
             for user, (n, a) in gap.users.items():
                 outside[user][0] -= n
                 outside[user][1] -= a
-        background = Background.measure(outside)
+        remeasured = Background.measure(outside)
+        if all(abs(math.log(r / background.rates[u])) <= STABLE
+               for u, r in remeasured.rates.items()):
+            break               # the same rates would find the same gaps
+        background = remeasured
     rejected = [c for c in tested if c.evidence < scoring.threshold]
     return Detection(gaps, background, pairs, max(rejected, key=lambda c: c.evidence, default=None))
 

@@ -274,7 +274,7 @@ def test_late_arrival_as_second_message_of_the_gap_keeps_the_first():
     pairs[gap[1]] = (ts, user, True)
     [window] = windows(pairs)
     assert window.contains(pairs[gap[0]][0])
-    assert "1 inside arrived late (backup MX)" in window.evidence
+    assert "1 inside are present (late arrivals" in window.evidence
 
 
 def test_late_arrivals_near_the_end_do_not_cut_it_short():
