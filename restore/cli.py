@@ -277,8 +277,10 @@ def timeline(**opts: Any) -> None:
 def diff(**opts: Any) -> None:
     """Class every archive message per user: present, missing, outside-window, ...
 
-    Prints the window and how it was found, a table per user, the totals and
-    the problems. Exit 1 when something is missing, unroutable or unreadable.
+    Prints each gap found (or the --since/--until window) with the evidence
+    for it, a table per user, the totals and the problems. Every gap found
+    is restored; --gap N keeps one. Exit 1 when something is missing,
+    unroutable or unreadable.
     """
     job = make_job(opts, opts["replica"], *opts["archives"])
     result = job.diff(opts["archives"], opts["replica"])
