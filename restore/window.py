@@ -20,10 +20,13 @@ Under ordinary deletions (each pair absent independently at its user's
 rate) the likelihood ratio from any start is a martingale of mean 1, so by
 Ville's inequality the chance that any window, starting at any of the N
 pairs, reaches a score s is at most ``N * exp(-s)``: a candidate is a gap
-when its score reaches ``log(N / ALPHA)``. Deletions are not independent,
-though: one user clears a day of mail, or many users delete one spam wave
-within minutes. So the score tested is what is left without the candidate's
-busiest user and its busiest ``2 * BURST`` seconds.
+when its score reaches ``log(N / ALPHA)``. It is tested at each absent share
+of ``TEST_SHARES`` (a real gap is mostly absent, not just two thirds), the
+best counting, less ``log(len(TEST_SHARES))`` for having tried them.
+Deletions are not independent, though: one user clears a day of mail, or
+many users delete one spam wave within minutes. So the score tested is what
+is left without the candidate's busiest user and, of the others' mail, its
+busiest ``2 * BURST`` seconds.
 
 The background rates (see ``Background``) are measured in the hours that are
 not mostly absent, then again outside the gaps that search finds, and the
@@ -41,11 +44,12 @@ from datetime import UTC, datetime
 EARLIEST = 0.0                        # the open bounds of a half-given window
 LATEST = 4102444800.0                 # 2100-01-01
 THETA = 2 / 3           # the absent share a gap is scored for: a third may have arrived late
-ALPHA = 1e-3            # the chance that ordinary deletions make a gap anywhere in a timeline
+TEST_SHARES = (2 / 3, 0.8, 0.9, 0.97)   # shares a candidate is tested at; the best counts
+ALPHA = 0.01            # the chance that ordinary deletions make a gap anywhere in a timeline
 BURST = 600             # seconds: the busiest two adjacent blocks this long are left out
 SKEW = 120              # seconds: absent mail this close to a gap's first or last joins it
 MAX_RATE = 0.5          # a background rate beyond this tells nothing apart
-RATE_Z = 1.645          # the background rate's bound: one-sided 95 %
+RATE_Z = 1.0            # the background rate's bound: one standard error above
 SHRINK = 100            # pairs' worth of the common rate in each user's own rate
 STABLE = math.log(1.1)  # rates within 10 % of the last search's: no second search
 
@@ -100,8 +104,9 @@ class Background:
     Users differ: one clears most of their mail, most delete little. Each
     user's rate is their own share of absent mail, shrunk toward ``common``
     (by ``SHRINK`` pairs' worth), so a user with little mail gets about the
-    common rate. ``common`` is an upper bound of the pooled rate of the half of
-    the users who delete least, so a few heavy deleters do not raise it.
+    common rate. ``common`` is the pooled rate of the half of the users who
+    delete least, one standard error up (a Wilson bound), so a few heavy
+    deleters do not raise it.
     """
 
     rates: dict[str, float]
@@ -131,14 +136,17 @@ class Scoring:
 
     gain: dict[str, float]      # an absent pair: log(THETA / rate)
     cost: dict[str, float]      # a present pair: log((1 - rate) / (1 - THETA))
+    log_rate: dict[str, float]  # log(rate), log(1 - rate): to score a tally at any share
+    log_keep: dict[str, float]
     threshold: float            # log(pairs / ALPHA): what a gap's evidence must reach
 
     @classmethod
     def of(cls, background: Background, pairs: int) -> Scoring:
-        rates = background.rates
-        return cls({u: math.log(THETA / max(r, 1e-12)) for u, r in rates.items()},
-                   {u: math.log((1 - r) / (1 - THETA)) for u, r in rates.items()},
-                   math.log(max(pairs, 1) / ALPHA))
+        log_rate = {u: math.log(max(r, 1e-12)) for u, r in background.rates.items()}
+        log_keep = {u: math.log(1 - r) for u, r in background.rates.items()}
+        return cls({u: math.log(THETA) - lr for u, lr in log_rate.items()},
+                   {u: lk - math.log(1 - THETA) for u, lk in log_keep.items()},
+                   log_rate, log_keep, math.log(max(pairs, 1) / ALPHA))
 
     def log10_p(self, evidence: float, pairs: int) -> float:
         """log10 of the bound ``pairs * exp(-evidence)`` on the chance of such a gap by deletions."""
@@ -352,13 +360,13 @@ def _test(stream: Iterable[Pair], scoring: Scoring, runs: list[_Run], single_use
     Ordinary deletions cluster: one user clears a day of mail, or many delete
     the same spam wave within minutes. So a run's evidence is its score
     without its busiest user (unless the archive has only one) and without
-    its busiest ``2 * BURST`` seconds (two adjacent blocks of ``BURST``).
+    the busiest ``2 * BURST`` seconds (two adjacent blocks) of the others.
     """
     runs = sorted(runs, key=lambda r: r.first)
     bounds = [(r.since if r.since is not None and r.since < r.first else r.first - 1, r.last)
               for r in runs]
     tallies = [_Tally() for _ in runs]
-    gain, cost = scoring.gain, scoring.cost
+    log_rate, log_keep = scoring.log_rate, scoring.log_keep
     i = 0
     waiting: list[_Tally] = []              # runs passed, their first present after unseen
     for ts, user, present in stream:
@@ -375,43 +383,55 @@ def _test(stream: Iterable[Pair], scoring: Scoring, runs: list[_Run], single_use
             continue
         lo, hi = bounds[i]
         if lo < ts <= hi:
-            tallies[i].add(ts, user, present, -cost[user] if present else gain[user])
+            tallies[i].add(ts, user, present, log_keep[user] if present else log_rate[user])
     found = []
     for run, (lo, hi), tally in zip(runs, bounds, tallies, strict=True):
-        busiest = max(tally.user_scores, key=lambda u: tally.user_scores[u], default=None)
-        drop_user = (0.0 if single_user or busiest is None
-                     else max(0.0, tally.user_scores[busiest]))
-        blocks = tally.block_scores
-        drop_burst = max((s + blocks.get(b + 1, 0.0) for b, s in blocks.items()), default=0.0)
-        evidence = tally.score - drop_user - max(0.0, drop_burst)
+        evidence, busiest = max(tally.evidence(theta, single_user) for theta in TEST_SHARES)
+        evidence -= math.log(len(TEST_SHARES))
         found.append(Cluster(
-            since=lo, until=hi, first_absent=run.first, after=tally.after, pairs=tally.pairs,
-            absent=tally.absent, users=tally.users, busiest=busiest, evidence=evidence,
-            log10_p=scoring.log10_p(evidence, total_pairs)))
+            since=lo, until=hi, first_absent=run.first, after=tally.after,
+            pairs=int(tally.total[0] + tally.total[1]), absent=int(tally.total[0]),
+            users={u: [int(a + p), int(a)] for u, (a, p, _) in tally.users.items()},
+            busiest=busiest, evidence=evidence, log10_p=scoring.log10_p(evidence, total_pairs)))
     return found
+
+
+Sums = list[float]      # absent pairs, present pairs, and the sum of their log(rate or 1 - rate)
+
+
+def _score(sums: Sums, theta: float) -> float:
+    """The log-likelihood ratio of these pairs for a gap with absent share ``theta``."""
+    absent, present, log_background = sums
+    return absent * math.log(theta) + present * math.log(1 - theta) - log_background
 
 
 @dataclass(slots=True)
 class _Tally:
-    pairs: int = 0
-    absent: int = 0
-    score: float = 0.0
+    total: Sums = field(default_factory=lambda: [0.0, 0.0, 0.0])
     after: float | None = None
-    users: Counts = field(default_factory=dict)
-    user_scores: dict[str, float] = field(default_factory=dict)
-    block_scores: dict[int, float] = field(default_factory=dict)
+    users: dict[str, Sums] = field(default_factory=dict)
+    cells: dict[tuple[int, str], Sums] = field(default_factory=dict)   # (block, user)
 
-    def add(self, ts: float, user: str, present: bool, score: float) -> None:
-        counts = self.users.setdefault(user, [0, 0])
-        counts[0] += 1
-        self.pairs += 1
-        if not present:
-            counts[1] += 1
-            self.absent += 1
-        self.score += score
-        self.user_scores[user] = self.user_scores.get(user, 0.0) + score
-        block = int(ts // BURST)
-        self.block_scores[block] = self.block_scores.get(block, 0.0) + score
+    def add(self, ts: float, user: str, present: bool, log_background: float) -> None:
+        column = 1 if present else 0
+        for sums in (self.total, self.users.setdefault(user, [0.0, 0.0, 0.0]),
+                     self.cells.setdefault((int(ts // BURST), user), [0.0, 0.0, 0.0])):
+            sums[column] += 1
+            sums[2] += log_background
+
+    def evidence(self, theta: float, single_user: bool) -> tuple[float, str | None]:
+        """The score without the busiest user, then without the others' busiest two blocks."""
+        users = {u: _score(s, theta) for u, s in self.users.items()}
+        busiest = max(users, key=lambda u: users[u], default=None)
+        left = _score(self.total, theta)
+        if not single_user and busiest is not None:
+            left -= max(0.0, users[busiest])
+        blocks: dict[int, float] = {}
+        for (block, user), sums in self.cells.items():
+            if user != busiest or single_user:
+                blocks[block] = blocks.get(block, 0.0) + _score(sums, theta)
+        burst = max((s + blocks.get(b + 1, 0.0) for b, s in blocks.items()), default=0.0)
+        return left - max(0.0, burst), busiest
 
 
 def combine(auto: Window | None, since: float | None, until: float | None) -> Window:
