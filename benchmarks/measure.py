@@ -6,7 +6,11 @@ into ru_maxrss across fork + exec, so every command started by a harness
 holding 60 MB would "peak" at 60 MB at least. A tiny launcher (python -S,
 a few MB) forks the command instead and reports its wait4 rusage, which covers
 the command and everything it waited for. That is the largest process of its
-tree, not a sum; fine for the single-process contenders measured here.
+tree, not a sum; fine for the single-process contenders measured here. For
+commands with worker processes, `sample_tree=True` also samples the memory
+of the whole tree: the sum of every process's PSS (proportional set size, so
+pages a forked worker shares with its parent count once), every 0.2 s, so a
+short spike can be missed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +57,12 @@ class Run:
     peak_rss_kb: int
     stdout: str
     stderr: str
+    user_s: float = 0.0         # CPU of the command's whole tree (rusage of waited-for children)
+    sys_s: float = 0.0
+    tree_pss_kb: int = 0        # sampled peak of the tree's summed PSS (sample_tree=True)
 
 
-# Runs argv[2:], then writes "<exit code> <wall seconds> <peak RSS KB>" to argv[1].
+# Runs argv[2:], then writes "<exit code> <wall s> <peak RSS KB> <user s> <sys s>" to argv[1].
 LAUNCHER = """
 import os, sys, time
 started = time.perf_counter()
@@ -70,12 +78,71 @@ _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - started
 code = os.waitstatus_to_exitcode(status)
 with open(sys.argv[1], "w") as fh:
-    fh.write(f"{code} {seconds} {usage.ru_maxrss}")
+    fh.write(f"{code} {seconds} {usage.ru_maxrss} {usage.ru_utime} {usage.ru_stime}")
 """
 
 
+def _children() -> dict[int, list[int]]:
+    """ppid -> pids of every process on the machine, from /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def tree_pids(root: int) -> list[int]:
+    """`root` and all its descendants alive right now."""
+    tree, found, todo = _children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(tree.get(pid, ()))
+    return found
+
+
+def pss_kb(pid: int) -> int:
+    """The process's proportional set size (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class TreeSampler(threading.Thread):
+    """Samples the summed PSS of a process tree until stopped; keeps the peak."""
+
+    def __init__(self, root: int, interval: float = 0.2):
+        super().__init__(daemon=True)
+        self.root, self.interval, self.peak_kb = root, interval, 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            # the launcher itself (a few MB) is left out: it is not the command
+            total = sum(pss_kb(pid) for pid in tree_pids(self.root) if pid != self.root)
+            self.peak_kb = max(self.peak_kb, total)
+            self._done.wait(self.interval)
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return self.peak_kb
+
+
 def run_measured(cmd: Sequence[str], *, env: dict | None = None, cwd: str | Path | None = None,
-                 log_dir: Path | None = None, timeout: float = 3600) -> Run:
+                 log_dir: Path | None = None, timeout: float = 3600,
+                 sample_tree: bool = False) -> Run:
     """Run `cmd`, returning exit code, wall seconds, peak RSS and its output.
 
     Output goes to files rather than pipes so a chatty command is not slowed
@@ -89,17 +156,22 @@ def run_measured(cmd: Sequence[str], *, env: dict | None = None, cwd: str | Path
         proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, str(usage_path), *cmd],
                                 stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                                 cwd=cwd, start_new_session=True)
+        sampler = TreeSampler(proc.pid) if sample_tree else None
+        if sampler:
+            sampler.start()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the command too, not only the launcher
             proc.wait()
+        tree_pss = sampler.stop() if sampler else 0
     stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
     try:
-        code, seconds, peak = usage_path.read_text().split()
+        code, seconds, peak, user, system = usage_path.read_text().split()
     except (OSError, ValueError):
         return Run(proc.returncode or 127, 0.0, 0, stdout, stderr + "\n(killed or not started)")
-    return Run(int(code), float(seconds), int(peak), stdout, stderr)
+    return Run(int(code), float(seconds), int(peak), stdout, stderr, float(user), float(system),
+               tree_pss)
 
 
 def failure_note(run: Run, what: str = "") -> str:
