@@ -36,6 +36,7 @@ from measure import (  # noqa: E402
     failure_note,
     fmt,
     machine_line,
+    mailrestore_cmd,
     markdown_table,
     measurement_rows,
     ratio,
@@ -47,11 +48,6 @@ from readall import read_all  # noqa: E402
 DATA = HERE / "data"
 WORK = HERE / "work"
 STAMP_VERSION = 1
-
-
-def mailrestore_cmd() -> list[str]:
-    exe = shutil.which("mailrestore")
-    return [exe] if exe else [sys.executable, "-m", "restore"]
 
 
 def incident_dir(n: int) -> Path:

@@ -42,17 +42,21 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import gapincident as gi  # noqa: E402
-from measure import Run, fmt, machine_line, markdown_table, ratio, run_measured  # noqa: E402
+from measure import (  # noqa: E402
+    Run,
+    fmt,
+    machine_line,
+    mailrestore_cmd,
+    markdown_table,
+    ratio,
+    run_measured,
+    tree_cpu,
+)
 
 DATA = HERE / "data"
 WORK = HERE / "work"
 STAMP_VERSION = 1
 GB = 1e9
-
-
-def mailrestore_cmd() -> list[str]:
-    exe = shutil.which("mailrestore")
-    return [exe] if exe else [sys.executable, "-m", "restore"]
 
 
 # ------------------------------------------------------------- the incident
@@ -394,24 +398,6 @@ class Bench:
                 wrong.append(f"{user}: {out.strip()}")
         if wrong:
             row["status"] = "NOT EXACT (doveadm): " + "; ".join(wrong[:3])
-
-
-def tree_cpu(pid: int | None) -> float:
-    """CPU seconds of a process, its live descendants and the children it reaped."""
-    if not pid:
-        return 0.0
-    from measure import tree_pids
-
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/stat") as fh:
-                fields = fh.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-    return total / tick
 
 
 def file_bytes(path: Path) -> int:

@@ -2,6 +2,7 @@
 """Inject rate into a private Dovecot on loopback: mailrestore beside its peers.
 
     python benchmarks/bench_inject.py [--n 5000] [--users 8] [--only NAME,...]
+    python benchmarks/bench_inject.py --parallel [--n 8000] [--users 8]
 
 The same N real messages (benchmarks/corpus.py), spread round-robin over
 --users mailboxes, go into fresh, empty INBOXes once per contender:
@@ -13,6 +14,13 @@ The same N real messages (benchmarks/corpus.py), spread round-robin over
                           all channels in one `mbsync -a` run
     doveadm import        `doveadm import -u USER maildir:SRC "" mailbox INBOX` per user,
                           source on /dev/shm so it copies rather than hardlinks
+  IMAP target, K = --users mailboxes at once (--parallel picks these, with the
+  sequential peers for reference), as an administrator runs a per-mailbox tool:
+    mailrestore jK        `mailrestore inject ... --jobs K`
+    mbsync parallel       `parallel -j K mbsync -c RC {} ::: u0 ...`: one mbsync per channel
+    doveadm import parallel
+                          `parallel -j K --colsep '\t' doveadm ... import -u {1} maildir:{2}
+                          "" mailbox INBOX :::: JOBS`: one import per user
   Maildir target
     mailrestore maildir j1/j4
                           `mailrestore inject PLAN --to maildir:BASE/mail/%u/Maildir`
@@ -20,8 +28,9 @@ The same N real messages (benchmarks/corpus.py), spread round-robin over
                           per 50 messages: the same guarantee with nothing else
 
 Every run is checked afterwards: each user's INBOX must hold exactly its
-messages (`doveadm mailbox status`). Wall time and peak RSS of each
-contender's process tree come from benchmarks/measure.py; source copies,
+messages (`doveadm mailbox status`). Wall time, peak RSS and CPU of each
+contender's process tree come from benchmarks/measure.py, and the CPU that
+Dovecot's processes spent meanwhile from /proc; source copies,
 plans and logins before the run are not timed. Dovecot (tests/dovecot.py,
 mail_fsync=optimized) is started here and stopped by its PID at the end.
 A contender that cannot run is reported "not available"; the rest go on.
@@ -53,11 +62,13 @@ from measure import (  # noqa: E402
     failure_note,
     fmt,
     machine_line,
+    mailrestore_cmd,
     markdown_table,
     measurement_rows,
     ratio,
     run_measured,
     target_line,
+    tree_cpu,
 )
 
 WORK = HERE / "work"
@@ -162,22 +173,20 @@ def copy_maildir(messages: list[SourceMessage], dest: Path) -> Path:
     return dest
 
 
-def mailrestore_cmd() -> list[str]:
-    exe = shutil.which("mailrestore")
-    return [exe] if exe else [sys.executable, "-m", "restore"]
-
-
 # ------------------------------------------------------------- contenders
 
 def finish(bench: Bench, name: str, cmd: list[str], by_user: dict[str, list[SourceMessage]],
            env: dict | None = None, check_json: bool = False) -> Measurement:
     """Run one contender's command, then check every mailbox got its messages."""
+    server_cpu = tree_cpu(bench.server.master_pid)
     run = run_measured(cmd, env=env, log_dir=bench.work / "logs" / name.replace(" ", "-"))
     result = Measurement(name, len(bench.messages), extra={"command": " ".join(cmd)})
     if run.returncode != 0:
         result.note = failure_note(run)
         return result
     result.seconds, result.peak_rss_kb = run.seconds, run.peak_rss_kb
+    result.extra.update(client_cpu_s=round(run.user_s + run.sys_s, 2),
+                        dovecot_cpu_s=round(tree_cpu(bench.server.master_pid) - server_cpu, 2))
     result.note = bench.verify(by_user)
     if check_json and not result.note:
         try:
@@ -235,10 +244,19 @@ SyncState *
 """
 
 
-def mbsync(bench: Bench) -> Measurement:
+def parallel_cmd(jobs: int) -> list[str] | None:
+    """GNU parallel running `jobs` at once, as an administrator would; None if missing."""
+    exe = shutil.which("parallel")
+    return [exe, "--will-cite", "--quote", "--halt", "now,fail=1", "-j", str(jobs)] if exe else None
+
+
+def mbsync(bench: Bench, at_once: bool = False) -> Measurement:
+    name = "mbsync parallel" if at_once else "mbsync"
     if not shutil.which("mbsync"):
-        return Measurement("mbsync", len(bench.messages), note="not available (mbsync not installed)")
-    users = bench.fresh_users("mbsync")
+        return Measurement(name, len(bench.messages), note="not available (mbsync not installed)")
+    if at_once and not parallel_cmd(1):
+        return Measurement(name, len(bench.messages), note="not available (GNU parallel missing)")
+    users = bench.fresh_users("mbsyncp" if at_once else "mbsync")
     by_user = bench.assignment(users)
     root = bench.work / "mbsync-src"
     shutil.rmtree(root, ignore_errors=True)
@@ -250,27 +268,45 @@ def mbsync(bench: Bench) -> Measurement:
             password=bench.server.password_of(user), maildir=maildir))
     rc = root / "mbsyncrc"
     rc.write_text("".join(config))
-    result = finish(bench, "mbsync", ["mbsync", "-q", "-c", str(rc), "-a"], by_user)
+    if at_once:
+        cmd = [*(parallel_cmd(len(users)) or []), "mbsync", "-q", "-c", str(rc), "{}", ":::",
+               *(f"u{k}" for k in range(len(users)))]
+    else:
+        cmd = ["mbsync", "-q", "-c", str(rc), "-a"]
+    result = finish(bench, name, cmd, by_user)
     shutil.rmtree(root, ignore_errors=True)
     return result
 
 
-def doveadm_import(bench: Bench) -> Measurement:
-    users = bench.fresh_users("import")
+def doveadm_import(bench: Bench, at_once: bool = False) -> Measurement:
+    name = "doveadm import parallel" if at_once else "doveadm import"
+    if at_once and not parallel_cmd(1):
+        return Measurement(name, len(bench.messages), note="not available (GNU parallel missing)")
+    users = bench.fresh_users("importp" if at_once else "import")
     by_user = bench.assignment(users)
     # tmpfs: on the mail filesystem doveadm would hardlink instead of copying
     root = SHM / f"mailrestore-bench-{os.getpid()}"
     shutil.rmtree(root, ignore_errors=True)
     lines = ["set -e"]
+    jobs = []
     for k, (user, messages) in enumerate(by_user.items()):
         src = copy_maildir(messages, root / f"u{k}")
         lines.append(f"doveadm -c '{bench.server.conf}' import -u '{user}' 'maildir:{src}' '' "
                      "mailbox INBOX")
+        jobs.append(f"{user}\t{src}")
     bench.chown_to_mail(root)
     script = bench.work / "doveadm-import.sh"
     script.write_text("\n".join(lines) + "\n")
+    jobs_file = bench.work / "doveadm-import.tsv"
+    jobs_file.write_text("\n".join(jobs) + "\n")
+    if at_once:
+        cmd = [*(parallel_cmd(len(users)) or []), "--colsep", "\t", "doveadm", "-c",
+               str(bench.server.conf), "import", "-u", "{1}", "maildir:{2}", "", "mailbox", "INBOX",
+               "::::", str(jobs_file)]
+    else:
+        cmd = ["sh", str(script)]
     try:
-        return finish(bench, "doveadm import", ["sh", str(script)], by_user)
+        return finish(bench, name, cmd, by_user)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -290,14 +326,20 @@ CONTENDERS: dict[str, Callable[[Bench], Measurement]] = {
     "mailrestore j1": lambda b: mailrestore_inject(b, "mailrestore j1", "imapj1u", 1, "imap"),
     "mailrestore j4": lambda b: mailrestore_inject(b, "mailrestore j4", "imapj4u", 4, "imap"),
     "mailrestore j8": lambda b: mailrestore_inject(b, "mailrestore j8", "imapj8u", 8, "imap"),
+    "mailrestore jK": lambda b: mailrestore_inject(b, f"mailrestore j{b.users_per_run}", "imapjku",
+                                                   b.users_per_run, "imap"),
     "mbsync": mbsync,
     "doveadm import": doveadm_import,
+    "mbsync parallel": lambda b: mbsync(b, at_once=True),
+    "doveadm import parallel": lambda b: doveadm_import(b, at_once=True),
     "mailrestore maildir j1": lambda b: mailrestore_inject(b, "mailrestore maildir j1", "mdj1u",
                                                            1, "maildir"),
     "mailrestore maildir j4": lambda b: mailrestore_inject(b, "mailrestore maildir j4", "mdj4u",
                                                            4, "maildir"),
     "plain copy": plain_copy,
 }
+PARALLEL = ["mailrestore jK", "mbsync", "mbsync parallel", "doveadm import",
+            "doveadm import parallel"]
 
 
 # ------------------------------------------------------------- report
@@ -306,29 +348,46 @@ def report(results: dict[str, Measurement], n: int, users: int, source: str) -> 
     def rate(name: str) -> float | None:
         return results[name].rate if name in results else None
 
-    imap_best = max((r for r in (rate("mailrestore j1"), rate("mailrestore j4"),
-                                 rate("mailrestore j8")) if r), default=None)
+    imap_best = max((m.rate for name, m in results.items() if m.rate and re.fullmatch(
+        r"mailrestore j\d+", name)), default=None)
     maildir_j1 = rate("mailrestore maildir j1")
+    table = [row + [fmt(m.extra.get("client_cpu_s"), 1), fmt(m.extra.get("dovecot_cpu_s"), 1)]
+             for row, m in zip(measurement_rows(list(results.values())), results.values(),
+                               strict=True)]
     out = [f"# mailrestore inject benchmark ({machine_line()})",
            f"{n:,} messages from the {source} corpus over {users} users; each contender into "
            "fresh empty INBOXes, counts verified after each run.",
            "Dovecot 2.3 on 127.0.0.1, mail_fsync=optimized; timings exclude setup and the "
-           "count check.", "",
-           markdown_table(MEASUREMENT_HEADERS, measurement_rows(list(results.values())), "lrrrrl"),
+           "count check. CPU: user+system seconds of the contender's processes, and of "
+           "Dovecot's processes meanwhile.", "",
+           markdown_table([*MEASUREMENT_HEADERS[:-1], "client CPU s", "Dovecot CPU s",
+                           MEASUREMENT_HEADERS[-1]],
+                          [[*r[:-3], r[-2], r[-1], r[-3]] for r in table], "lrrrrrrl"),
            "", "## Ratios (msgs/s)", ""]
     rows = [["best mailrestore IMAP / mbsync", fmt(ratio(imap_best, rate("mbsync")), 2)],
             ["best mailrestore IMAP / doveadm import", fmt(ratio(imap_best, rate("doveadm import")), 2)],
+            [f"best mailrestore IMAP / mbsync, {users} at once",
+             fmt(ratio(imap_best, rate("mbsync parallel")), 2)],
+            [f"best mailrestore IMAP / doveadm import, {users} at once",
+             fmt(ratio(imap_best, rate("doveadm import parallel")), 2)],
             ["mailrestore j1 / mbsync", fmt(ratio(rate("mailrestore j1"), rate("mbsync")), 2)],
             ["mailrestore maildir j1 / plain copy", fmt(ratio(maildir_j1, rate("plain copy")), 2)],
             ["mailrestore maildir j4 / plain copy",
              fmt(ratio(rate("mailrestore maildir j4"), rate("plain copy")), 2)]]
-    out += [markdown_table(("ratio", "value"), rows), "", "## Targets", "",
-            target_line("mailrestore IMAP (best --jobs) vs mbsync", ratio(imap_best, rate("mbsync")), 4),
-            target_line("mailrestore IMAP (best --jobs) vs doveadm import",
-                        ratio(imap_best, rate("doveadm import")), 0.8),
-            target_line("mailrestore Maildir (--jobs 1) vs plain tmp->new copy",
-                        ratio(maildir_j1, rate("plain copy")), 0.8),
-            "", "Commands (users and paths as in the last run):"]
+    rows = [r for r in rows if r[1] != "-"]
+    out += [markdown_table(("ratio", "value"), rows), "", "## Targets", ""]
+    targets = [("mailrestore IMAP (best --jobs) vs mbsync", "mbsync", 4),
+               ("mailrestore IMAP (best --jobs) vs doveadm import", "doveadm import", 0.8),
+               (f"mailrestore IMAP (best --jobs) vs mbsync, {users} at once (#11)",
+                "mbsync parallel", 4),
+               (f"mailrestore IMAP (best --jobs) vs doveadm import, {users} at once (#11)",
+                "doveadm import parallel", 0.8)]
+    out += [target_line(label, ratio(imap_best, rate(peer)), goal)
+            for label, peer, goal in targets if peer in results]
+    if "plain copy" in results:
+        out.append(target_line("mailrestore Maildir (--jobs 1) vs plain tmp->new copy",
+                               ratio(maildir_j1, rate("plain copy")), 0.8))
+    out += ["", "Commands (users and paths as in the last run):"]
     out += [f"    {m.extra['command']}" for m in results.values() if "command" in m.extra]
     return "\n".join(out)
 
@@ -338,9 +397,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000, help="messages per contender (default 5000)")
     ap.add_argument("--users", type=int, default=8, help="mailboxes the messages spread over")
     ap.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(CONTENDERS)}")
+    ap.add_argument("--parallel", action="store_true",
+                    help="the peers as run for many mailboxes, K = --users at once: "
+                    f"{', '.join(PARALLEL)}")
     ap.add_argument("--json", type=Path, default=WORK / "inject-results.json")
     args = ap.parse_args()
-    chosen = [c.strip() for c in args.only.split(",") if c.strip()] or list(CONTENDERS)
+    chosen = ([c.strip() for c in args.only.split(",") if c.strip()]
+              or (PARALLEL if args.parallel else [c for c in CONTENDERS if c not in PARALLEL]))
     unknown = set(chosen) - set(CONTENDERS)
     if unknown:
         ap.error(f"unknown contender(s): {', '.join(sorted(unknown))}")
@@ -368,10 +431,12 @@ def main() -> None:
                 result = CONTENDERS[name](bench)
             except (OSError, subprocess.SubprocessError) as exc:
                 result = Measurement(name, args.n, note=f"not available (harness: {exc})")
-            results[name] = result
-            print(f"  {name:24} {fmt(result.seconds, 2):>8} s {fmt(result.rate):>7} msgs/s "
+            results[result.name] = result
+            print(f"  {result.name:24} {fmt(result.seconds, 2):>8} s {fmt(result.rate):>7} msgs/s "
                   f"{fmt(result.peak_rss_kb / 1024 if result.peak_rss_kb else None, 1):>7} MB  "
-                  f"{result.note}", flush=True)
+                  f"CPU client {fmt(result.extra.get('client_cpu_s'), 1)} s, "
+                  f"Dovecot {fmt(result.extra.get('dovecot_cpu_s'), 1)} s  {result.note}",
+                  flush=True)
     finally:
         server.cleanup()  # SIGTERM to the master we started, then its directory goes
     print("\n" + report(results, args.n, args.users, stamp["source"]))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +44,7 @@ from measure import (  # noqa: E402
     failure_note,
     fmt,
     machine_line,
+    mailrestore_cmd,
     markdown_table,
     measurement_rows,
     ratio,
@@ -57,11 +57,6 @@ WORK = HERE / "work"
 PLAIN, MDEDUP, MDEDUP_COLD, MDEDUP_WARM, COLD, WARM = (
     "plain read", "mdedup", "mdedup cache cold", "mdedup cache warm",
     "mailrestore cold", "mailrestore warm")
-
-
-def mailrestore_cmd() -> list[str]:
-    exe = shutil.which("mailrestore")
-    return [exe] if exe else [sys.executable, "-m", "restore"]
 
 
 def compile_bytecode() -> None:

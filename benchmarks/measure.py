@@ -16,6 +16,7 @@ short spike can be missed.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,6 +108,22 @@ def tree_pids(root: int) -> list[int]:
     return found
 
 
+def tree_cpu(pid: int | None) -> float:
+    """CPU seconds of a process, its live descendants and the children it reaped."""
+    if not pid:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
 def pss_kb(pid: int) -> int:
     """The process's proportional set size (0 once it is gone)."""
     try:
@@ -172,6 +189,15 @@ def run_measured(cmd: Sequence[str], *, env: dict | None = None, cwd: str | Path
         return Run(proc.returncode or 127, 0.0, 0, stdout, stderr + "\n(killed or not started)")
     return Run(int(code), float(seconds), int(peak), stdout, stderr, float(user), float(system),
                tree_pss)
+
+
+def mailrestore_cmd() -> list[str]:
+    """The mailrestore of the running interpreter's environment (the venv under test)."""
+    beside = Path(sys.executable).parent / "mailrestore"
+    if beside.exists():
+        return [str(beside)]
+    exe = shutil.which("mailrestore")
+    return [exe] if exe else [sys.executable, "-m", "restore"]
 
 
 def failure_note(run: Run, what: str = "") -> str:
