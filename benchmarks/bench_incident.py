@@ -39,7 +39,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 import gapincident as gi  # noqa: E402
 from measure import (  # noqa: E402
@@ -364,27 +363,19 @@ class Bench:
         self.check(row, replica)
 
     def _dovecot(self, replica: Path):  # noqa: ANN202 - tests/dovecot.py is imported late
-        from dovecot import Dovecot
+        from server import private_dovecot
 
-        fsync = self.args.dovecot_fsync
-
-        class ReplicaDovecot(Dovecot):
-            """Dovecot serving the replica copy as maildir:ROOT/%d/%n/Maildir."""
-
-            def _home(self, user: str) -> Path:
-                local, _, domain = user.partition("@")
-                return replica / domain / local
-
-            def _config(self) -> str:
-                return super()._config().replace("mail_fsync = optimized", f"mail_fsync = {fsync}")
+        def home(user: str) -> Path:
+            local, _, domain = user.partition("@")
+            return replica / domain / local
 
         users = [f"{local}@{domain}" for local, domain in map(gi.user_address,
                                                                 range(self.shape.users))]
         if os.getuid() == 0:  # Dovecot refuses mail as root: the copy belongs to the mail uid
             subprocess.run(["chown", "-R", "5000:5000", str(replica)], check=True)
-        server = ReplicaDovecot(users).start()
+        server = private_dovecot(users, self.args.dovecot_fsync, home).start()
         print(f"  dovecot pid {server.master_pid} on {server.host}:{server.port} "
-              f"({len(users):,} users, mail_fsync={fsync})", flush=True)
+              f"({len(users):,} users, mail_fsync={self.args.dovecot_fsync})", flush=True)
         return server
 
     def _doveadm_sample(self, row: dict, server) -> None:  # noqa: ANN001

@@ -53,7 +53,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 from corpus import default_out, ensure_maildir  # noqa: E402
 from measure import (  # noqa: E402
@@ -344,7 +343,8 @@ PARALLEL = ["mailrestore jK", "mbsync", "mbsync parallel", "doveadm import",
 
 # ------------------------------------------------------------- report
 
-def report(results: dict[str, Measurement], n: int, users: int, source: str) -> str:
+def report(results: dict[str, Measurement], n: int, users: int, source: str,
+           mail_fsync: str = "optimized") -> str:
     def rate(name: str) -> float | None:
         return results[name].rate if name in results else None
 
@@ -357,7 +357,7 @@ def report(results: dict[str, Measurement], n: int, users: int, source: str) -> 
     out = [f"# mailrestore inject benchmark ({machine_line()})",
            f"{n:,} messages from the {source} corpus over {users} users; each contender into "
            "fresh empty INBOXes, counts verified after each run.",
-           "Dovecot 2.3 on 127.0.0.1, mail_fsync=optimized; timings exclude setup and the "
+           f"Dovecot 2.3 on 127.0.0.1, mail_fsync={mail_fsync}; timings exclude setup and the "
            "count check. CPU: user+system seconds of the contender's processes, and of "
            "Dovecot's processes meanwhile.", "",
            markdown_table([*MEASUREMENT_HEADERS[:-1], "client CPU s", "Dovecot CPU s",
@@ -400,6 +400,8 @@ def main() -> None:
     ap.add_argument("--parallel", action="store_true",
                     help="the peers as run for many mailboxes, K = --users at once: "
                     f"{', '.join(PARALLEL)}")
+    ap.add_argument("--mail-fsync", choices=("optimized", "always", "never"), default="optimized",
+                    help="Dovecot's mail_fsync (default optimized, as the tests run it)")
     ap.add_argument("--json", type=Path, default=WORK / "inject-results.json")
     args = ap.parse_args()
     chosen = ([c.strip() for c in args.only.split(",") if c.strip()]
@@ -409,7 +411,7 @@ def main() -> None:
         ap.error(f"unknown contender(s): {', '.join(sorted(unknown))}")
 
     try:
-        from dovecot import Dovecot, dovecot_installed
+        from server import dovecot_installed, private_dovecot
     except ImportError as exc:
         sys.exit(f"tests/dovecot.py is needed to run a private Dovecot: {exc}")
     if not dovecot_installed():
@@ -420,7 +422,7 @@ def main() -> None:
     work = WORK / "inject"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    server = Dovecot().start()
+    server = private_dovecot(mail_fsync=args.mail_fsync).start()
     print(f"dovecot pid {server.master_pid} on {server.host}:{server.port}, base {server.base}",
           flush=True)
     results: dict[str, Measurement] = {}
@@ -439,7 +441,7 @@ def main() -> None:
                   flush=True)
     finally:
         server.cleanup()  # SIGTERM to the master we started, then its directory goes
-    print("\n" + report(results, args.n, args.users, stamp["source"]))
+    print("\n" + report(results, args.n, args.users, stamp["source"], args.mail_fsync))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps([m.as_dict() for m in results.values()], indent=1) + "\n")
 

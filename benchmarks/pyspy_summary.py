@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Where the time goes, from a py-spy profile: shares by kind of work.
+
+    python benchmarks/pyspy_summary.py PROFILE.txt [--top 12]
+
+PROFILE.txt is `py-spy record --idle --native --format raw` output (what
+bench_incident.py --profile writes): one collapsed stack per line, leaf last,
+then its sample count. Each sample is put in the first category whose rule
+matches, looking from the leaf up: fsync (split into SQLite's commits and
+the rest), SQLite, decompression, hashing, the C header scan, network,
+waiting (a thread blocked on a lock, queue, pipe or child: idle), file
+system calls, and what is left, Python itself. With --idle every thread is
+sampled all the time, so shares are of thread time, not of wall time; the
+busy shares leave the waiting out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+
+RULES: list[tuple[str, re.Pattern[str]]] = [
+    ("decompression", re.compile(r"ZSTD_|zstd|inflate|zlib|gzip|decompress", re.I)),
+    ("hashing", re.compile(r"blake2|sha\d|md5|hashlib|_hashlib", re.I)),
+    ("header scan (C)", re.compile(r"_headerscan")),
+    ("network (socket, TLS)", re.compile(r"^(send|recv|sendto|recvfrom|__libc_send|__libc_recv|"
+                                         r"SSL_\w+)\b|\((socket|ssl|imaplib)\.py", re.I)),
+    ("waiting (locks, queues, pipes, children)",
+     re.compile(r"pthread_cond|sem_wait|sem_timedwait|futex|epoll_wait|__GI___poll|^poll |"
+                r"^select |wait4|waitpid|\((threading|queues|connection|selectors|popen_fork)\.py")),
+    ("file system calls", re.compile(
+        r"^(__libc_|__GI___libc_)?(open|open64|openat|openat64|read|pread64|write|pwrite64|close|"
+        r"stat|stat64|fstat|fstat64|lstat|newfstatat|fstatat|fstatat64|statx|rename|renameat|"
+        r"link|linkat|unlink|unlinkat|getdents|getdents64|utime|utimensat|futimens|fchown|chown|"
+        r"mkdir|mkdirat|fdopendir|opendir|readdir|readdir64|closedir|lseek|lseek64|fcntl|"
+        r"fcntl64|ftruncate|ftruncate64|access|faccessat)\b")),
+]
+
+
+def categorize(frames: list[str]) -> str:
+    leaf = frames[-1] if frames else ""
+    if re.match(r"(fsync|fdatasync|syncfs)\b", leaf):
+        return ("fsync by SQLite (journal, catalog)"
+                if any("sqlite" in f.lower() for f in frames) else "fsync (messages, directories)")
+    if any("sqlite" in f.lower() for f in frames):
+        return "SQLite"
+    for frame in reversed(frames):
+        for name, rule in RULES:
+            if rule.search(frame):
+                return name
+    return "Python"
+
+
+def python_leaf(frames: list[str]) -> str:
+    """The innermost frame that is Python code (file.py:line)."""
+    for frame in reversed(frames):
+        if ".py:" in frame:
+            return re.sub(r":\d+\)$", ")", frame)
+    return frames[-1] if frames else "?"
+
+
+def summarize(path: str, top: int = 12) -> str:
+    kinds: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = 0
+    with open(path, errors="replace") as fh:
+        for line in fh:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            frames = [f for f in stack.split(";") if not f.startswith("process ")]
+            kind = categorize(frames)
+            kinds[kind] += n
+            total += n
+            if kind == "Python":
+                leaves[python_leaf(frames)] += n
+    busy = total - sum(n for k, n in kinds.items() if k.startswith("waiting"))
+    out = [f"{path}: {total} samples ({busy} busy)", "",
+           "| kind | share of thread time | share of busy time |", "|---|---:|---:|"]
+    for kind, n in kinds.most_common():
+        busy_share = "" if kind.startswith("waiting") else f"{100 * n / max(1, busy):.1f} %"
+        out.append(f"| {kind} | {100 * n / max(1, total):.1f} % | {busy_share} |")
+    out += ["", f"Python: top {top} innermost Python frames (share of busy time)", ""]
+    out += [f"    {100 * n / max(1, busy):5.1f} %  {frame}" for frame, n in leaves.most_common(top)]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("profile", nargs="+")
+    ap.add_argument("--top", type=int, default=12)
+    args = ap.parse_args()
+    print("\n\n".join(summarize(p, args.top) for p in args.profile))
+
+
+if __name__ == "__main__":
+    main()
