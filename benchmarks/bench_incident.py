@@ -74,8 +74,9 @@ def disk_estimate(shape: gi.Shape) -> dict[str, float]:
     sizes = gi.sample_sizes(shape)
     archive = shape.archive_items * (sizes["archive_item"] if shape.fmt == "mbox.zst"
                                      else sizes["archive_item_on_disk"])
-    replica = shape.present * sizes["maildir_file_on_disk"]
-    restored = shape.archive_items * sizes["maildir_file_on_disk"]  # one copy after a run
+    directories = shape.users * 5 * 4096                            # %d/%n/Maildir/{cur,new,tmp}
+    replica = shape.present * sizes["maildir_file_on_disk"] + directories
+    restored = shape.archive_items * sizes["maildir_file_on_disk"] + directories  # a run's copy
     side = shape.archive_items * 600 + shape.missing * 900          # catalog, plan, journal
     raw_write = shape.missing * 4096
     return {"build": archive + replica, "runs": restored + side + raw_write,
@@ -246,7 +247,7 @@ class Bench:
         if not row["status"].startswith("ok"):
             return
         try:
-            doc = json.loads(run.stdout)
+            doc = json_output(run)
             got = doc["counts"][key] if key in doc.get("counts", {}) else doc[key]
         except (ValueError, KeyError, TypeError):
             got = None
@@ -309,7 +310,7 @@ class Bench:
         row["catalog_mb"] = round(file_bytes(catalog) / 1e6, 1)
         row["plan_mb"] = round(file_bytes(plan) / 1e6, 1)
         try:
-            row["window"] = json.loads(run.stdout)["window"]
+            row["window"] = json_output(run)["window"]
         except (ValueError, KeyError):
             pass
         if not row["status"].startswith("ok"):
@@ -389,6 +390,11 @@ class Bench:
                 wrong.append(f"{user}: {out.strip()}")
         if wrong:
             row["status"] = "NOT EXACT (doveadm): " + "; ".join(wrong[:3])
+
+
+def json_output(run: Run) -> dict:
+    """The command's --json document (py-spy, when profiling, adds lines of its own)."""
+    return json.loads("\n".join(ln for ln in run.stdout.splitlines() if not ln.startswith("py-spy>")))
 
 
 def file_bytes(path: Path) -> int:
@@ -510,6 +516,10 @@ def main() -> None:
     text = report(bench)
     print("\n" + text)
     name = f"incident-{shape.label}-{shape.fmt}-{'-'.join(targets)}"
+    if "imap" in targets and args.dovecot_fsync != "optimized":
+        name += f"-fsync-{args.dovecot_fsync}"
+    if args.profile:
+        name += "-profiled"
     (WORK / f"{name}.md").write_text(text + "\n")
     (WORK / f"{name}.json").write_text(json.dumps(
         {"shape": {"gap": shape.missing, "users": shape.users, "archive_items": shape.archive_items,

@@ -6,10 +6,10 @@
 PROFILE.txt is `py-spy record --idle --native --format raw` output (what
 bench_incident.py --profile writes): one collapsed stack per line, leaf last,
 then its sample count. Each sample is put in the first category whose rule
-matches, looking from the leaf up: fsync (split into SQLite's commits and
-the rest), SQLite, decompression, hashing, the C header scan, network,
-waiting (a thread blocked on a lock, queue, pipe or child: idle), file
-system calls, and what is left, Python itself. With --idle every thread is
+matches: fsync (split into SQLite's and the rest), waiting (a thread blocked
+on a lock, queue, pipe or child: idle), network, SQLite (its own I/O too),
+file system calls (the time in them: kernel work and waiting for the disk),
+decompression, hashing, the C header scan, and what is left, Python itself. With --idle every thread is
 sampled all the time, so shares are of thread time, not of wall time; the
 busy shares leave the waiting out.
 """
@@ -20,35 +20,44 @@ import argparse
 import re
 from collections import Counter
 
-RULES: list[tuple[str, re.Pattern[str]]] = [
-    ("decompression", re.compile(r"ZSTD_|zstd|inflate|zlib|gzip|decompress", re.I)),
-    ("hashing", re.compile(r"blake2|sha\d|md5|hashlib|_hashlib", re.I)),
+SYNC = re.compile(r"^(fsync|fdatasync|syncfs)\b")
+WAITING_PY = re.compile(r"[(/](threading|queues|connection|selectors|popen_fork)\.py|"
+                        r"concurrent/futures/(_base\.py|thread\.py\)$)")
+NETWORK = re.compile(r"[(/](socket|ssl|imaplib)\.py|^(send|recv|sendto|recvfrom|__libc_send|__libc_recv|"
+                     r"SSL_\w+)\b")
+SYSCALL = re.compile(
+    r"^(__libc_|__GI___libc_)?(open|open64|openat|openat64|read|pread64|write|pwrite64|close|"
+    r"stat|stat64|fstat|fstat64|lstat|newfstatat|fstatat|fstatat64|statx|rename|renameat|"
+    r"link|linkat|unlink|unlinkat|getdents|getdents64|utime|utimensat|futimens|fchown|chown|"
+    r"mkdir|mkdirat|fdopendir|opendir|readdir|readdir64|closedir|lseek|lseek64|fcntl|"
+    r"fcntl64|ftruncate|ftruncate64|access|faccessat)\b")
+NATIVE: list[tuple[str, re.Pattern[str]]] = [
+    ("decompression", re.compile(r"ZSTD_|zstd\.c|^Decompressor_|^DecompressionObj|inflate|zlib")),
+    ("hashing", re.compile(r"blake2|sha\d|md5|_hashlib", re.I)),
     ("header scan (C)", re.compile(r"_headerscan")),
-    ("network (socket, TLS)", re.compile(r"^(send|recv|sendto|recvfrom|__libc_send|__libc_recv|"
-                                         r"SSL_\w+)\b|\((socket|ssl|imaplib)\.py", re.I)),
     ("waiting (locks, queues, pipes, children)",
-     re.compile(r"pthread_cond|sem_wait|sem_timedwait|futex|epoll_wait|__GI___poll|^poll |"
-                r"^select |wait4|waitpid|\((threading|queues|connection|selectors|popen_fork)\.py")),
-    ("file system calls", re.compile(
-        r"^(__libc_|__GI___libc_)?(open|open64|openat|openat64|read|pread64|write|pwrite64|close|"
-        r"stat|stat64|fstat|fstat64|lstat|newfstatat|fstatat|fstatat64|statx|rename|renameat|"
-        r"link|linkat|unlink|unlinkat|getdents|getdents64|utime|utimensat|futimens|fchown|chown|"
-        r"mkdir|mkdirat|fdopendir|opendir|readdir|readdir64|closedir|lseek|lseek64|fcntl|"
-        r"fcntl64|ftruncate|ftruncate64|access|faccessat)\b")),
+     re.compile(r"pthread_cond|sem_\w*wait|futex|epoll_wait|\bpoll\b|\bselect\b|wait4|waitpid")),
 ]
 
 
 def categorize(frames: list[str]) -> str:
+    """The kind of work of one stack (frames outermost first)."""
     leaf = frames[-1] if frames else ""
-    if re.match(r"(fsync|fdatasync|syncfs)\b", leaf):
+    if SYNC.match(leaf):
         return ("fsync by SQLite (journal, catalog)"
                 if any("sqlite" in f.lower() for f in frames) else "fsync (messages, directories)")
+    inner = python_leaf(frames)  # threading.py is the outermost frame of every thread: not that
+    if WAITING_PY.search(inner):
+        return "waiting (locks, queues, pipes, children)"
+    if NETWORK.search(inner) or NETWORK.search(leaf):
+        return "network (socket, TLS)"
     if any("sqlite" in f.lower() for f in frames):
         return "SQLite"
-    for frame in reversed(frames):
-        for name, rule in RULES:
-            if rule.search(frame):
-                return name
+    if SYSCALL.match(leaf):
+        return "file system calls"
+    for name, rule in NATIVE:
+        if any(rule.search(f) for f in frames):
+            return name
     return "Python"
 
 
@@ -63,6 +72,7 @@ def python_leaf(frames: list[str]) -> str:
 def summarize(path: str, top: int = 12) -> str:
     kinds: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
     total = 0
     with open(path, errors="replace") as fh:
         for line in fh:
@@ -76,12 +86,17 @@ def summarize(path: str, top: int = 12) -> str:
             total += n
             if kind == "Python":
                 leaves[python_leaf(frames)] += n
+            elif kind == "file system calls":
+                calls[f"{re.sub(r' .*', '', frames[-1])} in {python_leaf(frames)}"] += n
     busy = total - sum(n for k, n in kinds.items() if k.startswith("waiting"))
     out = [f"{path}: {total} samples ({busy} busy)", "",
            "| kind | share of thread time | share of busy time |", "|---|---:|---:|"]
     for kind, n in kinds.most_common():
         busy_share = "" if kind.startswith("waiting") else f"{100 * n / max(1, busy):.1f} %"
         out.append(f"| {kind} | {100 * n / max(1, total):.1f} % | {busy_share} |")
+    out += ["", f"File system calls: top {top} (call, innermost Python frame; share of busy time)",
+            ""]
+    out += [f"    {100 * n / max(1, busy):5.1f} %  {call}" for call, n in calls.most_common(top)]
     out += ["", f"Python: top {top} innermost Python frames (share of busy time)", ""]
     out += [f"    {100 * n / max(1, busy):5.1f} %  {frame}" for frame, n in leaves.most_common(top)]
     return "\n".join(out)
