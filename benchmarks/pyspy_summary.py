@@ -7,7 +7,8 @@ PROFILE.txt is `py-spy record --idle --native --format raw` output (what
 bench_incident.py --profile writes): one collapsed stack per line, leaf last,
 then its sample count. Each sample is put in the first category whose rule
 matches: fsync (split into SQLite's and the rest), waiting (a thread blocked
-on a lock, queue, pipe or child: idle), network, SQLite (its own I/O too),
+on a lock, queue, pipe or child: idle), the GIL (a thread of a busy process
+that waits to run Python again, or hands it over), network, SQLite (its own I/O too),
 file system calls (the time in them: kernel work and waiting for the disk),
 decompression, hashing, the C header scan, and what is left, Python itself. With --idle every thread is
 sampled all the time, so shares are of thread time, not of wall time; the
@@ -49,6 +50,9 @@ def categorize(frames: list[str]) -> str:
     inner = python_leaf(frames)  # threading.py is the outermost frame of every thread: not that
     if WAITING_PY.search(inner):
         return "waiting (locks, queues, pipes, children)"
+    if any(f.startswith(("take_gil", "drop_gil", "pthread_cond_")) for f in frames[-3:]):
+        # a thread back from a call (or in plain Python) that must wait for the interpreter
+        return "GIL (waiting for it, handing it over)"
     if NETWORK.search(inner) or NETWORK.search(leaf):
         return "network (socket, TLS)"
     if any("sqlite" in f.lower() for f in frames):
