@@ -479,6 +479,8 @@ def main() -> None:
                     "else fadvise)")
     ap.add_argument("--build-jobs", type=int, default=max(2, os.cpu_count() or 2))
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--estimate", action="store_true",
+                    help="print the disk the incident and a run need, build nothing")
     ap.add_argument("--force", action="store_true", help="build even if the disk looks too small")
     ap.add_argument("--keep", action="store_true", help="keep the restored replica copies")
     ap.add_argument("--profile", action="store_true",
@@ -498,6 +500,8 @@ def main() -> None:
           f"({shape.fmt}). Disk: the incident ~{need['build'] / GB:.1f} GB, a run ~"
           f"{need['runs'] / GB:.1f} GB more at its peak; {free / GB:.1f} GB free; "
           f"{shape.archive_items + shape.present + shape.missing * 2:,} inodes.", flush=True)
+    if args.estimate:
+        return
     built = incident_dir(shape).is_dir()
     if need["total"] > 0.9 * free and not (built and need["runs"] < 0.9 * free) and not args.force:
         sys.exit("not enough free disk (--force to try anyway)")

@@ -5,12 +5,12 @@
 
 PROFILE.txt is `py-spy record --idle --native --format raw` output (what
 bench_incident.py --profile writes): one collapsed stack per line, leaf last,
-then its sample count. Each sample is put in the first category whose rule
-matches: fsync (split into SQLite's and the rest), waiting (a thread blocked
-on a lock, queue, pipe or child: idle), the GIL (a thread of a busy process
-that waits to run Python again, or hands it over), network, SQLite (its own I/O too),
-file system calls (the time in them: kernel work and waiting for the disk),
-decompression, hashing, the C header scan, and what is left, Python itself. With --idle every thread is
+then its sample count. Each sample goes to the first category that matches:
+fsync (SQLite's apart), waiting (a thread blocked on a lock, queue, pipe or
+child: idle), the GIL (a thread of a busy process waiting to run Python
+again, or handing it over), network, SQLite (its own I/O too), file system
+calls (kernel work and waiting for the disk), decompression, hashing, the C
+header scan, and what is left: Python itself. With --idle every thread is
 sampled all the time, so shares are of thread time, not of wall time; the
 busy shares leave the waiting out.
 """
