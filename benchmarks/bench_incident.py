@@ -36,6 +36,7 @@ import sys
 import time
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -200,7 +201,7 @@ class Bench:
         run = run_measured(cmd, env=env, log_dir=self.work / "logs" / name.replace(" ", "-"),
                            timeout=6 * 3600, sample_tree=True)
         split, server_after = cpu_split(before, cpu_jiffies()), tree_cpu(dovecot_pid)
-        row = {"step": name, "messages": messages, "seconds": round(run.seconds, 2),
+        row: dict[str, Any] = {"step": name, "messages": messages, "seconds": round(run.seconds, 2),
                "msgs_per_s": round(messages / run.seconds) if run.seconds else None,
                "user_s": round(run.user_s, 1), "sys_s": round(run.sys_s, 1),
                "peak_rss_mb": round(run.peak_rss_kb / 1024, 1),

@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import zstandard
 
@@ -343,7 +344,7 @@ def read_message_id(path: str) -> str | None:
     return found.group(1).decode("ascii", "replace") if found else None
 
 
-def check_users(shape: Shape, root: str, first: int, last: int) -> dict[str, int | list[str]]:
+def check_users(shape: Shape, root: str, first: int, last: int) -> dict[str, Any]:
     """Count each expected Message-ID in users [first, last)'s Maildirs (cur/ and new/)."""
     missing = doubled = unexpected = found = 0
     examples: list[str] = []
