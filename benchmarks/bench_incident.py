@@ -201,12 +201,13 @@ class Bench:
         run = run_measured(cmd, env=env, log_dir=self.work / "logs" / name.replace(" ", "-"),
                            timeout=6 * 3600, sample_tree=True)
         split, server_after = cpu_split(before, cpu_jiffies()), tree_cpu(dovecot_pid)
-        row: dict[str, Any] = {"step": name, "messages": messages, "seconds": round(run.seconds, 2),
-               "msgs_per_s": round(messages / run.seconds) if run.seconds else None,
-               "user_s": round(run.user_s, 1), "sys_s": round(run.sys_s, 1),
-               "peak_rss_mb": round(run.peak_rss_kb / 1024, 1),
-               "tree_pss_mb": round(run.tree_pss_kb / 1024, 1), "cpu": split, "load": load,
-               "cache": cold_how, "command": " ".join(cmd), "status": "ok"}
+        row: dict[str, Any] = {
+            "step": name, "messages": messages, "seconds": round(run.seconds, 2),
+            "msgs_per_s": round(messages / run.seconds) if run.seconds else None,
+            "user_s": round(run.user_s, 1), "sys_s": round(run.sys_s, 1),
+            "peak_rss_mb": round(run.peak_rss_kb / 1024, 1),
+            "tree_pss_mb": round(run.tree_pss_kb / 1024, 1), "cpu": split, "load": load,
+            "cache": cold_how, "command": " ".join(cmd), "status": "ok"}
         if dovecot_pid:
             row["dovecot_cpu_s"] = round(server_after - server_before, 1)
         if run.returncode not in ok_codes:
@@ -450,6 +451,7 @@ def report(bench: Bench) -> str:
         for r in rows:
             if r["step"].startswith("restore"):
                 lines.append([f"{r['step']} wall / floor", fmt(ratio(r["seconds"], floor), 2)])
+    lines = [line for line in lines if line[1] != "-"]
     if lines:
         out += ["", markdown_table(("ratio (same run)", "value"), lines)]
     window = by.get("diff --plan", {}).get("window")
