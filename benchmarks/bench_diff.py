@@ -30,6 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from corpus import current_stamp, stamp_path  # noqa: E402
 from measure import (  # noqa: E402
     MEASUREMENT_HEADERS,
     Measurement,
@@ -60,16 +61,13 @@ def ensure_incident(n: int, users: int, days: int) -> dict:
     Built once; the stamp beside it records what it was built with.
     """
     root = incident_dir(n)
-    stamp_file = root.with_name(root.name + ".built.json")
+    stamp_file = stamp_path(root)
     per_user_per_day = max(1, round(n / (users * days)))
     wanted = {"version": STAMP_VERSION, "users": users, "days": days,
               "per_user_per_day": per_user_per_day}
-    try:
-        stamp = json.loads(stamp_file.read_text())
-        if {k: stamp.get(k) for k in wanted} == wanted and root.is_dir():
-            return stamp
-    except (OSError, ValueError):
-        pass
+    done = current_stamp(root, wanted)
+    if done:
+        return done
     from restore.demo import build_incident  # the package under test; may be unfinished
 
     shutil.rmtree(root, ignore_errors=True)

@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import gapincident as gi  # noqa: E402
+from corpus import current_stamp, stamp_path  # noqa: E402
 from measure import (  # noqa: E402
     Run,
     fmt,
@@ -86,14 +87,11 @@ def disk_estimate(shape: gi.Shape) -> dict[str, float]:
 
 def ensure_incident(shape: gi.Shape, jobs: int) -> dict:
     root = incident_dir(shape)
-    stamp_file = root.with_name(root.name + ".built.json")
+    stamp_file = stamp_path(root)
     wanted = {"version": STAMP_VERSION, "gap": shape.gap, "format": shape.fmt, "seed": shape.seed}
-    try:
-        stamp = json.loads(stamp_file.read_text())
-        if {k: stamp.get(k) for k in wanted} == wanted and root.is_dir():
-            return stamp
-    except (OSError, ValueError):
-        pass
+    done = current_stamp(root, wanted)
+    if done:
+        return done
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
