@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import IO
 
 from restore.errors import UsageError
-from restore.recipients import invalid_mailbox_reason
+from restore.mailnames import invalid_folder_reason, invalid_mailbox_reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,20 +79,6 @@ def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry:
         message_id=str(mid) if mid else None,
         fingerprint=str(obj.get("fingerprint") or ""),
     )
-
-
-def invalid_folder_reason(folder: str) -> str | None:
-    """Why a folder name may not be used in a path, or None if it is safe."""
-    if not folder or folder.strip() != folder:
-        return "empty or padded with spaces"
-    if any(unicodedata.category(c) == "Cc" for c in folder):   # C0, DEL and C1
-        return "contains a control character"
-    parts = folder.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        return "empty, '.' or '..' path component"
-    if any(p.startswith(".") for p in parts):
-        return "component starts with '.'"
-    return None
 
 
 def read_plan(fh: IO[str], name: str = "plan") -> Iterator[PlanEntry | UsageError]:

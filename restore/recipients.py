@@ -10,51 +10,14 @@ reason and never used in a path.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from restore.errors import UsageError
+from restore.mailnames import invalid_mailbox_reason, normalize_address
 
 DEFAULT_RECIPIENT_HEADERS = ("X-Envelope-To", "Envelope-To", "X-Original-To", "Delivered-To")
-
-MAX_ADDRESS = 254
-
-
-def normalize_address(addr: str) -> str:
-    """``<Alice@Example.COM>`` -> ``Alice@example.com``."""
-    addr = addr.strip().strip("<>").strip()
-    local, at, domain = addr.rpartition("@")
-    if not at:
-        return addr
-    return f"{local}@{domain.lower()}"
-
-
-def invalid_mailbox_reason(user: str) -> str | None:
-    """Why ``user`` may not name a mailbox (it could escape the mail root), or None."""
-    if not user:
-        return "empty address"
-    if len(user) > MAX_ADDRESS:
-        return f"longer than {MAX_ADDRESS} characters"
-    if "\x00" in user:
-        return "contains a NUL byte"
-    if any(unicodedata.category(c) == "Cc" for c in user):   # C0, DEL and C1 (U+0080-U+009F)
-        return "contains a control character"
-    if "/" in user or "\\" in user:
-        return "contains a path separator"
-    if ".." in user:
-        return "contains '..'"
-    if any(c.isspace() for c in user):
-        return "contains white space"
-    local, at, domain = user.rpartition("@")
-    if at and (not local or not domain):
-        return "empty local part or domain"
-    parts = (local, domain) if at else (user,)
-    if any(p.startswith(".") for p in parts):
-        return "a part starts with '.'"
-    return None
-
 
 # One bare address, as MTAs write envelope headers: no need for the full parser.
 _PLAIN_ADDRESS = re.compile(r'\s*<?([^\s<>,;:"()\[\]\\@]+@[^\s<>,;:"()\[\]\\@]+)>?\s*')

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from restore.errors import UsageError
-from restore.plan import PlanEntry, invalid_folder_reason, parse_line, read_plan, write_plan
+from restore.mailnames import invalid_folder_reason
+from restore.plan import PlanEntry, parse_line, read_plan, write_plan
 
 ENTRY = PlanEntry(
     user="alice@example.com", folder="INBOX", source="eml:/srv/gateway",

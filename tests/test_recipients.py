@@ -9,14 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from restore.errors import UsageError
+from restore.mailnames import MAX_ADDRESS, invalid_mailbox_reason, normalize_address
 from restore.recipients import (
     DEFAULT_RECIPIENT_HEADERS,
-    MAX_ADDRESS,
     AliasMap,
     Rejected,
     header_addresses,
-    invalid_mailbox_reason,
-    normalize_address,
     resolve_users,
 )
 
@@ -224,6 +222,7 @@ def test_missing_alias_map_is_a_usage_error(tmp_path):
 def test_plain_envelope_values_read_like_the_full_parser(value):
     from email.utils import getaddresses
 
-    from restore.recipients import header_addresses, normalize_address
+    from restore.mailnames import normalize_address
+    from restore.recipients import header_addresses
 
     assert header_addresses([value]) == [normalize_address(a) for _, a in getaddresses([value])]

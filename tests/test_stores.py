@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from restore.errors import StoreError, UnreadableItem
+from restore.mailnames import decode_mutf7
 from restore.stores import Item, Unit, Unreadable, open_store
-from restore.stores.maildir import decode_mutf7
 from restore.stores.mbox import MboxStore
 
 WHEN = datetime(2017, 12, 8, 21, 13, 5, tzinfo=UTC)

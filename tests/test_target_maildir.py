@@ -11,11 +11,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from restore.errors import PermanentError, UsageError
-from restore.plan import invalid_folder_reason
-from restore.stores.maildir import folder_name
+from restore.mailnames import encode_mutf7, invalid_folder_reason, maildir_dirname, maildir_folder
 from restore.targets import TargetOptions, open_target
 from restore.targets.base import Message
-from restore.targets.maildir import MaildirTarget, encode_mutf7, folder_dirname
+from restore.targets.maildir import MaildirTarget
 
 RECEIVED = 1512748385.0  # 2017-12-08T15:53:05Z
 DATA = b"Message-ID: <a@test>\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -128,9 +127,9 @@ def test_missing_folder_is_created_as_a_maildirplusplus_folder(target, vmail):
 def test_folder_names_encode_to_modified_utf7():
     assert encode_mutf7("~peter/mail/日本語/台北") == "~peter/mail/&ZeVnLIqe-/&U,BTFw-"
     assert encode_mutf7("Tom & Jerry") == "Tom &- Jerry"
-    assert folder_dirname("Entwürfe") == ".Entw&APw-rfe"
-    assert folder_dirname("inbox") is None
-    assert folder_dirname("Sent") == ".Sent"
+    assert maildir_dirname("Entwürfe") == ".Entw&APw-rfe"
+    assert maildir_dirname("inbox") is None
+    assert maildir_dirname("Sent") == ".Sent"
 
 
 def test_single_maildir_path_takes_every_users_mail(tmp_path):
@@ -253,4 +252,4 @@ def test_find_removes_our_own_half_written_tmp_file(target, vmail):
                 min_size=1, max_size=3).map("/".join))
 def test_the_maildir_store_reads_back_the_folder_names_written(folder):
     assume(invalid_folder_reason(folder) is None and folder.upper() != "INBOX")
-    assert folder_name(folder_dirname(folder)) == folder
+    assert maildir_folder(maildir_dirname(folder)) == folder

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from restore.errors import StoreError, UnreadableItem
+from restore.mailnames import is_inside
 from restore.stores.compression import READ_SIZE, CorruptData, detect, read_all
 from restore.stores.sniff import HEADER_FIELD, HEADER_SCAN, not_a_message_reason
 
@@ -96,7 +97,7 @@ class StoreRoot:
                 self._real_dirs.clear()
             real_dir = self._real_dirs[directory] = os.path.realpath(directory)
         real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_dir, name)
-        return real == self.real or real.startswith(self.real.rstrip(os.sep) + os.sep)
+        return is_inside(real, self.real)
 
     def entry_problem(self, entry: os.DirEntry[str]) -> str | None:
         """Why a directory entry must not be followed, or None."""

@@ -46,10 +46,9 @@ from restore.imapconn import (
     server_text,
     try_login,
 )
-from restore.recipients import invalid_mailbox_reason
+from restore.mailnames import imap_folder, invalid_mailbox_reason
 from restore.stores import StoreOptions
 from restore.stores.base import Item, Store, Unit, Unreadable
-from restore.stores.maildir import decode_mutf7
 
 HEADER_BATCH = 500    # UIDs per FETCH of header blocks: few round trips, little memory
 WHOLE_BATCH = 50      # UIDs per FETCH of whole messages: bounds memory, not round trips
@@ -85,14 +84,6 @@ class MessageRef:
         if not (user and folder and uidvalidity.isdigit() and numbers.isdigit()):
             raise UnreadableItem(ref, "not an IMAP message reference (USER/FOLDER/UIDVALIDITY/UID)")
         return cls(user, folder, int(uidvalidity), int(numbers))
-
-
-def folder_display_name(raw: str, delimiter: str | None) -> str:
-    """A server's folder name as text with "/" between levels: ``Archiv.&AMQ-rger`` -> ``Archiv/Ärger``."""
-    if raw.upper() == "INBOX":
-        return "INBOX"
-    parts = raw.split(delimiter) if delimiter else [raw]
-    return "/".join(decode_mutf7(part) for part in parts)
 
 
 def lacks_message_id(header: bytes) -> bool:
@@ -143,7 +134,7 @@ class _Session:
             raw = _text(name)
             if {_text(f).lower() for f in flags} & UNSELECTABLE or raw.startswith(foreign):
                 continue
-            found[folder_display_name(raw, _text(delimiter) if delimiter else None)] = raw
+            found[imap_folder(raw, _text(delimiter) if delimiter else None)] = raw
         return found
 
 

@@ -36,14 +36,20 @@ the assumption: after running one, touch the directories it changed.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from restore.errors import StoreError, UnreadableItem
-from restore.recipients import invalid_mailbox_reason
+from restore.mailnames import (
+    INFO_SEPARATOR,
+    PathTemplate,
+    invalid_mailbox_reason,
+    is_template,
+    maildir_folder,
+    message_stem,
+)
 from restore.stores.base import Item, Store, Unit, UnitGroup, Unreadable
 from restore.stores.files import (
     OUTSIDE_ROOT,
@@ -55,15 +61,8 @@ from restore.stores.files import (
     read_message_file,
     stamp,
 )
-from restore.stores.template import PathTemplate, is_template
 
 MESSAGE_DIRS = ("cur", "new")
-INFO_SEPARATOR = ":2,"
-
-
-def message_stem(name: str) -> str:
-    """A message file name without its ``:2,FLAGS`` suffix."""
-    return name.partition(INFO_SEPARATOR)[0]
 
 
 def _sorted_names(directory_fd: int) -> list[str]:
@@ -73,34 +72,6 @@ def _sorted_names(directory_fd: int) -> list[str]:
     # Hidden names sort together, between "." and "/": cut them out without a pass over the rest.
     del names[bisect.bisect_left(names, "."):bisect.bisect_left(names, "/")]
     return names
-
-
-def decode_mutf7(name: str) -> str:
-    """IMAP modified UTF-7 (RFC 3501) to text; a malformed name is kept as written."""
-    out, rest = [], name
-    while "&" in rest:
-        before, _, after = rest.partition("&")
-        encoded, dash, rest = after.partition("-")
-        if not dash:
-            return name
-        out.append(before)
-        if not encoded:
-            out.append("&")
-            continue
-        try:
-            raw = base64.b64decode(encoded.replace(",", "/") + "=" * (-len(encoded) % 4))
-            out.append(raw.decode("utf-16-be"))
-        except ValueError:
-            return name
-    out.append(rest)
-    return "".join(out)
-
-
-def folder_name(directory: str) -> str:
-    """``.Archive.2017`` -> ``Archive/2017``; the Maildir itself (``""``) -> ``INBOX``."""
-    if not directory:
-        return "INBOX"
-    return "/".join(decode_mutf7(part) for part in directory.lstrip(".").split("."))
 
 
 class MaildirStore(Store):
@@ -211,7 +182,7 @@ class MaildirStore(Store):
                 if problem := self.root.entry_problem(entry):
                     yield Refused(self.root.rel(entry.path), problem)
                 elif os.path.isdir(os.path.join(entry.path, "cur")):
-                    yield entry.path, folder_name(entry.name)
+                    yield entry.path, maildir_folder(entry.name)
 
     def _message_dir(
         self, directory: str, folder: str, user: str | None
@@ -244,7 +215,7 @@ class MaildirStore(Store):
                 if stamped:
                     yield self._message_file(fd, directory, rel, name, folder, user)
                 else:
-                    yield Unit(f"{rel}/{name.partition(INFO_SEPARATOR)[0]}", "", folder, user, 0, 0,
+                    yield Unit(f"{rel}/{message_stem(name)}", "", folder, user, 0, 0,
                                f"{rel}/{name}")
         except OSError as exc:
             yield Unreadable(Unit(rel, "", folder, user), rel,

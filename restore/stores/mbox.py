@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from restore.errors import StoreError, UnreadableItem
+from restore.mailnames import mbox_folder
 from restore.stores.base import Item, Store, Unit, Unreadable
 from restore.stores.compression import READ_SIZE, CorruptData, open_stream
 from restore.stores.files import (
@@ -261,14 +262,6 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def folder_name(rel: str) -> str:
-    """``Sent.mbox.gz`` -> ``Sent``; ``inbox`` -> ``INBOX``."""
-    name = rel
-    for suffix in (".gz", ".zst", ".mbox"):
-        name = name.removesuffix(suffix)
-    return "INBOX" if name.lower() == "inbox" else name
-
-
 class MboxStore(Store):
     kind = "mbox"
 
@@ -303,7 +296,7 @@ class MboxStore(Store):
             if isinstance(found, Refused):
                 yield Unreadable(Unit(found.rel, ""), found.rel, found.reason)
                 continue
-            folder = "INBOX" if self._single else folder_name(found.rel)
+            folder = "INBOX" if self._single else mbox_folder(found.rel)
             yield Unit(found.rel, stamp(found.stat), folder, size=found.stat.st_size)
 
     def end_offset(self, unit: Unit) -> int | None:

@@ -1,7 +1,7 @@
 """Maildir delivery: append messages to per-user Maildirs, never outside the mail root.
 
 ``maildir:/var/vmail/%d/%n/Maildir`` names a tree of per-user Maildirs
-(restore.stores.template); a path without variables is one Maildir that
+(``restore.mailnames.PathTemplate``); a path without variables is one Maildir that
 every user's mail goes to. Folders are Maildir++ subfolders (``Sent`` ->
 ``.Sent``, ``Archive/2017`` -> ``.Archive.2017``, non-ASCII in modified
 UTF-7 as Dovecot and Courier write them).
@@ -27,94 +27,31 @@ nothing be created outside the mail root, even when running as root.
 
 from __future__ import annotations
 
-import base64
-import itertools
 import os
-import socket
 import stat
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from restore.errors import PermanentError, TargetError, TransientError, UsageError
 from restore.identity import fingerprint_of
-from restore.plan import invalid_folder_reason
-from restore.recipients import invalid_mailbox_reason
-from restore.stores.template import PathTemplate, is_template
+from restore.mailnames import (
+    PathTemplate,
+    info_suffix,
+    invalid_mailbox_reason,
+    is_inside,
+    is_template,
+    maildir_dirname,
+    unique_name,
+)
 from restore.targets.base import Message, Outcome, Target, TargetSession
 
 NO_MAILBOX = "no mailbox"
 OUTSIDE_ROOT = "path leaves the mail root"
-MAX_NAME = 255
-
-# IMAP system flags that Maildir stores as info letters (kept sorted by letter).
-FLAG_LETTERS = {"\\draft": "D", "\\flagged": "F", "\\answered": "R", "\\seen": "S", "\\deleted": "T"}
-
-_deliveries = itertools.count(1)
-
-
-def encode_mutf7(name: str) -> str:
-    """IMAP modified UTF-7 (RFC 3501 5.1.3), the encoding of Maildir++ folder names."""
-    out: list[str] = []
-    pending: list[str] = []
-
-    def flush() -> None:
-        if pending:
-            raw = "".join(pending).encode("utf-16-be", "surrogatepass")
-            out.append("&" + base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            pending.append(ch)
-    flush()
-    return "".join(out)
-
-
-def folder_dirname(folder: str) -> str | None:
-    """Maildir++ directory of ``folder`` (None for INBOX, the Maildir itself).
-
-    Raises ValueError with the reason when the name is unsafe.
-    """
-    reason = invalid_folder_reason(folder)
-    if reason:
-        raise ValueError(reason)
-    if folder.upper() == "INBOX":
-        return None
-    name = "." + ".".join(encode_mutf7(part) for part in folder.split("/"))
-    if len(name.encode()) > MAX_NAME:
-        raise ValueError("folder name too long for a directory name")
-    return name
-
-
-def unique_name(size: int) -> str:
-    """A Maildir file name no delivery has used: ``time.M<usec>P<pid>Q<n>R<rand>.<host>,S=<size>``."""
-    now = time.time()
-    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072").replace(",", r"\054")
-    return (
-        f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_deliveries)}"
-        f"R{os.urandom(6).hex()}.{host},S={size}"
-    )
 
 
 def maildir_bytes(data: bytes) -> bytes:
     """Maildir files hold LF line endings."""
     return data.replace(b"\r\n", b"\n")
-
-
-def info_suffix(flags: Sequence[str]) -> tuple[str, list[str]]:
-    """``":2,FS"`` for the flags Maildir can store, and the flags it cannot (keywords)."""
-    letters, unknown = set(), []
-    for flag in flags:
-        letter = FLAG_LETTERS.get(flag.lower())
-        if letter:
-            letters.add(letter)
-        else:
-            unknown.append(flag)
-    return (":2," + "".join(sorted(letters)) if letters else ""), unknown
 
 
 def _real_path(fd: int, fallback: str) -> str:
@@ -182,10 +119,7 @@ class MaildirTarget(Target):
             path = self.mailbox_path(user)
         except PermanentError:
             return False
-        return os.path.isdir(path) and self._inside(os.path.realpath(path))
-
-    def _inside(self, real: str) -> bool:
-        return real == self.real_root or real.startswith(self.real_root.rstrip("/") + "/")
+        return os.path.isdir(path) and is_inside(os.path.realpath(path), self.real_root)
 
     def session(self, user: str) -> MaildirSession:
         """Open ``user``'s Maildir; PermanentError when it is missing (unless create_missing)."""
@@ -238,7 +172,7 @@ class MaildirTarget(Target):
             except BaseException:
                 os.close(fd)
                 raise
-        if not self._inside(_real_path(fd, path)):
+        if not is_inside(_real_path(fd, path), self.real_root):
             os.close(fd)
             raise PermanentError(user, f"{path}: {OUTSIDE_ROOT}")
         return fd
@@ -373,7 +307,7 @@ class MaildirSession(TargetSession):
         """Open ``folder``, creating it and its cur/new/tmp when ``create``; None if absent."""
         if folder in self.folders:
             return self.folders[folder]
-        dirname = folder_dirname(folder)
+        dirname = maildir_dirname(folder)
         owner = self.mailbox_stat
         mode = stat.S_IMODE(owner.st_mode)
         path = self.path if dirname is None else f"{self.path}/{dirname}"
