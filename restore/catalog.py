@@ -20,18 +20,25 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from enum import IntEnum
+from functools import partial
+from json.encoder import encode_basestring as _json_string
 from pathlib import Path
+from typing import Any
 
 from restore.errors import CannotRunError, UsageError
+from restore.identity import facts_of, received_time
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
-from restore.scanpool import FORGET, INSERT_MESSAGE, MESSAGE, STAMPED, UNLISTED, BatchReader, Change
-from restore.stores.base import Store, Unit, UnitGroup, Unreadable
+from restore.scanpool import BatchReader
+from restore.stores.base import Item, Store, Unit, UnitGroup, Unreadable
 
 # Bump when identity or the schema changes what a scan records: an older
 # catalog is then emptied and rebuilt rather than trusted.
 SCHEMA_VERSION = 4
 READ_BATCH = 250
 COMPARE_BATCH = 500    # bound parameters per query: well below SQLite's limit of 999
+# The column holding each --match mode's identity key.
+KEY_COLUMN = {"auto": "key", "message-id": "mid_key", "strict": "strict_key"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
@@ -82,6 +89,76 @@ CREATE TABLE IF NOT EXISTS groups (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS summaries (store INTEGER PRIMARY KEY, summary TEXT NOT NULL);
 """
+
+INSERT_MESSAGE = (
+    "INSERT INTO messages (store, unit, ref, folder, user, received, received_from, size,"
+    " message_id, key, strict_key, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def message_row(store_id: int, item: Item, headers: tuple[str, ...]) -> tuple:
+    """The ``INSERT_MESSAGE`` row of one message read from a store."""
+    facts = facts_of(item.data, headers, headers_only=item.headers_only)
+    received, source = received_time(facts, item.delivered)
+    return (
+        store_id, item.unit.ref, item.ref, item.unit.folder, item.unit.user, received, source,
+        facts.size, facts.message_id, facts.key, facts.strict_key,    # mid_key: computed by SQLite
+        _envelope_json(facts.envelope) if facts.envelope else "{}",
+    )
+
+
+def _envelope_json(envelope: dict[str, list[str]]) -> str:
+    """What ``json.dumps(envelope, ensure_ascii=False)`` gives, without its generic encoder."""
+    return "{" + ", ".join(f"{_json_string(name)}: [{', '.join(map(_json_string, values))}]"
+                           for name, values in envelope.items()) + "}"
+
+
+class Change(IntEnum):
+    """What reading a batch asks of the catalog, in order, each with its data."""
+
+    FORGET = 0      # unit ref: the unit was rewritten, its earlier rows are stale
+    PROBLEM = 1     # (store id, unit ref, where, reason)
+    MESSAGE = 2     # a row of INSERT_MESSAGE
+    # For a unit handed in without a stamp (``UnitGroup.unstamped``), one of:
+    STAMPED = 3     # (unit ref, stamp): the stamp reading it found
+    UNLISTED = 4    # (unit ref, where, reason): no message file; what a listing reports
+
+
+Changes = list[tuple[Change, Any]]
+
+
+def read_batch(store: Store, store_id: int, headers: tuple[str, ...], units: list[Unit]) -> Changes:
+    """Read ``units`` and fingerprint every message: the changes to make to the catalog.
+
+    Runs in a scan worker process (``restore.scanpool``) or in this one.
+    """
+    changes: Changes = []
+    restarted: set[str] = set()
+    unstamped = {unit.ref for unit in units if not unit.stamp}
+    for got in store.read(units):
+        unit = got.unit
+        if unstamped and unit.ref in unstamped:
+            unstamped.discard(unit.ref)
+            if isinstance(got, Unreadable) and not unit.stamp:
+                changes.append((Change.UNLISTED, (unit.ref, got.where, got.reason)))
+                continue
+            changes.append((Change.STAMPED, (unit.ref, unit.stamp)))
+        if (isinstance(got, Item) and unit.resume and unit.ref not in restarted
+                and _offset(got.ref) < unit.resume):
+            # The file was rewritten, not appended to: its old rows are stale.
+            changes.append((Change.FORGET, unit.ref))
+            restarted.add(unit.ref)
+        if isinstance(got, Unreadable):
+            changes.append((Change.PROBLEM, (store_id, unit.ref, got.where, got.reason)))
+        else:
+            changes.append((Change.MESSAGE, message_row(store_id, got, headers)))
+    return changes
+
+
+def _offset(ref: str) -> int:
+    """The byte offset an mbox ``PATH:OFFSET`` ref names."""
+    _, colon, offset = ref.rpartition(":")
+    return int(offset) if colon and offset.isdigit() else 0
 
 
 def default_catalog_path() -> Path:
@@ -207,12 +284,13 @@ class Catalog:
 
         recount: set[str] = set()    # groups some of whose listed entries proved no message file
 
-        def apply(units: list[Unit], changes: list[Change]) -> None:
+        def apply(units: list[Unit], changes: Changes) -> None:
             self._apply(sid, store, units, changes, stats, progress, recount)
 
         db.execute("BEGIN")
         try:
-            with BatchReader(store, sid, headers, apply, READ_BATCH, workers) as reader:
+            with BatchReader(partial(read_batch, store, sid, headers), apply, READ_BATCH, workers,
+                             parallel=store.parallel_safe) as reader:
                 grouping_checked = False
                 recorded = dict(db.execute(
                     "SELECT key, stamp FROM groups WHERE store=? AND stamp IS NOT NULL", (sid,)))
@@ -247,7 +325,7 @@ class Catalog:
             "SELECT COUNT(*) FROM problems WHERE store=?", (sid,)).fetchone()[0])
         return sid, stats
 
-    def _refresh_group(self, sid: int, group: UnitGroup, reader: BatchReader,
+    def _refresh_group(self, sid: int, group: UnitGroup, reader: BatchReader[Changes],
                        stats: ScanStats) -> None:
         """Reuse an unchanged group whole; else compare its listing unit by unit."""
         db = self.db
@@ -301,7 +379,8 @@ class Catalog:
         db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?, ?)",
                    (sid, key, group.stamp, listed))
 
-    def _compare(self, sid: int, units: list[Unit], reader: BatchReader, stats: ScanStats) -> None:
+    def _compare(self, sid: int, units: list[Unit], reader: BatchReader[Changes],
+                 stats: ScanStats) -> None:
         """Reuse the listed units whose stamp is unchanged; hand the rest to the reader.
 
         A batch at a time: one query for the batch's recorded stamps, not one per unit.
@@ -370,7 +449,7 @@ class Catalog:
         sid: int,
         store: Store,
         units: list[Unit],
-        changes: list[Change],
+        changes: Changes,
         stats: ScanStats,
         progress: Progress | None,
         recount: set[str],
@@ -381,18 +460,18 @@ class Catalog:
         found_stamps: dict[str, str] = {}
         unlisted: set[str] = set()
         for kind, change in changes:
-            if kind == MESSAGE:
+            if kind == Change.MESSAGE:
                 rows.append(change)
                 continue
-            if kind == STAMPED:
+            if kind == Change.STAMPED:
                 found_stamps[change[0]] = change[1]
                 continue
             if rows:
                 db.executemany(INSERT_MESSAGE, rows)
                 rows = []
-            if kind == FORGET:
+            if kind == Change.FORGET:
                 self._forget_unit(sid, change)
-            elif kind == UNLISTED:
+            elif kind == Change.UNLISTED:
                 ref, where, reason = change
                 self._unlist(sid, ref, where, reason, recount)
                 unlisted.add(ref)
@@ -409,7 +488,7 @@ class Catalog:
         stats.listed -= len(unlisted)
         stats.read += len(units) - len(unlisted)
         if progress:
-            progress(sum(1 for kind, _ in changes if kind == MESSAGE))
+            progress(sum(1 for kind, _ in changes if kind == Change.MESSAGE))
 
     # -- reading back ----------------------------------------------------------
 
@@ -449,6 +528,73 @@ class Catalog:
     def problems(self, sid: int) -> list[Problem]:
         return [Problem(w, r) for w, r in self.db.execute(
             "SELECT location, reason FROM problems WHERE store=? ORDER BY location", (sid,))]
+
+
+    # -- reads for the diff ------------------------------------------------------
+    # The diff pairs archive messages with users in its temporary table
+    # ``pairs`` (restore.diff: user, msg = messages.id, received, key, reason,
+    # routable, present, class); what it reads of the messages is read here,
+    # beside the schema.
+
+    def users(self, sid: int) -> set[str]:
+        """The users a store's messages belong to (path variables, IMAP logins)."""
+        return {u for (u,) in self.db.execute(
+            "SELECT DISTINCT user FROM messages WHERE store = ? AND user IS NOT NULL", (sid,))}
+
+    def is_per_user(self, sid: int) -> bool:
+        """Whether a store is laid out per user: some message of it belongs to a user."""
+        return self.db.execute("SELECT 1 FROM messages WHERE store = ? AND user IS NOT NULL LIMIT 1",
+                               (sid,)).fetchone() is not None
+
+    def index_for_diff(self, match: str, by_received: bool) -> None:
+        """Look-ups the diff makes, indexed once per catalog and kept up to date by later scans."""
+        column = KEY_COLUMN[match]
+        self.db.execute(
+            f"CREATE INDEX IF NOT EXISTS messages_{column} ON messages (store, {column}, user)")
+        if by_received:
+            self.db.execute("CREATE INDEX IF NOT EXISTS messages_received ON messages (store, received)")
+
+    def to_pair(self, sid: int, match: str, after: float | None) -> sqlite3.Cursor:
+        """(id, user, received, identity key, envelope JSON) of a store's messages received after ``after``."""
+        since, args = ("", (sid,)) if after is None else (" AND received > ?", (sid, after))
+        return self.db.execute(f"SELECT id, user, received, {KEY_COLUMN[match]}, envelope"
+                               f" FROM messages WHERE store = ?{since} ORDER BY id", args)
+
+    def envelopes(self, sid: int) -> Iterator[tuple[str | None, dict[str, list[str]]]]:
+        """Each distinct (user, envelope headers) of a store's messages."""
+        for user, envelope in self.db.execute(
+                "SELECT DISTINCT user, envelope FROM messages WHERE store = ?", (sid,)):
+            yield user, json.loads(envelope)
+
+    def mark_present(self, sid: int, match: str, routable: str, same_user: bool) -> None:
+        """Mark the pairs matching ``routable`` routable, and present when store ``sid`` has their key."""
+        column = KEY_COLUMN[match]
+        user = " AND m.user = pairs.user" if same_user else ""
+        self.db.execute(f"UPDATE pairs SET routable = 1, present = EXISTS (SELECT 1 FROM messages m"
+                        f" WHERE m.store = ? AND m.{column} = pairs.key{user}) WHERE {routable}",
+                        (sid,))
+
+    def paired(self, cls: str, by_received: bool = True) -> sqlite3.Cursor:
+        """(user, received, store, ref, size, Message-ID, key, reason) of the pairs of class ``cls``."""
+        order = "p.user, p.received, m.ref" if by_received else "p.user, m.ref"
+        return self.db.execute(
+            "SELECT p.user, p.received, m.store, m.ref, m.size, m.message_id, m.key, p.reason"
+            f" FROM pairs p JOIN messages m ON m.id = p.msg WHERE p.class = ? ORDER BY {order}",
+            (cls,))
+
+    def first_message_ids(self, cls: str, user: str, limit: int) -> list[str]:
+        """The Message-IDs (or refs) of ``user``'s first pairs of class ``cls``, by received time."""
+        return [mid for (mid,) in self.db.execute(
+            "SELECT COALESCE(m.message_id, '(no Message-ID) ' || m.ref) FROM pairs p"
+            " JOIN messages m ON m.id = p.msg WHERE p.class = ? AND p.user = ?"
+            " ORDER BY p.received LIMIT ?", (cls, user, limit))]
+
+    def arrivals(self, sid: int, bucket: int, user: str | None) -> dict[int, int]:
+        """Messages of a store per time bucket (received // bucket), for one user or all."""
+        where, args = ("AND user = ?", (user,)) if user else ("", ())
+        return dict(self.db.execute(
+            f"SELECT CAST(received / ? AS INTEGER), COUNT(*) FROM messages WHERE store = ?"
+            f" AND received IS NOT NULL {where} GROUP BY 1", (bucket, sid, *args)))
 
 
 def _in_group(column: str, key: str | None) -> tuple[str, tuple[str, ...]]:

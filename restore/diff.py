@@ -38,7 +38,6 @@ class Class(StrEnum):
 
 
 CLASSES = [c.value for c in Class]
-KEY_COLUMN = {"auto": "key", "message-id": "mid_key", "strict": "strict_key"}
 BATCH = 2000
 RESOLVED_CACHE = 100_000
 
@@ -93,16 +92,12 @@ class DiffResult:
     @property
     def findings(self) -> bool:
         """Whether a cron job should hear about this diff (exit 1)."""
-        return any(self.counts[c] for c in ("missing", "unroutable", "unreadable"))
+        return any(self.counts[c] for c in (Class.MISSING, Class.UNROUTABLE, Class.UNREADABLE))
 
     def plan(self, folder: str = "INBOX") -> Iterator[PlanEntry]:
         """The missing messages, per user in received-time order."""
         specs = {s.sid: absolute_spec(s.spec) for s in self.archives}
-        for user, received, store, ref, size, mid, key in self.catalog.db.execute(
-            "SELECT p.user, p.received, m.store, m.ref, m.size, m.message_id, m.key"
-            " FROM pairs p JOIN messages m ON m.id = p.msg"
-            " WHERE p.class = 'missing' ORDER BY p.user, p.received, m.ref"
-        ):
+        for user, received, store, ref, size, mid, key, _ in self.catalog.paired(Class.MISSING):
             yield PlanEntry(
                 user=user,
                 folder=folder,
@@ -119,12 +114,9 @@ class DiffResult:
         found = []
         for user, n, oldest, newest in self.catalog.db.execute(
             "SELECT user, COUNT(*), MIN(received), MAX(received) FROM pairs"
-            " WHERE class = 'missing' GROUP BY user ORDER BY user"
+            " WHERE class = ? GROUP BY user ORDER BY user", (Class.MISSING,)
         ):
-            ids = [mid for (mid,) in self.catalog.db.execute(
-                "SELECT COALESCE(m.message_id, '(no Message-ID) ' || m.ref) FROM pairs p"
-                " JOIN messages m ON m.id = p.msg WHERE p.class = 'missing' AND p.user = ?"
-                " ORDER BY p.received LIMIT ?", (user, show_ids))]
+            ids = self.catalog.first_message_ids(Class.MISSING, user, show_ids)
             found.append({"user": user, "missing": n, "oldest": oldest, "newest": newest,
                           "message_ids": ids})
         return found
@@ -140,11 +132,7 @@ class DiffResult:
                 (bucket, *args),
             )
         }
-        rep = dict(db.execute(
-            f"SELECT CAST(received / ? AS INTEGER), COUNT(*) FROM messages WHERE store = ?"
-            f" AND received IS NOT NULL {where} GROUP BY 1",
-            (bucket, self.replica.sid, *args),
-        ))
+        rep = self.catalog.arrivals(self.replica.sid, bucket, user)
         buckets = sorted(set(arch) | set(rep))
         if not buckets:
             return []
@@ -160,7 +148,6 @@ def compare(
     settings: DiffSettings,
 ) -> DiffResult:
     db = catalog.db
-    keycol = KEY_COLUMN[settings.match]
     db.executescript(
         """
         DROP TABLE IF EXISTS temp.repusers;
@@ -174,29 +161,18 @@ def compare(
         """
     )
     # A replica that is not laid out per user is one mailbox for every recipient.
-    single = replica_users is None and db.execute(
-        "SELECT 1 FROM messages WHERE store = ? AND user IS NOT NULL LIMIT 1", (replica.sid,)
-    ).fetchone() is None
-    # Made once per catalog and kept up to date by later scans: the replica is
-    # looked up by identity key, and an audit reads only its recent archive mail.
-    db.execute(f"CREATE INDEX IF NOT EXISTS messages_{keycol} ON messages (store, {keycol}, user)")
-    if settings.consider_from is not None:
-        db.execute("CREATE INDEX IF NOT EXISTS messages_received ON messages (store, received)")
+    single = replica_users is None and not catalog.is_per_user(replica.sid)
+    # The replica is looked up by identity key; an audit reads only its recent archive mail.
+    catalog.index_for_diff(settings.match, by_received=settings.consider_from is not None)
     db.execute("BEGIN")
-    users = replica_users if replica_users is not None else {
-        u for (u,) in db.execute(
-            "SELECT DISTINCT user FROM messages WHERE store = ? AND user IS NOT NULL", (replica.sid,))
-    }
+    users = replica_users if replica_users is not None else catalog.users(replica.sid)
     db.executemany("INSERT OR IGNORE INTO repusers VALUES (?)", [(u,) for u in users])
     for side in archives:
-        _insert_pairs(catalog, side, keycol, settings)
+        _insert_pairs(catalog, side, settings)
     db.execute("CREATE INDEX temp.pairs_user_key ON pairs (user, key, received, msg)")
     routable = "reason IS NULL" + (
         "" if settings.create_missing or single else " AND user IN (SELECT user FROM repusers)")
-    same_user = "" if single else " AND m.user = pairs.user"
-    db.execute(f"UPDATE pairs SET routable = 1, present = EXISTS (SELECT 1 FROM messages m"
-               f" WHERE m.store = ? AND m.{keycol} = pairs.key{same_user}) WHERE {routable}",
-               (replica.sid,))
+    catalog.mark_present(replica.sid, settings.match, routable, same_user=not single)
     # Numbered only where a user has a key twice: most pairs are alone, and
     # the index finds the others without sorting every pair.
     db.execute(
@@ -211,12 +187,13 @@ def compare(
     db.execute("BEGIN")
     db.execute(
         "UPDATE pairs SET class = CASE"
-        " WHEN copy > 1 THEN 'duplicate'"
-        " WHEN NOT routable THEN 'unroutable'"
-        " WHEN present THEN 'present'"
-        f" WHEN {inside} THEN 'missing'"
-        " ELSE 'outside-window' END",
-        [bound for w in windows for bound in (w.since, w.until)],
+        " WHEN copy > 1 THEN ?"
+        " WHEN NOT routable THEN ?"
+        " WHEN present THEN ?"
+        f" WHEN {inside} THEN ?"
+        " ELSE ? END",
+        [Class.DUPLICATE, Class.UNROUTABLE, Class.PRESENT,
+         *[bound for w in windows for bound in (w.since, w.until)], Class.MISSING, Class.OUTSIDE],
     )
     db.execute("COMMIT")
     result = _tally(catalog, archives, replica, window, users)
@@ -224,13 +201,9 @@ def compare(
     return result
 
 
-def _insert_pairs(catalog: Catalog, side: Side, keycol: str, settings: DiffSettings) -> None:
+def _insert_pairs(catalog: Catalog, side: Side, settings: DiffSettings) -> None:
     db = catalog.db
-    since = "" if settings.consider_from is None else " AND received > ?"
-    args = (side.sid,) if settings.consider_from is None else (side.sid, settings.consider_from)
-    cursor = db.execute(
-        f"SELECT id, user, received, {keycol}, envelope FROM messages WHERE store = ?{since}"
-        " ORDER BY id", args)
+    cursor = catalog.to_pair(side.sid, settings.match, settings.consider_from)
     # Many messages share an envelope (one user's mail): resolve each envelope
     # once, into the (user, reason) pairs its messages make.
     resolved: dict[tuple[str | None, str], list[tuple[str, str | None]]] = {}
@@ -310,10 +283,7 @@ def _tally(catalog: Catalog, archives: Sequence[Side], replica: Side, window: Wi
             counts["unreadable"] += 1
             problems.append({"class": "unreadable", "where": where(side.spec, p.where),
                              "reason": p.reason})
-    for user, reason, ref, store in db.execute(
-        "SELECT p.user, p.reason, m.ref, m.store FROM pairs p JOIN messages m ON m.id = p.msg"
-        " WHERE p.class = 'unroutable' ORDER BY p.user, m.ref"
-    ):
+    for user, _, store, ref, _, _, _, reason in catalog.paired(Class.UNROUTABLE, by_received=False):
         spec = next(s.spec for s in archives if s.sid == store)
         problems.append({
             "class": "unroutable", "where": where(spec, ref), "user": user,
@@ -340,10 +310,8 @@ def recipients_of(catalog: Catalog, archives: Sequence[Side], settings: DiffSett
     """Every valid user the archives' messages belong to (for an IMAP replica's user list)."""
     users: set[str] = set()
     for side in archives:
-        for path_user, envelope in catalog.db.execute(
-            "SELECT DISTINCT user, envelope FROM messages WHERE store = ?", (side.sid,)
-        ):
-            found, _ = resolve_users(path_user, json.loads(envelope), settings.recipient_headers,
+        for path_user, envelope in catalog.envelopes(side.sid):
+            found, _ = resolve_users(path_user, envelope, settings.recipient_headers,
                                      settings.aliases)
             users.update(found)
     return sorted(users)

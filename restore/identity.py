@@ -441,6 +441,20 @@ def facts_of(
     )
 
 
+def received_time(facts: Facts, delivered: float | None) -> tuple[float | None, str]:
+    """When a message was received, and how that was found.
+
+    The topmost Received: header is the receiving server's own word; the
+    store's delivery time (From_ line, file mtime, INTERNALDATE) is next
+    best; the Date: header, set by the sender's clock, is the last resort.
+    """
+    if facts.received is not None:
+        return facts.received, "received"
+    if delivered is not None:
+        return delivered, "delivered"
+    return facts.date, "date"
+
+
 def fingerprint_of(data: bytes) -> str:
     """The identity key (``auto``) a plan line's ``fingerprint`` holds."""
     return facts_of(data).key

@@ -1,9 +1,10 @@
-"""Read and fingerprint units for the catalog, in worker processes when the store allows.
+"""Run the reading of units in worker processes, batch by batch, in order.
 
-Reading message files and fingerprinting them is nearly all of a cold scan's
-work, and each unit's is independent of the others'. For a store that is
-``parallel_safe`` (a file store: it holds no connection between calls),
-batches of units are read by ``workers`` readers: the main process and
+What reading a batch means is the caller's (``restore.catalog`` reads and
+fingerprints messages); this module only runs it. Reading message files and
+fingerprinting them is nearly all of a cold scan's work, and each unit's is
+independent of the others'. When the caller allows it (a ``parallel_safe``
+store: a file store, holding no connection between calls), batches of units are read by ``workers`` readers: the main process and
 ``workers - 1`` forked worker processes, one reader per CPU by default. A
 batch goes to a worker process while one has room; when every worker is
 busy the main process reads the batch itself rather than wait, so that N
@@ -26,85 +27,19 @@ import pickle
 import signal
 from collections import deque
 from collections.abc import Callable
-from json.encoder import encode_basestring as _json_string
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from restore.errors import WorkerDied
-from restore.identity import facts_of
-from restore.stores.base import Item, Store, Unit, Unreadable
+from restore.stores.base import Unit
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-# What reading a batch asks of the catalog, in order:
-FORGET = 0    # (FORGET, unit ref): the unit was rewritten, its earlier rows are stale
-PROBLEM = 1   # (PROBLEM, (store id, unit ref, where, reason))
-MESSAGE = 2   # (MESSAGE, a row of INSERT_MESSAGE)
-# For a unit handed in without a stamp (``UnitGroup.unstamped``), one of:
-STAMPED = 3   # (STAMPED, (unit ref, stamp)): the stamp reading it found
-UNLISTED = 4  # (UNLISTED, (unit ref, where, reason)): no message file; what a listing reports
-
-INSERT_MESSAGE = (
-    "INSERT INTO messages (store, unit, ref, folder, user, received, received_from, size,"
-    " message_id, key, strict_key, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-
-Change = tuple[int, Any]
+Result = TypeVar("Result")
+# Reads one batch of units (in this process or a worker): what reading found.
+Read = Callable[[list[Unit]], Result]
 # Called with each batch, in order, and what reading it found.
-Apply = Callable[[list[Unit], list[Change]], None]
-
-
-def read_batch(store: Store, sid: int, units: list[Unit], headers: tuple[str, ...]) -> list[Change]:
-    """Read ``units`` and fingerprint every message: the changes to make to the catalog."""
-    changes: list[Change] = []
-    restarted: set[str] = set()
-    unstamped = {unit.ref for unit in units if not unit.stamp}
-    for got in store.read(units):
-        unit = got.unit
-        if unstamped and unit.ref in unstamped:
-            unstamped.discard(unit.ref)
-            if isinstance(got, Unreadable) and not unit.stamp:
-                changes.append((UNLISTED, (unit.ref, got.where, got.reason)))
-                continue
-            changes.append((STAMPED, (unit.ref, unit.stamp)))
-        if (isinstance(got, Item) and unit.resume and unit.ref not in restarted
-                and _offset(got.ref) < unit.resume):
-            # The file was rewritten, not appended to: its old rows are stale.
-            changes.append((FORGET, unit.ref))
-            restarted.add(unit.ref)
-        if isinstance(got, Unreadable):
-            changes.append((PROBLEM, (sid, unit.ref, got.where, got.reason)))
-        else:
-            changes.append((MESSAGE, message_row(sid, got, headers)))
-    return changes
-
-
-def message_row(sid: int, item: Item, headers: tuple[str, ...]) -> tuple:
-    facts = facts_of(item.data, headers, headers_only=item.headers_only)
-    received: float | None
-    if facts.received is not None:
-        received, source = facts.received, "received"
-    elif item.delivered is not None:
-        received, source = item.delivered, "delivered"
-    else:
-        received, source = facts.date, "date"
-    return (
-        sid, item.unit.ref, item.ref, item.unit.folder, item.unit.user, received, source,
-        facts.size, facts.message_id, facts.key, facts.strict_key,    # mid_key: computed by SQLite
-        _envelope_json(facts.envelope) if facts.envelope else "{}",
-    )
-
-
-def _envelope_json(envelope: dict[str, list[str]]) -> str:
-    """What ``json.dumps(envelope, ensure_ascii=False)`` gives, at half the cost (once per message)."""
-    return "{" + ", ".join(f"{_json_string(name)}: [{', '.join(map(_json_string, values))}]"
-                           for name, values in envelope.items()) + "}"
-
-
-def _offset(ref: str) -> int:
-    """The byte offset an mbox ``PATH:OFFSET`` ref names."""
-    _, colon, offset = ref.rpartition(":")
-    return int(offset) if colon and offset.isdigit() else 0
+Apply = Callable[[list[Unit], Result], None]
 
 
 def worker_count() -> int:
@@ -122,7 +57,7 @@ class _Worker:
     worker never waits for this process's interpreter lock to get its next batch.
     """
 
-    def __init__(self, store: Store, sid: int, headers: tuple[str, ...]):
+    def __init__(self, read: Read):
         import multiprocessing
 
         context = multiprocessing.get_context("fork")
@@ -135,7 +70,7 @@ class _Worker:
         # queued the two sides would wait for each other.
         self.capacity = QUEUED if widened else 1
         self.process = context.Process(
-            target=_serve, args=(commands, results, (self._commands, self._results), store, sid, headers),
+            target=_serve, args=(commands, results, (self._commands, self._results), read),
             name="mailrestore-scan", daemon=True)
         self.process.start()
         commands.close()
@@ -150,7 +85,7 @@ class _Worker:
     def ready(self) -> bool:
         return self._results.poll()
 
-    def receive(self) -> list[Change]:
+    def receive(self) -> object:
         try:
             failed, payload = pickle.loads(self._results.recv_bytes())
         except (EOFError, OSError):
@@ -189,7 +124,7 @@ PIPE_SIZE = 1 << 20
 
 
 def _serve(commands: Connection, results: Connection, parent_ends: tuple[Connection, ...],
-           store: Store, sid: int, headers: tuple[str, ...]) -> None:
+           read: Read) -> None:
     """A worker's life: read each batch handed in, answer with its changes, until the input ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the main process's to handle
     for end in parent_ends:     # inherited by the fork: held open here, the input would never end
@@ -200,7 +135,7 @@ def _serve(commands: Connection, results: Connection, parent_ends: tuple[Connect
         except EOFError:
             return
         try:
-            answer = (False, read_batch(store, sid, [Unit._make(fields) for fields in packed], headers))
+            answer = (False, read([Unit._make(fields) for fields in packed]))
             data = pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - handed to the main process, which raises it
             try:
@@ -216,29 +151,31 @@ def _serve(commands: Connection, results: Connection, parent_ends: tuple[Connect
 QUEUED = 3
 
 
-class BatchReader:
+class BatchReader(Generic[Result]):
     """Reads units in batches, in order, in-process and in worker processes.
 
-    ``add`` hands in a unit; ``apply`` is called with each batch and its
-    changes in the order the units were added; ``finish`` reads the rest.
-    ``workers`` counts the readers: this process and ``workers - 1`` worker
-    processes, started only once two full batches wait. Use as a context
-    manager so that workers are stopped on any error.
+    ``add`` hands in a unit; ``apply`` is called with each batch and what
+    ``read`` found in it, in the order the units were added; ``finish``
+    reads the rest. ``workers`` counts the readers: this process and
+    ``workers - 1`` worker processes, started only once two full batches
+    wait, and only when ``parallel``. Use as a context manager so that
+    workers are stopped on any error.
     """
 
-    def __init__(self, store: Store, sid: int, headers: tuple[str, ...], apply: Apply,
-                 batch_size: int, workers: int | None = None):
-        self.store, self.sid, self.headers, self.apply = store, sid, headers, apply
+    def __init__(self, read: Read[Result], apply: Apply[Result], batch_size: int,
+                 workers: int | None = None, *, parallel: bool = True):
+        self.read, self.apply = read, apply
         self.batch_size = batch_size
         self.workers = worker_count() if workers is None else workers
+        self.parallel = parallel
         self._batch: list[Unit] = []
         self._held: list[Unit] | None = None
         self._pool: list[_Worker] = []
-        # Batches in the order they were added, each with its changes (read
-        # already) or the worker reading it.
-        self._in_flight: deque[tuple[list[Unit], list[Change] | _Worker]] = deque()
+        # Batches in the order they were added, each with what reading it
+        # found (read here) or the worker reading it.
+        self._in_flight: deque[tuple[list[Unit], _Read[Result] | _Worker]] = deque()
 
-    def __enter__(self) -> BatchReader:
+    def __enter__(self) -> BatchReader[Result]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -275,16 +212,16 @@ class BatchReader:
         elif self._held is None:
             self._held = batch    # a second full batch decides whether to fork
         else:
-            self._pool = [_Worker(self.store, self.sid, self.headers) for _ in range(self.workers - 1)]
+            self._pool = [_Worker(self.read) for _ in range(self.workers - 1)]
             held, self._held = self._held, None
             self._submit(held)
             self._submit(batch)
 
     def _may_fork(self) -> bool:
-        return self.store.parallel_safe and self.workers > 1 and hasattr(os, "fork")
+        return self.parallel and self.workers > 1 and hasattr(os, "fork")
 
     def _read_here(self, batch: list[Unit]) -> None:
-        self.apply(batch, read_batch(self.store, self.sid, batch, self.headers))
+        self.apply(batch, self.read(batch))
 
     def _submit(self, batch: list[Unit]) -> None:
         while self._in_flight and self._ready(self._in_flight[0][1]):
@@ -296,13 +233,23 @@ class BatchReader:
             worker.send(batch)
             self._in_flight.append((batch, worker))
         else:                           # every worker is busy: read it here rather than wait
-            self._in_flight.append((batch, read_batch(self.store, self.sid, batch, self.headers)))
+            self._in_flight.append((batch, _Read(self.read(batch))))
 
-    def _ready(self, changes: list[Change] | _Worker) -> bool:
+    def _ready(self, reading: _Read[Result] | _Worker) -> bool:
         # A worker answers in the order it was handed batches: the oldest
         # batch in flight is the oldest its worker has.
-        return isinstance(changes, list) or changes.ready()
+        return isinstance(reading, _Read) or reading.ready()
 
     def _apply_oldest(self) -> None:
-        batch, changes = self._in_flight.popleft()
-        self.apply(batch, changes if isinstance(changes, list) else changes.receive())
+        batch, reading = self._in_flight.popleft()
+        found = reading.found if isinstance(reading, _Read) else reading.receive()
+        self.apply(batch, found)  # type: ignore[arg-type]
+
+
+class _Read(Generic[Result]):
+    """What reading a batch here found, waiting for the batches before it."""
+
+    __slots__ = ("found",)
+
+    def __init__(self, found: Result):
+        self.found = found

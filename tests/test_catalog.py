@@ -19,10 +19,9 @@ from hypothesis import strategies as st
 
 from restore import catalog as catalog_module
 from restore import cli, pipeline, scanpool
-from restore.catalog import READ_BATCH, Catalog, CatalogBusy
+from restore.catalog import READ_BATCH, Catalog, CatalogBusy, _envelope_json
 from restore.errors import StoreError, WorkerDied
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
-from restore.scanpool import _envelope_json
 from restore.stores import files, open_store
 from restore.stores.maildir import MaildirStore
 from tests.factory import AUTO
