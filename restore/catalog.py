@@ -1,42 +1,32 @@
-"""The catalog: an SQLite cache of every store's fingerprints.
+"""The catalog: an SQLite cache of every store's fingerprints, and the reads the diff makes.
 
-A second scan of an unchanged store re-reads no message: units (files, mbox
-files, IMAP UIDs) whose stamp is unchanged keep their rows; a plain mbox that
-only grew is read from its old end; what vanished is dropped. A store that
-lists its units in stamped groups (``Store.unit_groups``: a Maildir's
-``cur/`` and ``new/``) is not even listed where a group's stamp is
-unchanged, and a group new to the catalog is listed by name alone
-(``UnitGroup.unstamped``): reading its units stamps them. The diff then runs inside SQLite, so memory stays flat however
-large the stores are.
-
-Reading and fingerprinting go through ``restore.scanpool`` (worker
-processes for file stores); this module only compares listings with what it
-holds and writes rows, one transaction per refresh.
+It owns its tables: the schema, the row a message gets (``message_row``)
+and every query that reads them live here. A scan brings a store's rows up
+to date incrementally (``restore.rescan``: what changed since the last
+scan), reading in worker processes where it can (``restore.scanpool``).
+The diff then runs inside SQLite, so memory stays flat however large the
+stores are.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from enum import IntEnum
 from functools import partial
 from json.encoder import encode_basestring as _json_string
 from pathlib import Path
-from typing import Any
 
 from restore.errors import CannotRunError, UsageError
 from restore.identity import facts_of, received_time
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
-from restore.scanpool import BatchReader
-from restore.stores.base import Item, Store, Unit, UnitGroup, Unreadable
+from restore.rescan import Progress, ScanStats, read_batch, rescan
+from restore.stores.base import Item, Store
 
 # Bump when identity or the schema changes what a scan records: an older
 # catalog is then emptied and rebuilt rather than trusted.
 SCHEMA_VERSION = 4
-READ_BATCH = 250
-COMPARE_BATCH = 500    # bound parameters per query: well below SQLite's limit of 999
 # The column holding each --match mode's identity key.
 KEY_COLUMN = {"auto": "key", "message-id": "mid_key", "strict": "strict_key"}
 
@@ -113,54 +103,6 @@ def _envelope_json(envelope: dict[str, list[str]]) -> str:
                            for name, values in envelope.items()) + "}"
 
 
-class Change(IntEnum):
-    """What reading a batch asks of the catalog, in order, each with its data."""
-
-    FORGET = 0      # unit ref: the unit was rewritten, its earlier rows are stale
-    PROBLEM = 1     # (store id, unit ref, where, reason)
-    MESSAGE = 2     # a row of INSERT_MESSAGE
-    # For a unit handed in without a stamp (``UnitGroup.unstamped``), one of:
-    STAMPED = 3     # (unit ref, stamp): the stamp reading it found
-    UNLISTED = 4    # (unit ref, where, reason): no message file; what a listing reports
-
-
-Changes = list[tuple[Change, Any]]
-
-
-def read_batch(store: Store, store_id: int, headers: tuple[str, ...], units: list[Unit]) -> Changes:
-    """Read ``units`` and fingerprint every message: the changes to make to the catalog.
-
-    Runs in a scan worker process (``restore.scanpool``) or in this one.
-    """
-    changes: Changes = []
-    restarted: set[str] = set()
-    unstamped = {unit.ref for unit in units if not unit.stamp}
-    for got in store.read(units):
-        unit = got.unit
-        if unstamped and unit.ref in unstamped:
-            unstamped.discard(unit.ref)
-            if isinstance(got, Unreadable) and not unit.stamp:
-                changes.append((Change.UNLISTED, (unit.ref, got.where, got.reason)))
-                continue
-            changes.append((Change.STAMPED, (unit.ref, unit.stamp)))
-        if (isinstance(got, Item) and unit.resume and unit.ref not in restarted
-                and _offset(got.ref) < unit.resume):
-            # The file was rewritten, not appended to: its old rows are stale.
-            changes.append((Change.FORGET, unit.ref))
-            restarted.add(unit.ref)
-        if isinstance(got, Unreadable):
-            changes.append((Change.PROBLEM, (store_id, unit.ref, got.where, got.reason)))
-        else:
-            changes.append((Change.MESSAGE, message_row(store_id, got, headers)))
-    return changes
-
-
-def _offset(ref: str) -> int:
-    """The byte offset an mbox ``PATH:OFFSET`` ref names."""
-    _, colon, offset = ref.rpartition(":")
-    return int(offset) if colon and offset.isdigit() else 0
-
-
 def default_catalog_path() -> Path:
     from platformdirs import user_cache_dir
 
@@ -185,24 +127,10 @@ class Record:
     envelope: dict[str, list[str]]
 
 
-@dataclass
-class ScanStats:
-    units: int = 0
-    listed: int = 0        # units whose stamp was looked at (the rest were in unchanged groups)
-    read: int = 0          # units actually read this time
-    reused: int = 0        # units whose catalogued rows were kept
-    dropped: int = 0       # units gone from the store
-    messages: int = 0
-    unreadable: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class Problem:
     where: str
     reason: str
-
-
-Progress = Callable[[int], None]
 
 
 # How long a command waits for another one using the same catalog: an hourly
@@ -275,220 +203,12 @@ class Catalog:
         """
         headers = tuple(h.lower() for h in envelope_headers)
         sid = self.store_id(store.spec, headers)
-        stats = ScanStats()
-        db = self.db
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (ref TEXT PRIMARY KEY) WITHOUT ROWID")
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS seen_groups (key TEXT PRIMARY KEY) WITHOUT ROWID")
-        db.execute("DELETE FROM seen_groups")
-        listing_problems: list[Unreadable] = []
-
-        recount: set[str] = set()    # groups some of whose listed entries proved no message file
-
-        def apply(units: list[Unit], changes: Changes) -> None:
-            self._apply(sid, store, units, changes, stats, progress, recount)
-
-        db.execute("BEGIN")
-        try:
-            with BatchReader(partial(read_batch, store, sid, headers), apply, READ_BATCH, workers,
-                             parallel=store.parallel_safe) as reader:
-                grouping_checked = False
-                recorded = dict(db.execute(
-                    "SELECT key, stamp FROM groups WHERE store=? AND stamp IS NOT NULL", (sid,)))
-                for group in store.unit_groups(recorded):
-                    if isinstance(group, Unreadable):
-                        listing_problems.append(group)
-                        continue
-                    if not grouping_checked:
-                        self._forget_if_regrouped(sid, keyed=group.key is not None)
-                        grouping_checked = True
-                    self._refresh_group(sid, group, reader, stats)
-                reader.finish()
-            for key in recount:
-                in_group, bounds = _in_group("ref", key)
-                db.execute(f"UPDATE groups SET units=(SELECT COUNT(*) FROM units WHERE store=?{in_group})"
-                           " WHERE store=? AND key=?", (sid, *bounds, sid, key))
-            self._drop_gone_groups(sid, stats)
-            # listing problems outside any group are re-found by every scan
-            db.execute("DELETE FROM problems WHERE store=? AND unit=''", (sid,))
-            db.executemany(
-                "INSERT INTO problems VALUES (?, '', ?, ?)",
-                [(sid, p.where, p.reason) for p in listing_problems],
-            )
-            if stats.read or stats.dropped:
-                db.execute("DELETE FROM summaries WHERE store=?", (sid,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        read = partial(read_batch, store, sid, headers, message_row)
+        stats = rescan(self.db, store, sid, read, INSERT_MESSAGE, progress, workers)
         stats.messages = self.summary(sid)["messages"]
-        stats.unreadable = int(db.execute(
+        stats.unreadable = int(self.db.execute(
             "SELECT COUNT(*) FROM problems WHERE store=?", (sid,)).fetchone()[0])
         return sid, stats
-
-    def _refresh_group(self, sid: int, group: UnitGroup, reader: BatchReader[Changes],
-                       stats: ScanStats) -> None:
-        """Reuse an unchanged group whole; else compare its listing unit by unit."""
-        db = self.db
-        in_group, bounds = _in_group("ref", group.key)
-        key = "" if group.key is None else group.key
-        db.execute("INSERT OR IGNORE INTO seen_groups VALUES (?)", (key,))
-        recorded = db.execute(
-            "SELECT stamp, units FROM groups WHERE store=? AND key=?", (sid, key)).fetchone()
-        if group.stamp is not None and recorded is not None and recorded[0] == group.stamp:
-            stats.units += recorded[1]
-            stats.reused += recorded[1]
-            return
-        known = db.execute(
-            f"SELECT 1 FROM units WHERE store=?{in_group} LIMIT 1", (sid, *bounds)
-        ).fetchone() is not None
-        listing_unit = "" if group.key is None else group.key + "/"
-        if listing_unit:    # '' is the store-wide listing problems, replaced at the end
-            db.execute("DELETE FROM problems WHERE store=? AND unit=?", (sid, listing_unit))
-        if known:
-            db.execute("DELETE FROM seen")
-        listed = 0
-        to_compare: list[Unit] = []
-        # A cold group is read whole: no need to stat each entry while listing it.
-        listing = group.unstamped if not known and group.unstamped is not None else group.units
-        for unit in listing():
-            if isinstance(unit, Unreadable):
-                db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)",
-                           (sid, listing_unit, unit.where, unit.reason))
-                continue
-            listed += 1
-            if not known:   # a cold group has nothing to compare with
-                reader.add(unit)
-                continue
-            to_compare.append(unit)
-            if len(to_compare) >= COMPARE_BATCH:
-                self._compare(sid, to_compare, reader, stats)
-                to_compare = []
-        if to_compare:
-            self._compare(sid, to_compare, reader, stats)
-        if known:
-            gone = [r for (r,) in db.execute(
-                f"SELECT ref FROM units WHERE store=?{in_group} AND ref NOT IN (SELECT ref FROM seen)",
-                (sid, *bounds))]
-            for ref in gone:
-                self._forget_unit(sid, ref)
-                db.execute("DELETE FROM units WHERE store=? AND ref=?", (sid, ref))
-            stats.dropped += len(gone)
-        stats.units += listed
-        stats.listed += listed
-        # Every listed unit is in the units table once the batches in flight are written.
-        db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?, ?)",
-                   (sid, key, group.stamp, listed))
-
-    def _compare(self, sid: int, units: list[Unit], reader: BatchReader[Changes],
-                 stats: ScanStats) -> None:
-        """Reuse the listed units whose stamp is unchanged; hand the rest to the reader.
-
-        A batch at a time: one query for the batch's recorded stamps, not one per unit.
-        """
-        db = self.db
-        db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", [(unit.ref,) for unit in units])
-        recorded = {ref: (stamp, end) for ref, stamp, end in db.execute(
-            "SELECT ref, stamp, end_offset FROM units WHERE store=? AND ref IN"
-            f" ({','.join('?' * len(units))})", (sid, *(unit.ref for unit in units)))}
-        for unit in units:
-            row = recorded.get(unit.ref)
-            if row and row[0] == unit.stamp:
-                stats.reused += 1
-                continue
-            resume = _resume_offset(row, unit)
-            if resume:
-                unit = unit._replace(resume=resume)
-            else:
-                self._forget_unit(sid, unit.ref)
-            reader.add(unit)
-
-    def _forget_if_regrouped(self, sid: int, keyed: bool) -> None:
-        """Start the store afresh if its units were recorded under the other kind of grouping.
-
-        The whole-store group's range covers every keyed group's: the two
-        must never be recorded side by side (a store that starts or stops
-        grouping its units, from one version to the next).
-        """
-        other = "key=''" if keyed else "key<>''"
-        if self.db.execute(f"SELECT 1 FROM groups WHERE store=? AND {other} LIMIT 1",
-                           (sid,)).fetchone():
-            for table in ("messages", "problems", "units", "groups"):
-                self.db.execute(f"DELETE FROM {table} WHERE store=?", (sid,))
-
-    def _drop_gone_groups(self, sid: int, stats: ScanStats) -> None:
-        """Forget every unit of a group the store no longer lists (a folder removed)."""
-        db = self.db
-        gone = [k for (k,) in db.execute(
-            "SELECT key FROM groups WHERE store=? AND key NOT IN (SELECT key FROM seen_groups)",
-            (sid,))]
-        for key in gone:
-            in_group, bounds = _in_group("ref", key or None)
-            stats.dropped += int(db.execute(
-                f"SELECT COUNT(*) FROM units WHERE store=?{in_group}", (sid, *bounds)).fetchone()[0])
-            for table, column in (("messages", "unit"), ("problems", "unit"), ("units", "ref")):
-                in_group, bounds = _in_group(column, key or None)
-                db.execute(f"DELETE FROM {table} WHERE store=?{in_group}", (sid, *bounds))
-            db.execute("DELETE FROM groups WHERE store=? AND key=?", (sid, key))
-
-    def _unlist(self, sid: int, ref: str, where: str, reason: str, recount: set[str]) -> None:
-        """Record a listed entry that reading found to be no message file, as listing it would have."""
-        prefixes = [ref[:i] for i, char in enumerate(ref) if char == "/"]
-        keys = {k for (k,) in self.db.execute(
-            f"SELECT key FROM seen_groups WHERE key IN ({','.join('?' * len(prefixes))})", prefixes)}
-        # Only a keyed group lists its units unstamped: the longest key is the ref's group.
-        key = max(keys, key=len, default="")
-        self.db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", (sid, key + "/", where, reason))
-        recount.add(key)
-
-    def _forget_unit(self, sid: int, ref: str) -> None:
-        self.db.execute("DELETE FROM messages WHERE store=? AND unit=?", (sid, ref))
-        self.db.execute("DELETE FROM problems WHERE store=? AND unit=?", (sid, ref))
-
-    def _apply(
-        self,
-        sid: int,
-        store: Store,
-        units: list[Unit],
-        changes: Changes,
-        stats: ScanStats,
-        progress: Progress | None,
-        recount: set[str],
-    ) -> None:
-        """Write what reading one batch found, and the batch's stamps."""
-        db = self.db
-        rows = []
-        found_stamps: dict[str, str] = {}
-        unlisted: set[str] = set()
-        for kind, change in changes:
-            if kind == Change.MESSAGE:
-                rows.append(change)
-                continue
-            if kind == Change.STAMPED:
-                found_stamps[change[0]] = change[1]
-                continue
-            if rows:
-                db.executemany(INSERT_MESSAGE, rows)
-                rows = []
-            if kind == Change.FORGET:
-                self._forget_unit(sid, change)
-            elif kind == Change.UNLISTED:
-                ref, where, reason = change
-                self._unlist(sid, ref, where, reason, recount)
-                unlisted.add(ref)
-            else:
-                db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", change)
-        if rows:
-            db.executemany(INSERT_MESSAGE, rows)
-        db.executemany(
-            "INSERT OR REPLACE INTO units (store, ref, stamp, end_offset) VALUES (?, ?, ?, ?)",
-            [(sid, unit.ref, unit.stamp or found_stamps.get(unit.ref, ""), store.end_offset(unit))
-             for unit in units if unit.ref not in unlisted],
-        )
-        stats.units -= len(unlisted)
-        stats.listed -= len(unlisted)
-        stats.read += len(units) - len(unlisted)
-        if progress:
-            progress(sum(1 for kind, _ in changes if kind == Change.MESSAGE))
 
     # -- reading back ----------------------------------------------------------
 
@@ -595,22 +315,3 @@ class Catalog:
         return dict(self.db.execute(
             f"SELECT CAST(received / ? AS INTEGER), COUNT(*) FROM messages WHERE store = ?"
             f" AND received IS NOT NULL {where} GROUP BY 1", (bucket, sid, *args)))
-
-
-def _in_group(column: str, key: str | None) -> tuple[str, tuple[str, ...]]:
-    """SQL (to follow ``store=?``) and parameters picking the refs starting with ``key + "/"``.
-
-    A range, so that the primary key or index on (store, ref) serves it;
-    ``key`` None is the whole store.
-    """
-    if key is None:
-        return "", ()
-    return f" AND {column}>=? AND {column}<?", (key + "/", key + "0")    # "0" follows "/"
-
-
-def _resume_offset(row: tuple | None, unit: Unit) -> int:
-    """Read a changed unit from its old end when it only grew (append-only mbox)."""
-    if row is None or row[1] is None:
-        return 0
-    old_size = row[0].split(":", 1)[0]
-    return int(row[1]) if old_size.isdigit() and unit.size > int(old_size) else 0

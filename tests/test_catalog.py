@@ -18,10 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from restore import catalog as catalog_module
-from restore import cli, pipeline, scanpool
-from restore.catalog import READ_BATCH, Catalog, CatalogBusy, _envelope_json
+from restore import cli, pipeline, rescan, scanpool
+from restore.catalog import Catalog, CatalogBusy, _envelope_json
 from restore.errors import StoreError, WorkerDied
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
+from restore.rescan import READ_BATCH
 from restore.stores import files, open_store
 from restore.stores.maildir import MaildirStore
 from tests.factory import AUTO
@@ -305,7 +306,7 @@ class FailingWorkerMaildir(SlowWorkerMaildir):
 @pytest.mark.parametrize("how", ["exit", "raise"])
 def test_a_worker_that_dies_or_fails_stops_the_scan_with_a_clear_error(mail_factory, tmp_path,
                                                                        monkeypatch, how):
-    monkeypatch.setattr(catalog_module, "READ_BATCH", 10)
+    monkeypatch.setattr(rescan, "READ_BATCH", 10)
     mail_factory.write_maildir(tmp_path / "store", {"INBOX": [mail_factory.make_message()
                                                               for _ in range(100)]})
     cat = Catalog(tmp_path / "catalog.sqlite")
