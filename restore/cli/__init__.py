@@ -1,0 +1,95 @@
+"""The command line: a thin click shell over the library.
+
+One module per command family (``scan``, ``compare``: timeline and diff,
+``write``: inject and restore, ``audit``, ``demo``), their shared helpers in
+``common``, their shared options in ``restore.options``. Commands return an
+exit status or raise; ``main()`` here is the only place where errors become
+exit codes (SPEC.md and ``restore.errors``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+
+import click
+
+from restore import __version__
+from restore import audit as auditing
+from restore.catalog import BUSY_SECONDS
+from restore.cli import audit, compare, demo, scan, write
+from restore.errors import MailrestoreError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="mailrestore")
+def cli() -> None:
+    """Put back the mail a failed-over mail store lost, exactly once.
+
+    After a failover the promoted replica lacks the mail that arrived between
+    its last replication and the return of inbound mail. mailrestore compares
+    each mailbox's timeline on the replica with a gateway archive, finds what
+    is missing inside the gap, and appends it back (IMAP or Maildir) with its
+    original received time, exactly once.
+
+    \b
+    Typical night (R=maildir:/var/vmail/%d/%n/Maildir, A=eml:/srv/gateway):
+      mailrestore timeline --archive A --replica R
+      mailrestore diff --archive A --replica R --plan gap.jsonl
+      mailrestore inject gap.jsonl --to R --dry-run
+      mailrestore inject gap.jsonl --to R
+
+    Exit codes: 0 done, 1 findings or partial failure, 2 usage error,
+    3 could not run (store missing, connection or login failed).
+    """
+
+
+# In the order --help and the man pages list them.
+for command in (scan.scan, compare.timeline, compare.diff, write.inject, write.restore,
+                audit.audit, demo.demo):
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        if _nagios_requested(sys.argv[1:]):
+            # Nagios reads exit 2 as CRITICAL: a typo in a check must say UNKNOWN.
+            code, line = auditing.nagios_unknown(exc.format_message())
+            click.echo(line)
+            sys.exit(code)
+        exc.show()
+        sys.exit(2)
+    except MailrestoreError as exc:
+        click.echo(f"mailrestore: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except sqlite3.OperationalError as exc:
+        # The catalog or a journal: held by another command past the wait, or a failing disk.
+        reason = (f"in use by another mailrestore command (waited {BUSY_SECONDS:.0f} s); let it"
+                  " finish, or give this one its own --catalog / --state" if "locked" in str(exc)
+                  else str(exc))
+        click.echo(f"mailrestore: catalog or journal database: {reason}", err=True)
+        sys.exit(3)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; the journal keeps what was done, re-run to finish.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)
+
+
+def _nagios_requested(args: list[str]) -> bool:
+    """Whether the command line asks for ``audit --format nagios``."""
+    if "audit" not in args:
+        return False
+    return "--format=nagios" in args or any(
+        a == "--format" and b == "nagios" for a, b in zip(args, args[1:], strict=False))
+

@@ -1,0 +1,77 @@
+"""``mailrestore timeline`` and ``diff``: compare an archive with a replica."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from restore import report
+from restore.cli.common import make_job
+from restore.options import imap_options, json_option, pair_options, reading_options, window_options
+from restore.plan import save_plan
+
+
+@click.command()
+@pair_options
+@reading_options
+@imap_options
+@click.option("--user", "only_user", metavar="U", help="Only this user's timeline.")
+@click.option("--bucket", type=click.Choice(["hour", "day"]), default="hour", show_default=True,
+              help="Width of one bar of the chart.")
+@click.option("--svg", type=click.Path(dir_okay=False), help="Also save the chart as an SVG file.")
+@click.option("--around", type=click.IntRange(0), default=12, show_default=True, metavar="N",
+              help="Buckets shown either side of the window (with no window: the last 2N+1).")
+@click.option("--all", "show_all", is_flag=True, help="Chart every bucket of the stores' history.")
+@window_options
+def timeline(**opts: Any) -> None:
+    """Chart archive and replica arrivals per hour or day, with the gap highlighted.
+
+    Green: archive mail the replica has; red: archive mail it lacks; blue:
+    what arrived on the replica. The window (detected, or --since/--until)
+    is marked in the margin. --svg saves the same chart for a postmortem.
+    """
+    from restore import chart
+
+    job = make_job(opts, opts["replica"], *opts["archives"])
+    result = job.diff(opts["archives"], opts["replica"])
+    chart.show_timeline(result, opts["bucket"], opts["only_user"], opts["svg"],
+                        around=None if opts["show_all"] else opts["around"])
+
+
+@click.command()
+@pair_options
+@reading_options
+@imap_options
+@window_options
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
+              help="Write the messages to restore to FILE (JSON Lines).")
+@json_option
+def diff(**opts: Any) -> None:
+    """Class every archive message per user: present, missing, outside-window, ...
+
+    Prints each gap found (or the --since/--until window) with the evidence
+    for it, a table per user, the totals and the problems. Every gap found
+    is restored; --gap N keeps one. Exit 1 when something is missing,
+    unroutable or unreadable.
+    """
+    job = make_job(opts, opts["replica"], *opts["archives"])
+    result = job.diff(opts["archives"], opts["replica"])
+    planned = 0
+    if opts["plan_file"]:
+        planned = save_plan(opts["plan_file"], result.plan())
+    if opts["as_json"]:
+        doc = result.to_json()
+        if opts["plan_file"]:
+            doc["plan"] = {"file": opts["plan_file"], "messages": planned}
+        report.print_json(doc)
+    else:
+        hint = None
+        if opts["plan_file"] and planned:
+            hint = (f"Next: mailrestore inject {opts['plan_file']} --to TARGET --dry-run, "
+                    "then without --dry-run.")
+        elif result.counts["missing"] and not opts["plan_file"]:
+            hint = "Next: add --plan FILE to write the messages to restore."
+        report.print_diff(result, opts["plan_file"], planned, hint)
+    if result.findings:
+        raise SystemExit(1)

@@ -1,0 +1,52 @@
+"""``mailrestore scan``: fingerprint one store into the catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from restore import report
+from restore.cli.common import make_job
+from restore.diff import where
+from restore.options import imap_options, json_option, reading_options
+from restore.stores import open_store
+from restore.window import iso
+
+
+@click.command()
+@click.argument("store")
+@reading_options
+@imap_options
+@json_option
+def scan(store: str, **opts: Any) -> None:
+    """Fingerprint STORE into the catalog and count its messages.
+
+    Prints messages per user and folder, the time span, and every unreadable
+    item with its reason. A second scan of an unchanged store re-reads nothing.
+    Exit 1 when some items are unreadable.
+    """
+    job = make_job(opts, store)
+    opened = open_store(store, job.store_options)
+    try:
+        side, stats = job.scan(opened)
+    finally:
+        opened.close()
+    summary = job.catalog.summary(side.sid)
+    problems = [{"class": "unreadable", "where": where(store, p.where), "reason": p.reason}
+                for p in job.catalog.problems(side.sid)]
+    summary.update(read=stats.read, reused=stats.reused, dropped=stats.dropped,
+                   unreadable=len(problems), problems=problems)
+    if opts["as_json"]:
+        report.print_json({
+            "store": store, "messages": summary["messages"], "unreadable": len(problems),
+            "first": iso(summary["first"]), "last": iso(summary["last"]),
+            "catalog": {"units_read": stats.read, "units_unchanged": stats.reused,
+                        "units_gone": stats.dropped},
+            "folders": [{"user": u, "folder": f, "messages": n} for u, f, n in summary["folders"]],
+            "problems": problems,
+        })
+    else:
+        report.print_scan(store, summary)
+    if problems:
+        raise SystemExit(1)

@@ -1,0 +1,114 @@
+"""``mailrestore inject`` and ``restore``: append a plan to a target, exactly once."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+import click
+
+from restore import report
+from restore.cli.common import make_job, wants_imap
+from restore.credentials import get_password
+from restore.options import (
+    imap_options,
+    inject_options,
+    json_option,
+    pair_options,
+    reading_options,
+    window_options,
+)
+from restore.pipeline import inject_plan
+from restore.plan import PlanEntry, load_plan, save_plan
+
+if TYPE_CHECKING:
+    from restore.inject import InjectResult
+
+
+def run_inject(entries: list[PlanEntry], opts: dict, password: str | None = None) -> InjectResult:
+    """Append ``entries`` to the --to target exactly once, with a progress bar on a terminal."""
+    spec = opts["target"]
+    if password is None and wants_imap(spec):
+        password = get_password(opts.get("password_file"), spec)
+    bar = report.progress_factory(not opts["as_json"])("appending", len(entries))
+    try:
+        return inject_plan(
+            entries, spec, password=password, insecure=bool(opts["insecure"]),
+            create_missing=bool(opts.get("create_missing")), state=opts["state"],
+            jobs=opts["jobs"], folder=opts["folder"],
+            flags=tuple(opts["flags"].split()) if opts["flags"] else (),
+            dry_run=opts["dry_run"], progress=bar.update)
+    finally:
+        bar.close()
+
+
+def finish_inject(result: InjectResult, opts: dict, diff=None) -> None:
+    """Print the outcome and exit 1 when something could not be written."""
+    if opts["as_json"]:
+        doc = result.as_dict()
+        if diff is not None:
+            # One shape for every problem, so a script reads user/ref/reason from each;
+            # the diff's own class and where stay beside them.
+            found = [{"user": p.get("user", ""), "ref": p["where"], **p} for p in diff.problems]
+            doc = {"window": diff.window.to_json(), "counts": diff.counts, **doc,
+                   "problems": cast("list[dict]", doc["problems"]) + found}
+        report.print_json(doc)
+    else:
+        report.print_inject(result, opts["target"])
+    if result.failed or (diff is not None and diff.counts["unreadable"] + diff.counts["unroutable"]):
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--to", "target", required=True, metavar="TARGET",
+              help="maildir: template or imap(s):// URL to append to.")
+@inject_options
+@imap_options
+@json_option
+def inject(**opts: Any) -> None:
+    """Append the messages of PLAN to TARGET, exactly once.
+
+    Append only: nothing in the target is deleted, overwritten or reordered.
+    Every message is journaled, so a re-run (after success or a crash)
+    writes each message once. Exit 1 when some messages could not be written.
+    """
+    entries, bad_lines = load_plan(opts["plan"])
+    for exc in bad_lines:
+        click.echo(f"mailrestore: skipping {exc}", err=True)
+    result = run_inject(entries, opts)
+    from restore.inject import Problem
+
+    for exc in bad_lines:
+        result.failed += 1
+        result.problems.append(Problem("", "plan", str(exc)))
+    finish_inject(result, opts)
+
+
+@click.command()
+@pair_options
+@reading_options
+@click.option("--to", "target", required=True, metavar="TARGET",
+              help="Where to append; usually the replica itself.")
+@window_options
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
+              help="Also keep the plan in FILE.")
+@inject_options
+@imap_options
+@json_option
+def restore(**opts: Any) -> None:
+    """Diff and inject in one go: put the gap back into TARGET.
+
+    Prints the diff's window and totals, then appends the missing messages
+    exactly as `diff --plan` and `inject` would. Exit 1 when some messages
+    could not be written or archive items were unreadable or unroutable.
+    """
+    job = make_job(opts, opts["replica"], *opts["archives"])
+    result = job.diff(opts["archives"], opts["replica"])
+    entries = list(result.plan())
+    if opts["plan_file"]:
+        save_plan(opts["plan_file"], entries)
+    if not opts["as_json"]:
+        report.print_diff(result, opts["plan_file"], len(entries))
+        click.echo()
+    injected = run_inject(entries, opts, password=job.store_options.password)
+    finish_inject(injected, opts, diff=result)
