@@ -11,7 +11,7 @@ import fcntl
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +20,7 @@ from restore.errors import CannotRunError, LockedError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from restore.diff import DiffResult
+    from restore.pipeline import Job
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -33,6 +34,24 @@ def parse_duration(text: str, option: str) -> float:
     if not m:
         raise UsageError(f"{option} {text!r}: expected a duration like 90s, 15m, 24h or 7d")
     return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def run(job: Job, archives: Sequence[str], replica: str, *, now: float, window: str,
+        grace: str) -> DiffResult:
+    """Diff the archive mail received in ``(now - window, now - grace]``, one run at a time.
+
+    ``window`` and ``grace`` are durations as the options give them (``24h``).
+    Raises LockedError when another audit of the same stores is running, and
+    StoreError when no archived message has a mailbox (see ``require_a_mailbox``).
+    """
+    look_back = parse_duration(window, "--window")
+    since, until = audit_bounds(now, look_back, parse_duration(grace, "--grace"))
+    job.settings.since, job.settings.until = since, until
+    job.settings.consider_from = since - look_back
+    with exclusive(default_lock_path(list(archives), replica)):
+        result = job.diff(archives, replica)
+    require_a_mailbox(result)
+    return result
 
 
 def audit_bounds(now: float, window: float, grace: float) -> tuple[float, float]:
@@ -62,12 +81,16 @@ def nagios(missing: int, warning: int, critical: int, detail: str = "") -> tuple
     text = f"{missing} message{'s' if missing != 1 else ''} missing"
     if detail:
         text += f" ({detail})"
-    return code, (f"MAILRESTORE {NAGIOS_STATES[code]} - {text} "
-                  f"| missing={missing};{warning};{critical};0;")
+    return code, _status_line(code, f"{text} | missing={missing};{warning};{critical};0;")
 
 
 def nagios_unknown(reason: str) -> tuple[int, str]:
-    return 3, f"MAILRESTORE UNKNOWN - {reason}"
+    """The plugin's answer when the check itself could not run: UNKNOWN, never CRITICAL."""
+    return 3, _status_line(3, reason)
+
+
+def _status_line(code: int, text: str) -> str:
+    return f"MAILRESTORE {NAGIOS_STATES[code]} - {text}"
 
 
 def default_lock_path(archives: list[str], replica: str) -> Path:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, wraps
 from json.encoder import encode_basestring as _json_string
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
-from restore.errors import CannotRunError, UsageError
+from restore.errors import CatalogBusy, CatalogError, UsageError
 from restore.identity import facts_of, received_time
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.rescan import Progress, ScanStats, read_batch, rescan
@@ -138,14 +140,28 @@ class Problem:
 BUSY_SECONDS = 120.0
 
 
-class CatalogBusy(CannotRunError):
-    def __init__(self, path: Path):
-        super().__init__(
-            f"catalog {path} is in use by another mailrestore command (waited {BUSY_SECONDS:.0f} s);"
-            " let it finish, or give this one its own --catalog")
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock."""
+    code = getattr(exc, "sqlite_errorcode", None)   # the primary code is the low byte
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """A Catalog method whose SQLite errors become CatalogBusy or CatalogError."""
+    @wraps(method)
+    def guarded(self: Catalog, *args: Any, **kwargs: Any) -> Any:
+        with self.guard():
+            return method(self, *args, **kwargs)
+
+    return cast(F, guarded)
 
 
 class Catalog:
+    """The catalog database; SQLite errors leave it as CatalogBusy or CatalogError (exit 3)."""
+
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_catalog_path()
         try:
@@ -161,26 +177,42 @@ class Catalog:
             self.db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last commit only costs a re-read
             self.db.execute("PRAGMA temp_store=FILE")
             self.db.executescript(SCHEMA)
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
-                raise CatalogBusy(self.path) from None
+        except sqlite3.Error as exc:
+            if _busy(exc):
+                raise CatalogBusy(self.path, BUSY_SECONDS) from None
             raise UsageError(f"catalog {self.path}: {exc}") from None
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise UsageError(f"catalog {self.path}: {exc}") from None
-        row = self.db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-        if row is None or row[0] != str(SCHEMA_VERSION):
-            self.db.executescript(
-                "DROP TABLE IF EXISTS stores; DROP TABLE IF EXISTS units;"
-                " DROP TABLE IF EXISTS messages; DROP TABLE IF EXISTS problems;"
-                " DROP TABLE IF EXISTS groups; DROP TABLE IF EXISTS summaries;")
-            self.db.executescript(SCHEMA)
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        with self.guard():
+            row = self.db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+            if row is None or row[0] != str(SCHEMA_VERSION):
+                self.db.executescript(
+                    "DROP TABLE IF EXISTS stores; DROP TABLE IF EXISTS units;"
+                    " DROP TABLE IF EXISTS messages; DROP TABLE IF EXISTS problems;"
+                    " DROP TABLE IF EXISTS groups; DROP TABLE IF EXISTS summaries;")
+                self.db.executescript(SCHEMA)
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
+                                (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn an SQLite error into CatalogBusy or CatalogError, for the CLI to report.
+
+        The diff holds it around its own statements and the cursors it reads.
+        """
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if _busy(exc):
+                raise CatalogBusy(self.path, BUSY_SECONDS) from None
+            raise CatalogError(f"catalog {self.path}: {exc}") from None
+
     # -- stores --------------------------------------------------------------
 
+    @_guarded
     def store_id(self, spec: str, envelope_headers: Iterable[str]) -> int:
         settings = json.dumps(sorted({h.lower() for h in envelope_headers}))
         self.db.execute("INSERT OR IGNORE INTO stores (spec, settings) VALUES (?, ?)", (spec, settings))
@@ -189,6 +221,7 @@ class Catalog:
         ).fetchone()
         return int(row[0])
 
+    @_guarded
     def refresh(
         self,
         store: Store,
@@ -224,6 +257,7 @@ class Catalog:
             yield Record(spec, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
                          row[8], row[9], json.loads(row[10]))
 
+    @_guarded
     def summary(self, sid: int) -> dict:
         """Counts per user and folder, and the span of received times, for ``scan``.
 
@@ -245,6 +279,7 @@ class Catalog:
         self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?)", (sid, json.dumps(summary)))
         return summary
 
+    @_guarded
     def problems(self, sid: int) -> list[Problem]:
         return [Problem(w, r) for w, r in self.db.execute(
             "SELECT location, reason FROM problems WHERE store=? ORDER BY location", (sid,))]

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from restore.catalog import Catalog
-from restore.errors import UsageError
+from restore.errors import InvariantError, UsageError
 from restore.plan import PlanEntry
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, resolve_users
 from restore.stores import absolute_spec, split_spec
@@ -40,10 +40,6 @@ class Class(StrEnum):
 CLASSES = [c.value for c in Class]
 BATCH = 2000
 RESOLVED_CACHE = 100_000
-
-
-class InvariantError(AssertionError):
-    """The class counts do not add up: a bug, never to be papered over."""
 
 
 @dataclass
@@ -97,20 +93,25 @@ class DiffResult:
     def plan(self, folder: str = "INBOX") -> Iterator[PlanEntry]:
         """The missing messages, per user in received-time order."""
         specs = {s.sid: absolute_spec(s.spec) for s in self.archives}
-        for user, received, store, ref, size, mid, key, _ in self.catalog.paired(Class.MISSING):
-            yield PlanEntry(
-                user=user,
-                folder=folder,
-                source=specs[store],
-                ref=ref,
-                received=datetime.fromtimestamp(received, UTC).isoformat(),
-                size=size,
-                message_id=mid,
-                fingerprint=key,
-            )
+        with self.catalog.guard():
+            for user, received, store, ref, size, mid, key, _ in self.catalog.paired(Class.MISSING):
+                yield PlanEntry(
+                    user=user,
+                    folder=folder,
+                    source=specs[store],
+                    ref=ref,
+                    received=datetime.fromtimestamp(received, UTC).isoformat(),
+                    size=size,
+                    message_id=mid,
+                    fingerprint=key,
+                )
 
     def missing_by_user(self, show_ids: int = 3) -> list[dict]:
         """Per user with missing mail: how many, the oldest and newest, a few Message-IDs."""
+        with self.catalog.guard():
+            return self._missing_by_user(show_ids)
+
+    def _missing_by_user(self, show_ids: int) -> list[dict]:
         found = []
         for user, n, oldest, newest in self.catalog.db.execute(
             "SELECT user, COUNT(*), MIN(received), MAX(received) FROM pairs"
@@ -123,6 +124,10 @@ class DiffResult:
 
     def series(self, bucket: int, user: str | None = None) -> list[tuple[float, int, int, int]]:
         """Per time bucket: (start, archive messages, of which absent, replica messages)."""
+        with self.catalog.guard():
+            return self._series(bucket, user)
+
+    def _series(self, bucket: int, user: str | None) -> list[tuple[float, int, int, int]]:
         db = self.catalog.db
         where, args = ("AND user = ?", (user,)) if user else ("", ())
         arch = {
@@ -147,6 +152,13 @@ def compare(
     replica_users: set[str] | None,
     settings: DiffSettings,
 ) -> DiffResult:
+    """Class every (user, archive message) pair against the replica; see the module docstring."""
+    with catalog.guard():
+        return _compare(catalog, archives, replica, replica_users, settings)
+
+
+def _compare(catalog: Catalog, archives: Sequence[Side], replica: Side,
+             replica_users: set[str] | None, settings: DiffSettings) -> DiffResult:
     db = catalog.db
     db.executescript(
         """
@@ -309,9 +321,10 @@ def where(spec: str, location: str) -> str:
 def recipients_of(catalog: Catalog, archives: Sequence[Side], settings: DiffSettings) -> list[str]:
     """Every valid user the archives' messages belong to (for an IMAP replica's user list)."""
     users: set[str] = set()
-    for side in archives:
-        for path_user, envelope in catalog.envelopes(side.sid):
-            found, _ = resolve_users(path_user, envelope, settings.recipient_headers,
-                                     settings.aliases)
-            users.update(found)
+    with catalog.guard():
+        for side in archives:
+            for path_user, envelope in catalog.envelopes(side.sid):
+                found, _ = resolve_users(path_user, envelope, settings.recipient_headers,
+                                         settings.aliases)
+                users.update(found)
     return sorted(users)

@@ -1,14 +1,30 @@
-"""One error hierarchy; the CLI turns each family into an exit code (SPEC.md).
+"""Every error mailrestore raises on purpose, and the exit code each becomes.
 
-UsageError      exit 2   bad option, bad STORE syntax, bad plan line
-CannotRunError  exit 3   store not found, connection or login failed
-  StoreError             ... while reading a store
-  TargetError            ... while writing a target
-ItemError       (never exits) one archive item or one message failed; the
-                run records it as a problem and goes on with the rest.
+``restore.cli.main`` is the only place where an error becomes an exit code
+(SPEC.md); ``audit --format nagios`` turns any of them into UNKNOWN (3).
+
+class                  exit  raised when
+MailrestoreError       1     (the base; not raised itself)
+UsageError             2     bad option, bad STORE syntax, bad plan line, unusable --catalog
+CannotRunError         3     the job cannot start or go on at all:
+  StoreError           3       a store cannot be opened or read (missing path, login refused)
+  TargetError          3       a target cannot be opened or written at all
+    TargetUnavailable  3         the target kept failing after every retry
+  WorkerDied           3       a scan worker process ended without answering
+  LockedError          3       another run holds the lock (cron overlap, journal in use)
+  CatalogError         3       the catalog database failed (disk full, corrupt file)
+    CatalogBusy        3         another command kept the catalog past the wait
+  JournalError         3       the journal cannot be read or written
+InvariantError         70    a bug: the class counts do not add up (EX_SOFTWARE)
+TransientError         -     a connection dropped; retried, and never reaches main()
+ItemError              -     one item failed: the run records it as a problem and goes on
+  UnreadableItem       -       an archive item cannot be read
+  PermanentError       -       the target refused this message (or user) for good
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class MailrestoreError(Exception):
@@ -37,12 +53,43 @@ class TargetError(CannotRunError):
     """A target cannot be opened or written at all."""
 
 
+class TargetUnavailable(TargetError):
+    """The target kept failing after every retry."""
+
+
 class WorkerDied(CannotRunError):
     """A scan worker process ended without answering (killed, out of memory)."""
 
 
 class LockedError(CannotRunError):
     """Another run holds the lock (cron overlap)."""
+
+
+class CatalogError(CannotRunError):
+    """The catalog database failed while in use (a full disk, a damaged file)."""
+
+
+class CatalogBusy(CatalogError):
+    """Another command kept the catalog longer than this one waits for it."""
+
+    def __init__(self, path: Path, waited: float):
+        super().__init__(
+            f"catalog {path} is in use by another mailrestore command (waited {waited:.0f} s);"
+            " let it finish, or give this one its own --catalog")
+
+
+class JournalError(CannotRunError):
+    """The journal cannot be read or written: without it, exactly-once cannot be kept."""
+
+
+class InvariantError(MailrestoreError):
+    """The class counts do not add up: a bug, never to be papered over."""
+
+    exit_code = 70    # EX_SOFTWARE (sysexits.h): an internal error, not the user's
+
+
+class TransientError(MailrestoreError):
+    """Worth retrying on a fresh connection (connection dropped, server restarting)."""
 
 
 class ItemError(MailrestoreError):
@@ -56,10 +103,6 @@ class ItemError(MailrestoreError):
 
 class UnreadableItem(ItemError):
     """An archive item cannot be read: corrupt, truncated, not a message."""
-
-
-class TransientError(MailrestoreError):
-    """Worth retrying on a fresh connection (connection dropped, server restarting)."""
 
 
 class PermanentError(ItemError):

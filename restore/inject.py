@@ -31,7 +31,13 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 
-from restore.errors import ItemError, PermanentError, TargetError, TransientError
+from restore.errors import (
+    ItemError,
+    PermanentError,
+    TargetError,
+    TargetUnavailable,
+    TransientError,
+)
 from restore.journal import Journal, Row, State, entry_key
 from restore.plan import PlanEntry
 from restore.targets.base import Message, Target, TargetSession
@@ -40,10 +46,6 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 50
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-
-
-class TargetUnavailable(TargetError):
-    """The target kept failing after every retry (exit 3)."""
 
 
 @dataclass

@@ -34,14 +34,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from platformdirs import user_state_dir
 
-from restore.errors import CannotRunError, LockedError, UsageError
+from restore.errors import JournalError, LockedError, MailrestoreError, UsageError
 from restore.plan import PlanEntry
 
 SCHEMA = """
@@ -59,10 +60,6 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (user, folder, key)
 ) WITHOUT ROWID;
 """
-
-
-class JournalError(CannotRunError):
-    """The journal cannot be written: without it, exactly-once cannot be kept."""
 
 
 class State(StrEnum):
@@ -111,17 +108,24 @@ class Journal:
         self._lock_fd = -1
         if readonly:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            self.db = _connect(uri, uri=True)
+            with self._guard():
+                self.db = _connect(uri, uri=True)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._take_run_lock()
-            self.db = _connect(str(self.path))
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+            try:
+                with self._guard():
+                    self.db = _connect(str(self.path))
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                    self.db.executescript(SCHEMA)
+            except JournalError:
+                self._release_run_lock()
+                raise
         if target_spec is not None:
             try:
-                self._check_target(target_spec)
-            except UsageError:
+                with self._guard():
+                    self._check_target(target_spec)
+            except MailrestoreError:
                 self.close()
                 raise
 
@@ -141,6 +145,11 @@ class Journal:
             self._lock_fd = -1
             raise LockedError(f"{self.path}: another inject run is using this journal") from None
 
+    def _release_run_lock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
     def _check_target(self, target_spec: str) -> None:
         """A journal belongs to one target: reusing it elsewhere would skip messages."""
         row = self.db.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
@@ -151,15 +160,23 @@ class Journal:
             raise UsageError(f"journal {self.path} belongs to target {row[0]!r}, not {target_spec!r}")
 
     def close(self) -> None:
-        if not self.readonly:
-            # Back to a rollback journal: a later read-only (dry-run) open then
-            # needs no -wal/-shm files, so it creates none.
-            with self._lock:
-                self.db.execute("PRAGMA journal_mode=DELETE")
-        self.db.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        try:
+            if not self.readonly:
+                # Back to a rollback journal: a later read-only (dry-run) open then
+                # needs no -wal/-shm files, so it creates none.
+                with self._lock, self._guard():
+                    self.db.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            self.db.close()
+            self._release_run_lock()
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """An SQLite error leaves as JournalError (exit 3): exactly-once needs the journal."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from None
 
     def __enter__(self) -> Journal:
         return self
@@ -169,7 +186,7 @@ class Journal:
 
     def status(self, user: str) -> dict[tuple[str, str], Record]:
         """Every row of ``user``, by (folder, key)."""
-        with self._lock:
+        with self._lock, self._guard():
             rows = self.db.execute(
                 "SELECT folder, key, state, planned_id, target_id, reason FROM messages WHERE user = ?",
                 (user,),
@@ -213,13 +230,10 @@ class Journal:
         params = [(r.user, r.folder, r.key, r.detail, r.ref, now) for r in rows]
         if not params:
             return
-        try:
-            with self._lock:
-                self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                with self.db:  # one transaction per batch
-                    self.db.executemany(sql, params)
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}") from None
+        with self._lock, self._guard():
+            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            with self.db:  # one transaction per batch
+                self.db.executemany(sql, params)
 
 
 def _connect(database: str, **kwargs: bool) -> sqlite3.Connection:

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from restore import catalog as catalog_module
 from restore import cli, pipeline, rescan, scanpool
-from restore.catalog import Catalog, CatalogBusy, _envelope_json
-from restore.errors import StoreError, WorkerDied
+from restore.catalog import Catalog, _envelope_json
+from restore.errors import CatalogBusy, StoreError, WorkerDied
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.rescan import READ_BATCH
 from restore.stores import files, open_store
@@ -426,9 +426,16 @@ def test_a_catalog_held_too_long_says_who_holds_it_and_what_to_do(tmp_path, monk
 def test_a_database_locked_later_in_a_run_exits_3_with_advice(tmp_path, mail_factory, monkeypatch,
                                                                capsys):
     mail_factory.write_maildir(tmp_path / "store", {"INBOX": [mail_factory.make_message()]})
+    monkeypatch.setattr(catalog_module, "BUSY_SECONDS", 0.2)
+    scan = pipeline.Job.scan
 
-    def locked(*args, **kwargs):
-        raise sqlite3.OperationalError("database is locked")
+    def locked(job, store):
+        # Another command takes the catalog after this one opened it.
+        holder = hold_catalog(tmp_path / "catalog.sqlite", 1.0)
+        try:
+            return scan(job, store)
+        finally:
+            holder.join()
 
     monkeypatch.setattr(pipeline.Job, "scan", locked)
     monkeypatch.setattr(sys, "argv", ["mailrestore", "scan", f"maildir:{tmp_path / 'store'}",

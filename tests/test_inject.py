@@ -18,8 +18,8 @@ from crosscheck import assert_maildir_agrees, maildirs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from restore.errors import TargetError, TransientError
-from restore.inject import TargetUnavailable, inject
+from restore.errors import TargetError, TargetUnavailable, TransientError
+from restore.inject import inject
 from restore.journal import Journal, Row, State, entry_key
 from restore.plan import PlanEntry, write_plan
 from restore.targets.base import Message, Outcome

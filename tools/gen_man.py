@@ -36,6 +36,7 @@ EXIT_STATUS = [
           "some archive items were unreadable or unroutable."),
     ("2", "Usage error: bad option, bad STORE syntax, malformed plan."),
     ("3", "Could not run: store not found, connection or login failed."),
+    ("70", "Internal error: a bug (the class counts did not add up); please report it."),
     ("130", "Interrupted. What was already written is in the journal; re-run to finish."),
 ]
 FINDINGS = {

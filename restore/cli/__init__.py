@@ -9,14 +9,12 @@ exit codes (SPEC.md and ``restore.errors``).
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 
 import click
 
 from restore import __version__
 from restore import audit as auditing
-from restore.catalog import BUSY_SECONDS
 from restore.cli import audit, compare, demo, scan, write
 from restore.errors import MailrestoreError
 
@@ -42,7 +40,8 @@ def cli() -> None:
       mailrestore inject gap.jsonl --to R
 
     Exit codes: 0 done, 1 findings or partial failure, 2 usage error,
-    3 could not run (store missing, connection or login failed).
+    3 could not run (store missing, connection or login failed),
+    70 internal error (a bug: please report it).
     """
 
 
@@ -52,38 +51,41 @@ for command in (scan.scan, compare.timeline, compare.diff, write.inject, write.r
     cli.add_command(command)
 
 
+@cli.result_callback()
+def _status(status: int | None, **_: object) -> None:
+    """A command's return value is its exit status (click's Exit carries it to main)."""
+    click.get_current_context().exit(status or 0)
+
+
 def main() -> None:
+    """The console script: the one place where outcomes and errors become exit codes."""
+    nagios = _nagios_requested(sys.argv[1:])
     try:
-        cli.main(standalone_mode=False)
+        status = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        status = 130
     except click.ClickException as exc:
-        if _nagios_requested(sys.argv[1:]):
+        if nagios:
             # Nagios reads exit 2 as CRITICAL: a typo in a check must say UNKNOWN.
-            code, line = auditing.nagios_unknown(exc.format_message())
+            status, line = auditing.nagios_unknown(exc.format_message())
             click.echo(line)
-            sys.exit(code)
-        exc.show()
-        sys.exit(2)
+        else:
+            exc.show()
+            status = 2
     except MailrestoreError as exc:
-        click.echo(f"mailrestore: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except sqlite3.OperationalError as exc:
-        # The catalog or a journal: held by another command past the wait, or a failing disk.
-        reason = (f"in use by another mailrestore command (waited {BUSY_SECONDS:.0f} s); let it"
-                  " finish, or give this one its own --catalog / --state" if "locked" in str(exc)
-                  else str(exc))
-        click.echo(f"mailrestore: catalog or journal database: {reason}", err=True)
-        sys.exit(3)
+        if nagios:  # the check could not run: UNKNOWN, whatever the reason
+            status, line = auditing.nagios_unknown(str(exc))
+            click.echo(line)
+        else:
+            click.echo(f"mailrestore: {exc}", err=True)
+            status = exc.exit_code
     except KeyboardInterrupt:
         click.echo("Interrupted; the journal keeps what was done, re-run to finish.", err=True)
-        sys.exit(130)
+        status = 130
     except BrokenPipeError:
-        sys.exit(1)
-    sys.exit(0)
+        status = 1
+    sys.exit(status)
 
 
 def _nagios_requested(args: list[str]) -> bool:

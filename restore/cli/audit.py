@@ -10,7 +10,6 @@ import click
 from restore import audit as auditing
 from restore import report
 from restore.cli.common import make_job, parse_time
-from restore.errors import MailrestoreError
 from restore.options import imap_options, pair_options, reading_options
 from restore.window import iso
 
@@ -28,44 +27,30 @@ from restore.window import iso
               help="text: silent when clean; json: the diff's fields; nagios: one plugin status line.")
 @click.option("--warning", type=int, default=1, show_default=True, help="Nagios: WARNING at N missing.")
 @click.option("--critical", type=int, default=10, show_default=True, help="Nagios: CRITICAL at N missing.")
-def audit(**opts: Any) -> None:
+def audit(**opts: Any) -> int:
     """Cron check: is every archived message of the last window in its mailbox?
 
     Checks archive mail received in (now - window, now - grace]. Silent with
     exit 0 when nothing is missing, so cron mails only on trouble; a report
     and exit 1 when something is. Two overlapping runs never both run.
     """
-    fmt = opts["fmt"]
-    try:
-        now = parse_time(opts["now"], "--now")
-        if now is None:  # not given, or "auto"
-            now = time.time()
-        window = auditing.parse_duration(opts["window"], "--window")
-        grace = auditing.parse_duration(opts["grace"], "--grace")
-        since, until = auditing.audit_bounds(now, window, grace)
-        opts.update(since=None, until=None)
-        job = make_job(opts, opts["replica"], *opts["archives"], progress=False)
-        job.settings.since, job.settings.until = since, until
-        job.settings.consider_from = since - window
-        lock = auditing.default_lock_path(list(opts["archives"]), opts["replica"])
-        with auditing.exclusive(lock):
-            result = job.diff(opts["archives"], opts["replica"])
-        auditing.require_a_mailbox(result)
-    except MailrestoreError as exc:
-        if fmt != "nagios":
-            raise
-        code, line = auditing.nagios_unknown(str(exc))
-        click.echo(line)
-        raise SystemExit(code) from None
+    now = parse_time(opts["now"], "--now")
+    if now is None:  # not given, or "auto"
+        now = time.time()
+    job = make_job({**opts, "since": None, "until": None}, opts["replica"], *opts["archives"],
+                   progress=False)
+    result = auditing.run(job, opts["archives"], opts["replica"], now=now, window=opts["window"],
+                          grace=opts["grace"])
     missing = result.counts["missing"]
     findings = result.missing_by_user()
-    if fmt == "nagios":
+    if opts["fmt"] == "nagios":
+        w = result.window
         detail = (report.plural(len(findings), "user") if findings
-                  else f"window {report.when(since)} to {report.when(until)}")
+                  else f"window {report.when(w.since)} to {report.when(w.until)}")
         code, line = auditing.nagios(missing, opts["warning"], opts["critical"], detail)
         click.echo(line)
-        raise SystemExit(code)
-    if fmt == "json":
+        return code
+    if opts["fmt"] == "json":
         doc = result.to_json()
         doc["window"]["evidence"] = (f"audit: {iso(now)} minus --window {opts['window']}"
                                      f" and --grace {opts['grace']}")
@@ -74,5 +59,4 @@ def audit(**opts: Any) -> None:
         report.print_json(doc)
     elif missing:
         report.print_audit(result, findings)
-    if missing:
-        raise SystemExit(1)
+    return 1 if missing else 0

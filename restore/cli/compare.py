@@ -24,7 +24,7 @@ from restore.plan import save_plan
               help="Buckets shown either side of the window (with no window: the last 2N+1).")
 @click.option("--all", "show_all", is_flag=True, help="Chart every bucket of the stores' history.")
 @window_options
-def timeline(**opts: Any) -> None:
+def timeline(**opts: Any) -> int:
     """Chart archive and replica arrivals per hour or day, with the gap highlighted.
 
     Green: archive mail the replica has; red: archive mail it lacks; blue:
@@ -37,6 +37,7 @@ def timeline(**opts: Any) -> None:
     result = job.diff(opts["archives"], opts["replica"])
     chart.show_timeline(result, opts["bucket"], opts["only_user"], opts["svg"],
                         around=None if opts["show_all"] else opts["around"])
+    return 0
 
 
 @click.command()
@@ -47,7 +48,7 @@ def timeline(**opts: Any) -> None:
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
               help="Write the messages to restore to FILE (JSON Lines).")
 @json_option
-def diff(**opts: Any) -> None:
+def diff(**opts: Any) -> int:
     """Class every archive message per user: present, missing, outside-window, ...
 
     Prints each gap found (or the --since/--until window) with the evidence
@@ -73,5 +74,4 @@ def diff(**opts: Any) -> None:
         elif result.counts["missing"] and not opts["plan_file"]:
             hint = "Next: add --plan FILE to write the messages to restore."
         report.print_diff(result, opts["plan_file"], planned, hint)
-    if result.findings:
-        raise SystemExit(1)
+    return 1 if result.findings else 0

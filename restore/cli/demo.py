@@ -18,7 +18,7 @@ from restore.window import iso
 @click.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False),
               help="Where to create the sample incident (default: a new temporary directory).")
-def demo(**opts: Any) -> None:
+def demo(**opts: Any) -> int:
     """Build a sample incident, diff it, chart it, and print the next commands.
 
     The incident: a promoted replica of six mailboxes missing five and a half
@@ -64,3 +64,4 @@ def demo(**opts: Any) -> None:
     click.echo(f"  mailrestore inject {q(str(plan))} {to}")
     click.echo(f"  mailrestore diff {common}{same_window}      # afterwards: 0 missing")
     click.echo(f"  mailrestore inject {q(str(plan))} {to}      # again: nothing appended")
+    return 0

@@ -19,7 +19,7 @@ from restore.window import iso
 @reading_options
 @imap_options
 @json_option
-def scan(store: str, **opts: Any) -> None:
+def scan(store: str, **opts: Any) -> int:
     """Fingerprint STORE into the catalog and count its messages.
 
     Prints messages per user and folder, the time span, and every unreadable
@@ -48,5 +48,4 @@ def scan(store: str, **opts: Any) -> None:
         })
     else:
         report.print_scan(store, summary)
-    if problems:
-        raise SystemExit(1)
+    return 1 if problems else 0

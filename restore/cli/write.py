@@ -41,8 +41,8 @@ def run_inject(entries: list[PlanEntry], opts: dict, password: str | None = None
         bar.close()
 
 
-def finish_inject(result: InjectResult, opts: dict, diff=None) -> None:
-    """Print the outcome and exit 1 when something could not be written."""
+def finish_inject(result: InjectResult, opts: dict, diff=None) -> int:
+    """Print the outcome; the exit status, 1 when something could not be written."""
     if opts["as_json"]:
         doc = result.as_dict()
         if diff is not None:
@@ -54,8 +54,8 @@ def finish_inject(result: InjectResult, opts: dict, diff=None) -> None:
         report.print_json(doc)
     else:
         report.print_inject(result, opts["target"])
-    if result.failed or (diff is not None and diff.counts["unreadable"] + diff.counts["unroutable"]):
-        raise SystemExit(1)
+    failed = result.failed or (diff is not None and diff.counts["unreadable"] + diff.counts["unroutable"])
+    return 1 if failed else 0
 
 
 @click.command()
@@ -65,7 +65,7 @@ def finish_inject(result: InjectResult, opts: dict, diff=None) -> None:
 @inject_options
 @imap_options
 @json_option
-def inject(**opts: Any) -> None:
+def inject(**opts: Any) -> int:
     """Append the messages of PLAN to TARGET, exactly once.
 
     Append only: nothing in the target is deleted, overwritten or reordered.
@@ -81,7 +81,7 @@ def inject(**opts: Any) -> None:
     for exc in bad_lines:
         result.failed += 1
         result.problems.append(Problem("", "plan", str(exc)))
-    finish_inject(result, opts)
+    return finish_inject(result, opts)
 
 
 @click.command()
@@ -95,7 +95,7 @@ def inject(**opts: Any) -> None:
 @inject_options
 @imap_options
 @json_option
-def restore(**opts: Any) -> None:
+def restore(**opts: Any) -> int:
     """Diff and inject in one go: put the gap back into TARGET.
 
     Prints the diff's window and totals, then appends the missing messages
@@ -111,4 +111,4 @@ def restore(**opts: Any) -> None:
         report.print_diff(result, opts["plan_file"], len(entries))
         click.echo()
     injected = run_inject(entries, opts, password=job.store_options.password)
-    finish_inject(injected, opts, diff=result)
+    return finish_inject(injected, opts, diff=result)
