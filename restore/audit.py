@@ -10,30 +10,19 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from restore.errors import CannotRunError, LockedError, StoreError, UsageError
+from restore.times import parse_duration
 
 if TYPE_CHECKING:
     from restore.diff import DiffResult
     from restore.pipeline import Job
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 NAGIOS_STATES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
-
-
-def parse_duration(text: str, option: str) -> float:
-    """``90s``, ``15m``, ``24h``, ``7d`` -> seconds."""
-    m = _DURATION.match(text or "")
-    if not m:
-        raise UsageError(f"{option} {text!r}: expected a duration like 90s, 15m, 24h or 7d")
-    return float(m.group(1)) * _UNIT[m.group(2)]
 
 
 def run(job: Job, archives: Sequence[str], replica: str, *, now: float, window: str,

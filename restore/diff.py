@@ -17,7 +17,6 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 
 from restore.catalog import Catalog
@@ -100,7 +99,7 @@ class DiffResult:
                     folder=folder,
                     source=specs[store],
                     ref=ref,
-                    received=datetime.fromtimestamp(received, UTC).isoformat(),
+                    received=received,
                     size=size,
                     message_id=mid,
                     fingerprint=key,

@@ -17,9 +17,11 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from hashlib import blake2b as _blake2b
 from typing import NamedTuple
+
+from restore.times import EARLIEST, LATEST
 
 MATCH_MODES = ("auto", "message-id", "strict")
 
@@ -63,8 +65,6 @@ _RECEIVED = re.compile(rb"\nreceived" + _FIELD_VALUE, re.IGNORECASE)
 _KEY_HEADERS = frozenset({"message-id", "date", "from"})
 _ORIGIN_NAMES = frozenset(ORIGIN_HEADERS)
 
-EARLIEST = 0.0                       # 1970: earlier dates are garbage, not history
-LATEST = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 
 
 class Facts(NamedTuple):

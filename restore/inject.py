@@ -282,7 +282,7 @@ class _UserRun:
     def __init__(self, user: str, entries: list[PlanEntry], folder: str | None, ctx: _Context):
         self.user = user
         self.ctx = ctx
-        jobs = [_Job(e, folder or e.folder, entry_key(e), e.received_ts) for e in entries]
+        jobs = [_Job(e, folder or e.folder, entry_key(e), e.received) for e in entries]
         jobs.sort(key=lambda job: (job.received, job.entry.ref))
         self.jobs = jobs
         self.retries = 0

@@ -10,11 +10,11 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import IO
 
 from restore.errors import UsageError
 from restore.mailnames import invalid_folder_reason, invalid_mailbox_reason
+from restore.times import NoOffset, iso, parse_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,17 +23,14 @@ class PlanEntry:
     folder: str
     source: str          # the archive STORE spec, e.g. "eml:/srv/gateway"
     ref: str             # re-opens the item inside source (mbox: PATH:OFFSET)
-    received: str        # ISO 8601 with offset
+    received: float      # epoch seconds; ISO 8601 with offset in the file
     size: int
     message_id: str | None
     fingerprint: str
 
-    @property
-    def received_ts(self) -> float:
-        return datetime.fromisoformat(self.received).timestamp()
-
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(", ", ": "))
+        return json.dumps({**asdict(self), "received": iso(self.received)}, ensure_ascii=False,
+                          separators=(", ", ": "))
 
 
 def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry:
@@ -57,11 +54,11 @@ def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry:
     if reason:
         raise UsageError(f"{where}: folder {folder!r} rejected: {reason}")
     try:
-        received = datetime.fromisoformat(str(obj["received"]))
+        received = parse_iso(str(obj["received"]))
+    except NoOffset:
+        raise UsageError(f"{where}: received {obj['received']!r} has no UTC offset") from None
     except ValueError:
         raise UsageError(f"{where}: received {obj['received']!r} is not an ISO 8601 time") from None
-    if received.tzinfo is None:
-        raise UsageError(f"{where}: received {obj['received']!r} has no UTC offset")
     try:
         size = int(obj.get("size") or 0)
     except (TypeError, ValueError):
@@ -74,7 +71,7 @@ def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry:
         folder=folder,
         source=str(obj["source"]),
         ref=str(obj["ref"]),
-        received=received.isoformat(),
+        received=received,
         size=size,
         message_id=str(mid) if mid else None,
         fingerprint=str(obj.get("fingerprint") or ""),

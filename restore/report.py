@@ -10,10 +10,10 @@ import shlex
 import sys
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from restore.pipeline import ProgressBar
+from restore.times import human, iso
 
 if TYPE_CHECKING:   # rich is imported when something is printed: a silent cron run skips it
     from rich.console import Console
@@ -33,12 +33,6 @@ def console() -> Console:
     width = None if sys.stdout.isatty() else 250
     return Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False, emoji=False,
                    width=width)
-
-
-def when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def bold(text: str) -> Text:
@@ -94,7 +88,7 @@ def print_scan(spec: str, summary: dict) -> None:
     out.print(bold(spec), f": {summary['messages']:,} messages, "
               f"{summary['unreadable']:,} unreadable items", sep="")
     if summary["first"] is not None:
-        out.print(f"received from {when(summary['first'])} to {when(summary['last'])}")
+        out.print(f"received from {human(summary['first'])} to {human(summary['last'])}")
     out.print(f"catalog: {summary['reused']:,} units unchanged, {summary['read']:,} read, "
               f"{summary['dropped']:,} gone since the last scan")
     rows = [(u or "(not per user)", f, n) for u, f, n in summary["folders"]]
@@ -143,12 +137,12 @@ def print_windows(out: Console, window, windows: list) -> None:
     if len(windows) <= 1:
         w = windows[0] if windows else window
         out.print(bold("Window:"), "none" if w.empty else
-                  f"{when(w.since)} (exclusive) to {when(w.until)} ({w.source})")
+                  f"{human(w.since)} (exclusive) to {human(w.until)} ({w.source})")
         out.print(f"  {w.evidence}")
         return
     out.print(bold("Windows:"), f"{len(windows)} gaps, all restored (--gap N keeps only the Nth)")
     for n, w in enumerate(windows, 1):
-        out.print(f"  {n}. {when(w.since)} (exclusive) to {when(w.until)} ({w.source})")
+        out.print(f"  {n}. {human(w.since)} (exclusive) to {human(w.until)} ({w.source})")
         out.print(f"     {w.evidence}")
 
 
@@ -176,14 +170,14 @@ def print_audit(result, findings: list[dict]) -> None:
     w = result.window
     total = result.counts["missing"]
     lines = [f"mailrestore audit: {total:,} archived message(s) received between "
-             f"{when(w.since)} and {when(w.until)} are not in their mailbox."]
+             f"{human(w.since)} and {human(w.until)} are not in their mailbox."]
     for f in findings:
-        lines.append(f"  {f['user']}: {f['missing']:,} missing, received {when(f['oldest'])} "
-                     f"to {when(f['newest'])}")
+        lines.append(f"  {f['user']}: {f['missing']:,} missing, received {human(f['oldest'])} "
+                     f"to {human(f['newest'])}")
         lines.extend(f"      {mid}" for mid in f["message_ids"])
     archives = " ".join(f"--archive {shlex.quote(a.spec)}" for a in result.archives)
     replica = shlex.quote(result.replica.spec)
-    since, until = (datetime.fromtimestamp(t, UTC).isoformat() for t in (w.since, w.until))
+    since, until = iso(w.since), iso(w.until)
     lines += [
         "Next: list them in a plan, check it, and put them back (with this audit's other options):",
         f"  mailrestore diff {archives} --replica {replica} --since {since} --until {until}"
@@ -200,7 +194,7 @@ def print_inject(result, target: str) -> None:
         out.print(table(f"Dry run: nothing written; these {len(result.would_write):,} messages "
                         f"would be appended to {target}",
                         ("user", "folder", "received", "size", "Message-ID"),
-                        [(e.user, e.folder, e.received, e.size, e.message_id or "-")
+                        [(e.user, e.folder, iso(e.received), e.size, e.message_id or "-")
                          for e in result.would_write[:200]]))
         if len(result.would_write) > 200:
             out.print(f"... {len(result.would_write) - 200:,} more (all in --json)")

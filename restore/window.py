@@ -39,10 +39,9 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-EARLIEST = 0.0                        # the open bounds of a half-given window
-LATEST = 4102444800.0                 # 2100-01-01
+from restore.times import EARLIEST, LATEST, iso
+
 THETA = 2 / 3           # the absent share a gap is scored for: a third may have arrived late
 TEST_SHARES = (2 / 3, 0.8, 0.9, 0.97)   # shares a candidate is tested at; the best counts
 ALPHA = 0.01            # the chance that ordinary deletions make a gap anywhere in a timeline
@@ -73,10 +72,6 @@ class Window:
     def to_json(self) -> dict:
         return {"since": iso(self.since), "until": iso(self.until), "source": self.source,
                 "evidence": self.evidence}
-
-
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 Pair = tuple[float, str, bool]                  # received, user, present

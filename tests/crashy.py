@@ -50,7 +50,7 @@ def write_archive(root: Path, users: list[str], per_user: int, folder: str = "IN
             (root / ref).write_bytes(data)
             entries.append(PlanEntry(
                 user=user, folder=folder, source=f"eml:{root}", ref=ref,
-                received=stamp.isoformat(), size=len(data),
+                received=stamp.timestamp(), size=len(data),
                 message_id=f"<{n}.{user}@test>", fingerprint=fingerprint_of(data),
             ))
     return entries

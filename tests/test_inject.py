@@ -81,7 +81,7 @@ def test_rerun_after_success_appends_nothing(setup):
 def test_each_mailbox_is_written_in_received_order_with_received_mtime(setup):
     entries, target, tmp = setup
     run(list(reversed(entries)), target, None, jobs=3, batch_size=4)
-    received = {e.message_id: e.received_ts for e in entries}
+    received = {e.message_id: e.received for e in entries}
     for user, messages in delivered(tmp / "vmail").items():
         assert [mtime for _, mtime in messages] == sorted(received[m] for m, _ in messages), user
         assert all(mtime == received[mid] for mid, mtime in messages)
@@ -147,7 +147,7 @@ def test_a_message_in_doubt_is_not_written_twice(setup):
     key = (entry.user, entry.folder, entry_key(entry))
     with Journal(tmp / "j.sqlite", target.spec) as journal:
         with target.session(entry.user) as session:
-            msg = Message(read_eml(entry), entry.received_ts, entry.message_id, entry.fingerprint)
+            msg = Message(read_eml(entry), entry.received, entry.message_id, entry.fingerprint)
             name = session.prepare(entry.folder, msg)
             journal.mark_pending([Row(*key, name)])
             assert session.append(entry.folder, [Message(msg.data, msg.received, msg.message_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -16,7 +17,8 @@ from restore.plan import PlanEntry, parse_line, read_plan, write_plan
 
 ENTRY = PlanEntry(
     user="alice@example.com", folder="INBOX", source="eml:/srv/gateway",
-    ref="2017/12/08/4f1c.eml.zst", received="2017-12-08T21:13:05+00:00", size=4123,
+    ref="2017/12/08/4f1c.eml.zst", received=datetime(2017, 12, 8, 21, 13, 5, tzinfo=UTC).timestamp(),
+    size=4123,
     message_id="<4f1c@example.org>", fingerprint="0123456789abcdef0123456789abcdef",
 )
 
@@ -44,7 +46,7 @@ entries = st.builds(
     received=st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1),
                           timezones=st.sampled_from([UTC, timezone(timedelta(hours=1)),
                                                      timezone(timedelta(hours=-9, minutes=-30))]))
-    .map(lambda d: d.isoformat()),
+    .map(lambda d: d.timestamp()),
     size=st.integers(0, 2**40),
     message_id=st.one_of(st.none(), safe_text),
     fingerprint=st.text("0123456789abcdef", min_size=32, max_size=32),
@@ -63,9 +65,8 @@ def test_write_then_read_gives_the_same_entries(plan):
 
 def test_round_trip_through_a_file(tmp_path):
     path = tmp_path / "plan.jsonl"
-    other = PlanEntry(**{**json.loads(ENTRY.to_json()), "user": "bob@example.com",
-                         "folder": "Archive/2017", "message_id": None,
-                         "ref": "archive.mbox.zst:1048576"})
+    other = replace(ENTRY, user="bob@example.com", folder="Archive/2017", message_id=None,
+                    ref="archive.mbox.zst:1048576")
     with path.open("w", encoding="utf-8") as fh:
         write_plan(fh, [ENTRY, other])
     with path.open(encoding="utf-8") as fh:
@@ -79,7 +80,6 @@ def test_a_plan_line_has_the_documented_fields():
         "size": 4123, "message_id": "<4f1c@example.org>",
         "fingerprint": "0123456789abcdef0123456789abcdef",
     }
-    assert ENTRY.received_ts == datetime(2017, 12, 8, 21, 13, 5, tzinfo=UTC).timestamp()
 
 
 # -- hand-edited lines ---------------------------------------------------------------------
@@ -91,8 +91,8 @@ def test_optional_fields_take_their_defaults():
 
 
 def test_received_in_another_zone_or_with_z_is_kept_as_the_same_instant():
-    assert parse_line(line(received="2017-12-08T22:13:05+01:00")).received_ts == ENTRY.received_ts
-    assert parse_line(line(received="2017-12-08T21:13:05Z")).received_ts == ENTRY.received_ts
+    assert parse_line(line(received="2017-12-08T22:13:05+01:00")).received == ENTRY.received
+    assert parse_line(line(received="2017-12-08T21:13:05Z")).received == ENTRY.received
 
 
 BAD_LINES = {

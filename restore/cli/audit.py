@@ -9,9 +9,9 @@ import click
 
 from restore import audit as auditing
 from restore import report
-from restore.cli.common import make_job, parse_time
+from restore.cli.common import make_job
 from restore.options import imap_options, pair_options, reading_options
-from restore.window import iso
+from restore.times import human, iso, parse_time_option
 
 
 @click.command()
@@ -34,7 +34,7 @@ def audit(**opts: Any) -> int:
     exit 0 when nothing is missing, so cron mails only on trouble; a report
     and exit 1 when something is. Two overlapping runs never both run.
     """
-    now = parse_time(opts["now"], "--now")
+    now = parse_time_option(opts["now"], "--now")
     if now is None:  # not given, or "auto"
         now = time.time()
     job = make_job({**opts, "since": None, "until": None}, opts["replica"], *opts["archives"],
@@ -46,7 +46,7 @@ def audit(**opts: Any) -> int:
     if opts["fmt"] == "nagios":
         w = result.window
         detail = (report.plural(len(findings), "user") if findings
-                  else f"window {report.when(w.since)} to {report.when(w.until)}")
+                  else f"window {human(w.since)} to {human(w.until)}")
         code, line = auditing.nagios(missing, opts["warning"], opts["critical"], detail)
         click.echo(line)
         return code

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 from restore import report
@@ -14,20 +13,7 @@ from restore.mailnames import normalize_address
 from restore.pipeline import Job
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap
 from restore.stores import StoreOptions
-
-
-def parse_time(value: str | None, option: str) -> float | None:
-    """ISO 8601 -> epoch seconds; a time without offset is UTC; "auto" -> None."""
-    if value is None or value == "auto":
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{option} {value!r}: expected ISO 8601, e.g. 2017-12-08T16:02:00+00:00") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+from restore.times import parse_time_option
 
 
 def wants_imap(*specs: str | None) -> bool:
@@ -61,8 +47,8 @@ def make_job(opts: dict, *specs: str | None, progress: bool = True) -> Job:
         match=opts.get("match") or "auto",
         recipient_headers=tuple(opts.get("recipient_headers") or DEFAULT_RECIPIENT_HEADERS),
         aliases=aliases,
-        since=parse_time(opts.get("since"), "--since"),
-        until=parse_time(opts.get("until"), "--until"),
+        since=parse_time_option(opts.get("since"), "--since"),
+        until=parse_time_option(opts.get("until"), "--until"),
         gap=opts.get("gap"),
         create_missing=bool(opts.get("create_missing")),
     )

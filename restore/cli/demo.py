@@ -12,7 +12,7 @@ from restore import report
 from restore.cli.common import make_job
 from restore.errors import UsageError
 from restore.plan import save_plan
-from restore.window import iso
+from restore.times import human, iso
 
 
 @click.command()
@@ -43,8 +43,8 @@ def demo(**opts: Any) -> int:
     click.echo(f"Sample incident built in {root}")
     click.echo(f"  replica (promoted backup): {incident.replica}")
     click.echo(f"  gateway archive:           {archive}")
-    click.echo(f"  the replica lacks the mail received from {report.when(incident.gap_since.timestamp())} "
-               f"to {report.when(incident.gap_until.timestamp())}")
+    click.echo(f"  the replica lacks the mail received from {human(incident.gap_since.timestamp())} "
+               f"to {human(incident.gap_until.timestamp())}")
     click.echo()
     job = make_job({"catalog": str(catalog), "alias_map": incident.alias_map}, progress=False)
     result = job.diff(incident.archives, incident.replica)

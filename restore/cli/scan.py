@@ -11,7 +11,7 @@ from restore.cli.common import make_job
 from restore.diff import where
 from restore.options import imap_options, json_option, reading_options
 from restore.stores import open_store
-from restore.window import iso
+from restore.times import iso
 
 
 @click.command()
