@@ -7,15 +7,14 @@ mails only on trouble; a lock keeps two overlapping runs from both running.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from restore.errors import CannotRunError, LockedError, StoreError, UsageError
+from restore import locks
+from restore.errors import StoreError, UsageError
 from restore.times import parse_duration
 
 if TYPE_CHECKING:
@@ -89,27 +88,8 @@ def default_lock_path(archives: list[str], replica: str) -> Path:
     return Path(user_state_dir("mailrestore")) / f"audit-{digest}.lock"
 
 
-@contextmanager
-def exclusive(lock_path: Path) -> Iterator[None]:
+def exclusive(lock_path: Path) -> AbstractContextManager[None]:
     """Hold the audit lock; a second overlapping run fails at once with LockedError."""
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise CannotRunError(
-            f"cannot take the audit lock {lock_path}: {exc.strerror or exc}; this run did nothing"
-        ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise LockedError(
-                f"another audit of these stores is still running (pid {holder}, lock {lock_path}); "
-                "this run did nothing"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+    return locks.held(lock_path, "the audit lock", lambda holder: (
+        f"another audit of these stores is still running (pid {holder}, lock {lock_path}); "
+        "this run did nothing"), mode=0o644)

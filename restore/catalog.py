@@ -14,13 +14,12 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial, wraps
 from json.encoder import encode_basestring as _json_string
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from restore.errors import CatalogBusy, CatalogError, UsageError
+from restore.errors import CatalogBusy, CatalogError, Problem, UsageError
 from restore.identity import facts_of, received_time
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.rescan import Progress, ScanStats, read_batch, rescan
@@ -111,30 +110,6 @@ def default_catalog_path() -> Path:
     return Path(user_cache_dir("mailrestore")) / "catalog.sqlite"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One message as the catalog holds it."""
-
-    store: str
-    ref: str
-    folder: str
-    user: str | None          # from path variables or the IMAP login
-    received: float | None
-    received_from: str        # "received", "delivered" or "date": how the time was found
-    size: int
-    message_id: str | None
-    key: str
-    mid_key: str
-    strict_key: str
-    envelope: dict[str, list[str]]
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    where: str
-    reason: str
-
-
 # How long a command waits for another one using the same catalog: an hourly
 # audit started during a long restore waits its turn rather than failing.
 BUSY_SECONDS = 120.0
@@ -213,7 +188,8 @@ class Catalog:
     # -- stores --------------------------------------------------------------
 
     @_guarded
-    def store_id(self, spec: str, envelope_headers: Iterable[str]) -> int:
+    def register(self, spec: str, envelope_headers: Iterable[str]) -> int:
+        """The catalog id of a store read with these envelope headers, new on first sight."""
         settings = json.dumps(sorted({h.lower() for h in envelope_headers}))
         self.db.execute("INSERT OR IGNORE INTO stores (spec, settings) VALUES (?, ?)", (spec, settings))
         row = self.db.execute(
@@ -235,54 +211,43 @@ class Catalog:
         ``workers - 1`` worker processes (default: one per CPU; 1 reads in-process).
         """
         headers = tuple(h.lower() for h in envelope_headers)
-        sid = self.store_id(store.spec, headers)
-        read = partial(read_batch, store, sid, headers, message_row)
-        stats = rescan(self.db, store, sid, read, INSERT_MESSAGE, progress, workers)
-        stats.messages = self.summary(sid)["messages"]
+        store_id = self.register(store.spec, headers)
+        read = partial(read_batch, store, store_id, headers, message_row)
+        stats = rescan(self.db, store, store_id, read, INSERT_MESSAGE, progress, workers)
+        stats.messages = self.summary(store_id)["messages"]
         stats.unreadable = int(self.db.execute(
-            "SELECT COUNT(*) FROM problems WHERE store=?", (sid,)).fetchone()[0])
-        return sid, stats
+            "SELECT COUNT(*) FROM problems WHERE store=?", (store_id,)).fetchone()[0])
+        return store_id, stats
 
     # -- reading back ----------------------------------------------------------
 
-    def count(self, sid: int) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM messages WHERE store=?", (sid,)).fetchone()[0])
-
-    def records(self, sid: int, spec: str) -> Iterator[Record]:
-        for row in self.db.execute(
-            "SELECT ref, folder, user, received, received_from, size, message_id, key, mid_key,"
-            " strict_key, envelope FROM messages WHERE store=? ORDER BY id",
-            (sid,),
-        ):
-            yield Record(spec, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                         row[8], row[9], json.loads(row[10]))
-
     @_guarded
-    def summary(self, sid: int) -> dict:
+    def summary(self, store_id: int) -> dict:
         """Counts per user and folder, and the span of received times, for ``scan``.
 
         Kept until a refresh changes the store's messages: a scan of an
         unchanged store of any size answers at once.
         """
-        row = self.db.execute("SELECT summary FROM summaries WHERE store=?", (sid,)).fetchone()
+        row = self.db.execute("SELECT summary FROM summaries WHERE store=?", (store_id,)).fetchone()
         if row:
             kept = json.loads(row[0])
             return {**kept, "folders": [tuple(f) for f in kept["folders"]]}
         rows = self.db.execute(
             "SELECT user, folder, COUNT(*), MIN(received), MAX(received) FROM messages"
-            " WHERE store=? GROUP BY user, folder ORDER BY user, folder", (sid,)).fetchall()
+            " WHERE store=? GROUP BY user, folder ORDER BY user, folder", (store_id,)).fetchall()
         firsts = [row[3] for row in rows if row[3] is not None]
         lasts = [row[4] for row in rows if row[4] is not None]
         summary = {"messages": sum(row[2] for row in rows),
                    "first": min(firsts, default=None), "last": max(lasts, default=None),
                    "folders": [row[:3] for row in rows]}
-        self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?)", (sid, json.dumps(summary)))
+        self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?)", (store_id, json.dumps(summary)))
         return summary
 
     @_guarded
-    def problems(self, sid: int) -> list[Problem]:
+    def problems(self, store_id: int) -> list[Problem]:
+        """What could not be read in a store (or listed): ``where`` relative to the store."""
         return [Problem(w, r) for w, r in self.db.execute(
-            "SELECT location, reason FROM problems WHERE store=? ORDER BY location", (sid,))]
+            "SELECT location, reason FROM problems WHERE store=? ORDER BY location", (store_id,))]
 
 
     # -- reads for the diff ------------------------------------------------------
@@ -291,15 +256,15 @@ class Catalog:
     # routable, present, class); what it reads of the messages is read here,
     # beside the schema.
 
-    def users(self, sid: int) -> set[str]:
+    def users(self, store_id: int) -> set[str]:
         """The users a store's messages belong to (path variables, IMAP logins)."""
         return {u for (u,) in self.db.execute(
-            "SELECT DISTINCT user FROM messages WHERE store = ? AND user IS NOT NULL", (sid,))}
+            "SELECT DISTINCT user FROM messages WHERE store = ? AND user IS NOT NULL", (store_id,))}
 
-    def is_per_user(self, sid: int) -> bool:
+    def is_per_user(self, store_id: int) -> bool:
         """Whether a store is laid out per user: some message of it belongs to a user."""
         return self.db.execute("SELECT 1 FROM messages WHERE store = ? AND user IS NOT NULL LIMIT 1",
-                               (sid,)).fetchone() is not None
+                               (store_id,)).fetchone() is not None
 
     def index_for_diff(self, match: str, by_received: bool) -> None:
         """Look-ups the diff makes, indexed once per catalog and kept up to date by later scans."""
@@ -309,25 +274,25 @@ class Catalog:
         if by_received:
             self.db.execute("CREATE INDEX IF NOT EXISTS messages_received ON messages (store, received)")
 
-    def to_pair(self, sid: int, match: str, after: float | None) -> sqlite3.Cursor:
+    def to_pair(self, store_id: int, match: str, after: float | None) -> sqlite3.Cursor:
         """(id, user, received, identity key, envelope JSON) of a store's messages received after ``after``."""
-        since, args = ("", (sid,)) if after is None else (" AND received > ?", (sid, after))
+        since, args = ("", (store_id,)) if after is None else (" AND received > ?", (store_id, after))
         return self.db.execute(f"SELECT id, user, received, {KEY_COLUMN[match]}, envelope"
                                f" FROM messages WHERE store = ?{since} ORDER BY id", args)
 
-    def envelopes(self, sid: int) -> Iterator[tuple[str | None, dict[str, list[str]]]]:
+    def envelopes(self, store_id: int) -> Iterator[tuple[str | None, dict[str, list[str]]]]:
         """Each distinct (user, envelope headers) of a store's messages."""
         for user, envelope in self.db.execute(
-                "SELECT DISTINCT user, envelope FROM messages WHERE store = ?", (sid,)):
+                "SELECT DISTINCT user, envelope FROM messages WHERE store = ?", (store_id,)):
             yield user, json.loads(envelope)
 
-    def mark_present(self, sid: int, match: str, routable: str, same_user: bool) -> None:
-        """Mark the pairs matching ``routable`` routable, and present when store ``sid`` has their key."""
+    def mark_present(self, store_id: int, match: str, routable: str, same_user: bool) -> None:
+        """Mark the pairs matching ``routable`` routable, and present when store ``store_id`` has their key."""
         column = KEY_COLUMN[match]
         user = " AND m.user = pairs.user" if same_user else ""
         self.db.execute(f"UPDATE pairs SET routable = 1, present = EXISTS (SELECT 1 FROM messages m"
                         f" WHERE m.store = ? AND m.{column} = pairs.key{user}) WHERE {routable}",
-                        (sid,))
+                        (store_id,))
 
     def paired(self, cls: str, by_received: bool = True) -> sqlite3.Cursor:
         """(user, received, store, ref, size, Message-ID, key, reason) of the pairs of class ``cls``."""
@@ -344,9 +309,9 @@ class Catalog:
             " JOIN messages m ON m.id = p.msg WHERE p.class = ? AND p.user = ?"
             " ORDER BY p.received LIMIT ?", (cls, user, limit))]
 
-    def arrivals(self, sid: int, bucket: int, user: str | None) -> dict[int, int]:
+    def arrivals(self, store_id: int, bucket: int, user: str | None) -> dict[int, int]:
         """Messages of a store per time bucket (received // bucket), for one user or all."""
         where, args = ("AND user = ?", (user,)) if user else ("", ())
         return dict(self.db.execute(
             f"SELECT CAST(received / ? AS INTEGER), COUNT(*) FROM messages WHERE store = ?"
-            f" AND received IS NOT NULL {where} GROUP BY 1", (bucket, sid, *args)))
+            f" AND received IS NOT NULL {where} GROUP BY 1", (bucket, store_id, *args)))

@@ -14,16 +14,15 @@ unreadable      counted once per archive item, since it has no user
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from restore.catalog import Catalog
-from restore.errors import InvariantError, UsageError
+from restore.errors import InvariantError, Problem, UsageError
 from restore.plan import PlanEntry
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, resolve_users
-from restore.stores import absolute_spec, split_spec
+from restore.stores import absolute_spec, item_location
 from restore.window import Window, combine, detect
 
 
@@ -56,10 +55,10 @@ class DiffSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class Side:
+class ScannedStore:
     """A store as the diff sees it: its catalog id and spec."""
 
-    sid: int
+    store_id: int
     spec: str
 
 
@@ -68,11 +67,11 @@ class DiffResult:
     window: Window                      # the first (or only) of ``windows``, or why there is none
     counts: dict[str, int]
     users: dict[str, dict[str, int]]
-    problems: list[dict]
+    problems: list[Problem]
     pairs: int
     catalog: Catalog
-    archives: list[Side]
-    replica: Side
+    archives: list[ScannedStore]
+    replica: ScannedStore
     windows: list[Window] = field(default_factory=list)     # every window mail is restored from
 
     def to_json(self) -> dict:
@@ -81,7 +80,7 @@ class DiffResult:
             "windows": [w.to_json() for w in self.windows],
             "counts": self.counts,
             "users": [{"user": u, **c} for u, c in sorted(self.users.items())],
-            "problems": self.problems,
+            "problems": [p.as_dict() for p in self.problems],
         }
 
     @property
@@ -91,7 +90,7 @@ class DiffResult:
 
     def plan(self, folder: str = "INBOX") -> Iterator[PlanEntry]:
         """The missing messages, per user in received-time order."""
-        specs = {s.sid: absolute_spec(s.spec) for s in self.archives}
+        specs = {s.store_id: absolute_spec(s.spec) for s in self.archives}
         with self.catalog.guard():
             for user, received, store, ref, size, mid, key, _ in self.catalog.paired(Class.MISSING):
                 yield PlanEntry(
@@ -136,7 +135,7 @@ class DiffResult:
                 (bucket, *args),
             )
         }
-        rep = self.catalog.arrivals(self.replica.sid, bucket, user)
+        rep = self.catalog.arrivals(self.replica.store_id, bucket, user)
         buckets = sorted(set(arch) | set(rep))
         if not buckets:
             return []
@@ -146,8 +145,8 @@ class DiffResult:
 
 def compare(
     catalog: Catalog,
-    archives: Sequence[Side],
-    replica: Side,
+    archives: Sequence[ScannedStore],
+    replica: ScannedStore,
     replica_users: set[str] | None,
     settings: DiffSettings,
 ) -> DiffResult:
@@ -156,7 +155,7 @@ def compare(
         return _compare(catalog, archives, replica, replica_users, settings)
 
 
-def _compare(catalog: Catalog, archives: Sequence[Side], replica: Side,
+def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: ScannedStore,
              replica_users: set[str] | None, settings: DiffSettings) -> DiffResult:
     db = catalog.db
     db.executescript(
@@ -172,18 +171,18 @@ def _compare(catalog: Catalog, archives: Sequence[Side], replica: Side,
         """
     )
     # A replica that is not laid out per user is one mailbox for every recipient.
-    single = replica_users is None and not catalog.is_per_user(replica.sid)
+    single = replica_users is None and not catalog.is_per_user(replica.store_id)
     # The replica is looked up by identity key; an audit reads only its recent archive mail.
     catalog.index_for_diff(settings.match, by_received=settings.consider_from is not None)
     db.execute("BEGIN")
-    users = replica_users if replica_users is not None else catalog.users(replica.sid)
+    users = replica_users if replica_users is not None else catalog.users(replica.store_id)
     db.executemany("INSERT OR IGNORE INTO repusers VALUES (?)", [(u,) for u in users])
     for side in archives:
         _insert_pairs(catalog, side, settings)
     db.execute("CREATE INDEX temp.pairs_user_key ON pairs (user, key, received, msg)")
     routable = "reason IS NULL" + (
         "" if settings.create_missing or single else " AND user IN (SELECT user FROM repusers)")
-    catalog.mark_present(replica.sid, settings.match, routable, same_user=not single)
+    catalog.mark_present(replica.store_id, settings.match, routable, same_user=not single)
     # Numbered only where a user has a key twice: most pairs are alone, and
     # the index finds the others without sorting every pair.
     db.execute(
@@ -212,9 +211,9 @@ def _compare(catalog: Catalog, archives: Sequence[Side], replica: Side,
     return result
 
 
-def _insert_pairs(catalog: Catalog, side: Side, settings: DiffSettings) -> None:
+def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) -> None:
     db = catalog.db
-    cursor = catalog.to_pair(side.sid, settings.match, settings.consider_from)
+    cursor = catalog.to_pair(side.store_id, settings.match, settings.consider_from)
     # Many messages share an envelope (one user's mail): resolve each envelope
     # once, into the (user, reason) pairs its messages make.
     resolved: dict[tuple[str | None, str], list[tuple[str, str | None]]] = {}
@@ -276,7 +275,7 @@ def _windows(catalog: Catalog, settings: DiffSettings) -> tuple[Window, list[Win
     return window, [window]
 
 
-def _tally(catalog: Catalog, archives: Sequence[Side], replica: Side, window: Window,
+def _tally(catalog: Catalog, archives: Sequence[ScannedStore], replica: ScannedStore, window: Window,
            replica_users: set[str]) -> DiffResult:
     db = catalog.db
     counts = dict.fromkeys(CLASSES, 0)
@@ -288,41 +287,32 @@ def _tally(catalog: Catalog, archives: Sequence[Side], replica: Side, window: Wi
         "SELECT user, class, COUNT(*) FROM pairs WHERE routable GROUP BY user, class"
     ):
         users.setdefault(user, dict.fromkeys(CLASSES[:4], 0))[cls] = n
-    problems: list[dict] = []
+    problems: list[Problem] = []
     for side in archives:
-        for p in catalog.problems(side.sid):
+        for p in catalog.problems(side.store_id):
             counts["unreadable"] += 1
-            problems.append({"class": "unreadable", "where": where(side.spec, p.where),
-                             "reason": p.reason})
+            problems.append(Problem(item_location(side.spec, p.where), p.reason, Class.UNREADABLE))
     for user, _, store, ref, _, _, _, reason in catalog.paired(Class.UNROUTABLE, by_received=False):
-        spec = next(s.spec for s in archives if s.sid == store)
-        problems.append({
-            "class": "unroutable", "where": where(spec, ref), "user": user,
-            "reason": f"recipient {user!r} rejected: {reason}" if reason
+        spec = next(s.spec for s in archives if s.store_id == store)
+        problems.append(Problem(
+            item_location(spec, ref),
+            f"recipient {user!r} rejected: {reason}" if reason
             else f"recipient {user!r} has no mailbox on the replica",
-        })
-    for p in catalog.problems(replica.sid):
-        problems.append({"class": "replica-unreadable", "where": where(replica.spec, p.where),
-                         "reason": p.reason})
+            Class.UNROUTABLE, user))
+    for p in catalog.problems(replica.store_id):
+        problems.append(Problem(item_location(replica.spec, p.where), p.reason,
+                                "replica-unreadable"))
     if sum(counts[c] for c in CLASSES if c != "unreadable") != pairs:
         raise InvariantError(f"class counts {counts} do not add up to {pairs} pairs")
     return DiffResult(window, counts, users, problems, pairs, catalog, list(archives), replica)
 
 
-def where(spec: str, location: str) -> str:
-    """An item's location an administrator can open: a path where the store has one."""
-    kind, root = split_spec(spec)
-    if kind in ("maildir", "mbox", "eml") and "%" not in root and os.path.isdir(root):
-        return os.path.join(root, location)
-    return f"{location} (in {spec})"
-
-
-def recipients_of(catalog: Catalog, archives: Sequence[Side], settings: DiffSettings) -> list[str]:
+def recipients_of(catalog: Catalog, archives: Sequence[ScannedStore], settings: DiffSettings) -> list[str]:
     """Every valid user the archives' messages belong to (for an IMAP replica's user list)."""
     users: set[str] = set()
     with catalog.guard():
         for side in archives:
-            for path_user, envelope in catalog.envelopes(side.sid):
+            for path_user, envelope in catalog.envelopes(side.store_id):
                 found, _ = resolve_users(path_user, envelope, settings.recipient_headers,
                                          settings.aliases)
                 users.update(found)

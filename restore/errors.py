@@ -17,13 +17,14 @@ CannotRunError         3     the job cannot start or go on at all:
   JournalError         3       the journal cannot be read or written
 InvariantError         70    a bug: the class counts do not add up (EX_SOFTWARE)
 TransientError         -     a connection dropped; retried, and never reaches main()
-ItemError              -     one item failed: the run records it as a problem and goes on
+ItemError              -     one item failed: the run records a ``Problem`` and goes on
   UnreadableItem       -       an archive item cannot be read
   PermanentError       -       the target refused this message (or user) for good
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -107,3 +108,31 @@ class UnreadableItem(ItemError):
 
 class PermanentError(ItemError):
     """The target refused this message for good (quota, too big, no such user)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One item the run could not read, route or write, and went on without.
+
+    ``where`` is what an administrator can open (a path, ``PATH:OFFSET``) or
+    a plan entry's ref; ``kind`` the diff class (``unreadable``,
+    ``unroutable``, ``replica-unreadable``), "" for inject's; ``user`` whom
+    it concerns, None when nobody.
+    """
+
+    where: str
+    reason: str
+    kind: str = ""
+    user: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """The diff's and scan's JSON shape (SPEC.md): class, where, user if any, reason."""
+        doc = {"class": self.kind, "where": self.where}
+        if self.user is not None:
+            doc["user"] = self.user
+        doc["reason"] = self.reason
+        return doc
+
+    def as_inject_dict(self) -> dict[str, str]:
+        """Inject's JSON shape (SPEC.md): user, ref, reason."""
+        return {"user": self.user or "", "ref": self.where, "reason": self.reason}

@@ -23,17 +23,18 @@ unknown (in doubt): it stays ``pending`` so the next run checks first.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import groupby
+from typing import TypeVar
 
 from restore.errors import (
     ItemError,
     PermanentError,
+    Problem,
     TargetError,
     TargetUnavailable,
     TransientError,
@@ -44,6 +45,8 @@ from restore.targets.base import Message, Target, TargetSession
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 BATCH_SIZE = 50
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
@@ -53,13 +56,6 @@ class UserCounts:
     appended: int = 0
     already_present: int = 0
     failed: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    user: str
-    ref: str
-    reason: str
 
 
 @dataclass
@@ -87,12 +83,9 @@ class InjectResult:
                  "failed": c.failed}
                 for user, c in sorted(self.users.items())
             ],
-            "problems": [{"user": p.user, "ref": p.ref, "reason": p.reason} for p in self.problems],
-            "warnings": [{"user": p.user, "ref": p.ref, "reason": p.reason} for p in self.warnings],
+            "problems": [p.as_inject_dict() for p in self.problems],
+            "warnings": [p.as_inject_dict() for p in self.warnings],
         }
-
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), ensure_ascii=False, indent=2)
 
 
 class _Tally:
@@ -121,7 +114,7 @@ class _Tally:
 
 
 @dataclass
-class _Job:
+class _Delivery:
     """One plan entry on its way into the target."""
 
     entry: PlanEntry
@@ -153,18 +146,18 @@ class _Context:
     # Reads the archive items of a user's next batch while this one is written.
     read_ahead: ThreadPoolExecutor | None = None
 
-    def prefetch(self, batch: list[_Job]) -> Future[None] | None:
+    def prefetch(self, batch: list[_Delivery]) -> Future[None] | None:
         if self.read_ahead is None:
             return None
         return self.read_ahead.submit(_load, batch, self.read_source)
 
 
-def _load(batch: list[_Job], read_source: Callable[[PlanEntry], bytes]) -> None:
+def _load(batch: list[_Delivery], read_source: Callable[[PlanEntry], bytes]) -> None:
     """Fill in what can be read; a failure is left for the writer to read again and report."""
-    for job in batch:
-        if job.data is None and not job.settled:
+    for delivery in batch:
+        if delivery.data is None and not delivery.settled:
             try:
-                job.data = read_source(job.entry)
+                delivery.data = read_source(delivery.entry)
             except Exception:  # noqa: BLE001, S112 - reported when the writer reads it itself
                 continue
 
@@ -195,14 +188,14 @@ def inject(
     ctx = _Context(target, journal, flags, read_source, tally, batch_size, retry_delays)
     runs = [_UserRun(user, group, folder, ctx) for user, group in _by_user(entries).items()]
     # Biggest mailboxes first, so no single late start draws the run out.
-    runs.sort(key=lambda run: (-len(run.jobs), run.user))
+    runs.sort(key=lambda run: (-len(run.deliveries), run.user))
     for run in runs:
         run.skip_done()
-    runs = [run for run in runs if run.jobs]
+    runs = [run for run in runs if run.deliveries]
     if dry_run:
         for run in runs:
-            tally.add(run.user, appended=len(run.jobs))
-            tally.result.would_write.extend(job.entry for job in run.jobs)
+            tally.add(run.user, appended=len(run.deliveries))
+            tally.result.would_write.extend(delivery.entry for delivery in run.deliveries)
         return tally.result
     first_session, runs = _first_session(runs)
     if runs:
@@ -282,9 +275,9 @@ class _UserRun:
     def __init__(self, user: str, entries: list[PlanEntry], folder: str | None, ctx: _Context):
         self.user = user
         self.ctx = ctx
-        jobs = [_Job(e, folder or e.folder, entry_key(e), e.received) for e in entries]
-        jobs.sort(key=lambda job: (job.received, job.entry.ref))
-        self.jobs = jobs
+        deliveries = [_Delivery(e, folder or e.folder, entry_key(e), e.received) for e in entries]
+        deliveries.sort(key=lambda delivery: (delivery.received, delivery.entry.ref))
+        self.deliveries = deliveries
         self.retries = 0
 
     def skip_done(self) -> None:
@@ -292,24 +285,33 @@ class _UserRun:
         journal = self.ctx.journal
         records = journal.status(self.user) if journal else {}
         todo, seen, present = [], set(), 0
-        for job in self.jobs:
-            record = records.get((job.folder, job.key))
-            if (job.folder, job.key) in seen or (record and record.state is State.DONE):
+        for delivery in self.deliveries:
+            record = records.get((delivery.folder, delivery.key))
+            if (delivery.folder, delivery.key) in seen or (record and record.state is State.DONE):
                 present += 1
                 continue
-            seen.add((job.folder, job.key))
+            seen.add((delivery.folder, delivery.key))
             if record and record.state is State.PENDING:
-                job.in_doubt, job.planned_id = True, record.planned_id
-            todo.append(job)
-        self.jobs = todo
+                delivery.in_doubt, delivery.planned_id = True, record.planned_id
+            todo.append(delivery)
+        self.deliveries = todo
         self.ctx.tally.add(self.user, present=present)
 
     def open_session(self) -> TargetSession:
         """A session to the user's mailbox, retrying while the target is briefly away."""
+        return self._retrying(lambda: self.ctx.target.session(self.user))
+
+    def _retrying(self, attempt: Callable[[], T], lost: Callable[[], None] = lambda: None) -> T:
+        """``attempt()`` until it gets through: after each TransientError, ``lost()`` and back off.
+
+        The retries are counted per user and start again after each batch
+        written; past the last delay the target is given up (TargetUnavailable).
+        """
         while True:
             try:
-                return self.ctx.target.session(self.user)
+                return attempt()
             except TransientError as exc:
+                lost()
                 self._back_off(exc)
 
     def _back_off(self, exc: Exception) -> None:
@@ -327,7 +329,8 @@ class _UserRun:
             if session is None:
                 session = self.open_session()
             size = self.ctx.batch_size
-            batches = [self.jobs[start:start + size] for start in range(0, len(self.jobs), size)]
+            todo = self.deliveries
+            batches = [todo[start:start + size] for start in range(0, len(todo), size)]
             ahead = self.ctx.prefetch(batches[0]) if batches else None
             for i, batch in enumerate(batches):
                 if self.ctx.stop.is_set():
@@ -346,94 +349,99 @@ class _UserRun:
             if session is not None:
                 _close_quietly(session)
 
-    def _batch(self, session: TargetSession | None, batch: list[_Job]) -> TargetSession:
+    def _batch(self, session: TargetSession | None, batch: list[_Delivery]) -> TargetSession:
         """Write one batch, on fresh sessions while the connection keeps dropping."""
-        while True:
-            try:
-                if session is None:
-                    session = self.open_session()
-                self._write(session, batch)
-                return session
-            except TransientError as exc:
-                if session is not None:
-                    _close_quietly(session)
-                session = None
-                self._back_off(exc)
+        def attempt() -> TargetSession:
+            nonlocal session
+            if session is None:
+                session = self.ctx.target.session(self.user)
+            self._write(session, batch)
+            return session
 
-    def _write(self, session: TargetSession, batch: list[_Job]) -> None:
-        ready: list[tuple[_Job, Message]] = []
-        found: list[_Job] = []
-        for job in batch:
-            if job.settled:
+        def lost() -> None:
+            nonlocal session
+            if session is not None:
+                _close_quietly(session)
+            session = None
+
+        return self._retrying(attempt, lost)
+
+    def _write(self, session: TargetSession, batch: list[_Delivery]) -> None:
+        ready: list[tuple[_Delivery, Message]] = []
+        found: list[_Delivery] = []
+        for delivery in batch:
+            if delivery.settled:
                 continue
-            message = self._message(job)
+            message = self._message(delivery)
             if message is None:
                 continue
-            if job.in_doubt:
-                target_id = session.find(job.folder, message)
+            if delivery.in_doubt:
+                target_id = session.find(delivery.folder, message)
                 if target_id is not None:
-                    job.planned_id, job.settled = target_id, True
-                    found.append(job)
+                    delivery.planned_id, delivery.settled = target_id, True
+                    found.append(delivery)
                     continue
-            ready.append((job, message))
+            ready.append((delivery, message))
         if found:
             if self.ctx.journal:
-                self.ctx.journal.mark_done([job.row(job.planned_id) for job in found])
-            ours = sum(job.attempted for job in found)
+                self.ctx.journal.mark_done([d.row(d.planned_id) for d in found])
+            ours = sum(delivery.attempted for delivery in found)
             self.ctx.tally.add(self.user, appended=ours, present=len(found) - ours)
         for folder, group in groupby(ready, key=lambda pair: pair[0].folder):
             self._append(session, folder, list(group))
 
-    def _message(self, job: _Job) -> Message | None:
+    def _message(self, delivery: _Delivery) -> Message | None:
         """The message to write, or None when its archive item cannot be read."""
-        if job.data is None:
+        if delivery.data is None:
             try:
-                job.data = self.ctx.read_source(job.entry)
+                delivery.data = self.ctx.read_source(delivery.entry)
             except Exception as exc:  # noqa: BLE001 - one bad archive item must not end the run
                 reason = exc.reason if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
-                self._fail([(job, f"cannot read archive item: {reason}")])
+                self._fail([(delivery, f"cannot read archive item: {reason}")])
                 return None
-        entry = job.entry
-        return Message(job.data, job.received, entry.message_id, entry.fingerprint,
-                       self.ctx.flags, job.planned_id)
+        entry = delivery.entry
+        return Message(delivery.data, delivery.received, entry.message_id, entry.fingerprint,
+                       self.ctx.flags, delivery.planned_id)
 
     def _append(self, session: TargetSession, folder: str,
-                pairs: list[tuple[_Job, Message]]) -> None:
-        jobs = [job for job, _ in pairs]
+                pairs: list[tuple[_Delivery, Message]]) -> None:
+        deliveries = [delivery for delivery, _ in pairs]
         messages = [replace(m, planned_id=session.prepare(folder, m)) for _, m in pairs]
-        for job, message in zip(jobs, messages, strict=True):
-            job.planned_id, job.in_doubt, job.attempted = message.planned_id, True, True
+        for delivery, message in zip(deliveries, messages, strict=True):
+            delivery.planned_id, delivery.in_doubt = message.planned_id, True
+            delivery.attempted = True
         # The journal must know the promised names before the target holds anything.
         if self.ctx.journal:
-            self.ctx.journal.mark_pending([job.row(job.planned_id) for job in jobs])
+            self.ctx.journal.mark_pending([d.row(d.planned_id) for d in deliveries])
         outcomes = session.append(folder, messages)
         done, refused, warnings = [], [], []
-        for job, outcome in zip(jobs, outcomes, strict=True):
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
             if outcome.ok:
-                job.planned_id, job.settled = outcome.target_id or job.planned_id, True
-                done.append(job)
+                delivery.planned_id = outcome.target_id or delivery.planned_id
+                delivery.settled = True
+                done.append(delivery)
                 if outcome.warning:
-                    warnings.append(Problem(self.user, job.entry.ref, outcome.warning))
+                    warnings.append(Problem(delivery.entry.ref, outcome.warning, user=self.user))
             else:
-                job.in_doubt = False  # refused: the target holds nothing of it
-                refused.append((job, outcome.reason))
+                delivery.in_doubt = False  # refused: the target holds nothing of it
+                refused.append((delivery, outcome.reason))
         self._fail(refused)
         if self.ctx.journal:
-            self.ctx.journal.mark_done([job.row(job.planned_id) for job in done])
+            self.ctx.journal.mark_done([d.row(d.planned_id) for d in done])
         self.ctx.tally.add(self.user, appended=len(done), warnings=warnings)
 
     def fail_all(self, reason: str) -> None:
-        self._fail([(job, reason) for job in self.jobs if not job.settled])
+        self._fail([(delivery, reason) for delivery in self.deliveries if not delivery.settled])
 
-    def _fail(self, failures: list[tuple[_Job, str]]) -> None:
-        for job, _ in failures:
-            job.settled = True
+    def _fail(self, failures: list[tuple[_Delivery, str]]) -> None:
+        for delivery, _ in failures:
+            delivery.settled = True
         if self.ctx.journal:
             # In-doubt rows stay pending: the next run must look before writing.
             self.ctx.journal.mark_failed(
-                [job.row(reason) for job, reason in failures if not job.in_doubt])
+                [delivery.row(reason) for delivery, reason in failures if not delivery.in_doubt])
         self.ctx.tally.add(
-            self.user, failed=[Problem(self.user, job.entry.ref, reason) for job, reason in failures])
+            self.user, failed=[Problem(d.entry.ref, reason, user=self.user) for d, reason in failures])
 
 
 def _close_quietly(session: TargetSession) -> None:

@@ -28,7 +28,6 @@ would race the first into writing twice, so it is refused (``LockedError``).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import sqlite3
@@ -42,7 +41,8 @@ from pathlib import Path
 
 from platformdirs import user_state_dir
 
-from restore.errors import JournalError, LockedError, MailrestoreError, UsageError
+from restore import locks
+from restore.errors import JournalError, MailrestoreError, UsageError
 from restore.plan import PlanEntry
 
 SCHEMA = """
@@ -137,13 +137,9 @@ class Journal:
         return cls(path, target_spec, readonly=True)
 
     def _take_run_lock(self) -> None:
-        self._lock_fd = os.open(f"{self.path}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-            raise LockedError(f"{self.path}: another inject run is using this journal") from None
+        self._lock_fd = locks.take(
+            Path(f"{self.path}.lock"), "the journal's lock",
+            lambda holder: f"{self.path}: another inject run (pid {holder}) is using this journal")
 
     def _release_run_lock(self) -> None:
         if self._lock_fd >= 0:

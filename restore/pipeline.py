@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from restore.catalog import Catalog, ScanStats
-from restore.diff import DiffResult, DiffSettings, Side, compare, recipients_of
+from restore.diff import DiffResult, DiffSettings, ScannedStore, compare, recipients_of
 from restore.errors import MailrestoreError, UnreadableItem
 from restore.plan import PlanEntry
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
@@ -53,13 +53,13 @@ class Job:
     def envelope_headers(self) -> Sequence[str]:
         return tuple(self.settings.recipient_headers or DEFAULT_RECIPIENT_HEADERS)
 
-    def scan(self, store: Store) -> tuple[Side, ScanStats]:
+    def scan(self, store: Store) -> tuple[ScannedStore, ScanStats]:
         bar = self.progress(f"reading {store.describe()}", None)
         try:
-            sid, stats = self.catalog.refresh(store, self.envelope_headers, bar.update)
+            store_id, stats = self.catalog.refresh(store, self.envelope_headers, bar.update)
         finally:
             bar.close()
-        return Side(sid, store.spec), stats
+        return ScannedStore(store_id, store.spec), stats
 
     def diff(self, archive_specs: Sequence[str], replica_spec: str) -> DiffResult:
         with ExitStack() as stack:
@@ -69,7 +69,7 @@ class Job:
             replica_side = self.scan(replica)[0]
             return compare(self.catalog, archive_sides, replica_side, replica.users(), self.settings)
 
-    def _open(self, stack: ExitStack, spec: str, archives: Sequence[Side] = ()) -> Store:
+    def _open(self, stack: ExitStack, spec: str, archives: Sequence[ScannedStore] = ()) -> Store:
         options = self.store_options
         if archives and options.users is None and spec.startswith(("imap://", "imaps://")):
             options = StoreOptions(**{**vars(options), "users": self.recipients(archives)})
@@ -77,7 +77,7 @@ class Job:
         stack.callback(store.close)
         return store
 
-    def recipients(self, archives: Sequence[Side]) -> list[str]:
+    def recipients(self, archives: Sequence[ScannedStore]) -> list[str]:
         """Every valid user the archives name: whom to read on an IMAP replica."""
         return recipients_of(self.catalog, archives, self.settings)
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:   # rich is imported when something is printed: a silent cron 
     from rich.table import Table
     from rich.text import Text
 
+    from restore.errors import Problem
+
 SHOW_USERS = 25
 SHOW_PROBLEMS = 20
 
@@ -146,17 +148,17 @@ def print_windows(out: Console, window, windows: list) -> None:
         out.print(f"     {w.evidence}")
 
 
-def print_problems(out: Console, problems: list[dict]) -> None:
+def print_problems(out: Console, problems: list[Problem]) -> None:
     if not problems:
         return
     out.print()
     out.print(bold("Problems:"))
-    unroutable = Counter(p["reason"] for p in problems if p["class"] == "unroutable")
+    unroutable = Counter(p.reason for p in problems if p.kind == "unroutable")
     for reason, n in sorted(unroutable.items()):
         out.print(f"  unroutable  {plural(n, 'message')}: {reason}")
-    others = [p for p in problems if p["class"] != "unroutable"]
+    others = [p for p in problems if p.kind != "unroutable"]
     for p in others[:SHOW_PROBLEMS]:
-        out.print(f"  {p['class']}  {p['where']}: {p['reason']}")
+        out.print(f"  {p.kind}  {p.where}: {p.reason}")
     if len(others) > SHOW_PROBLEMS:
         out.print(f"  ... {len(others) - SHOW_PROBLEMS:,} more (all in --json)")
 
@@ -211,13 +213,13 @@ def print_inject(result, target: str) -> None:
         out.print()
         out.print(bold("Not written:"))
         for p in result.problems[:SHOW_PROBLEMS]:
-            out.print(f"  {p.user or '-'}  {p.ref}: {p.reason}")
+            out.print(f"  {p.user or '-'}  {p.where}: {p.reason}")
         if len(result.problems) > SHOW_PROBLEMS:
             out.print(f"  ... {len(result.problems) - SHOW_PROBLEMS:,} more (all in --json)")
         out.print("Fix the cause (quota, mailbox, archive item) and run the same command again: "
                   "what is done is journaled and will not be written twice.")
     for w in result.warnings[:SHOW_PROBLEMS]:
-        out.print(f"  warning  {w.user}  {w.ref}: {w.reason}")
+        out.print(f"  warning  {w.user}  {w.where}: {w.reason}")
     if result.dry_run:
         out.print("Dry run: nothing was written, not even the journal. Run again without "
                   "--dry-run to write.")

@@ -94,14 +94,14 @@ def _offset(ref: str) -> int:
     return int(offset) if colon and offset.isdigit() else 0
 
 
-def rescan(db: sqlite3.Connection, store: Store, sid: int, read: Read[Changes], insert: str,
+def rescan(db: sqlite3.Connection, store: Store, store_id: int, read: Read[Changes], insert: str,
            progress: Progress | None = None, workers: int | None = None) -> ScanStats:
-    """Re-scan ``store`` (catalog id ``sid``) in one transaction; what it found and did.
+    """Re-scan ``store`` (catalog id ``store_id``) in one transaction; what it found and did.
 
     ``read`` reads a batch of units (``read_batch`` with its store bound);
     ``insert`` is the statement that inserts one message row.
     """
-    return _Rescan(db, insert).run(store, sid, read, progress, workers)
+    return _Rescan(db, insert).run(store, store_id, read, progress, workers)
 
 
 class _Rescan:
@@ -111,7 +111,7 @@ class _Rescan:
         self.db = db
         self.insert = insert
 
-    def run(self, store: Store, sid: int, read: Read[Changes], progress: Progress | None,
+    def run(self, store: Store, store_id: int, read: Read[Changes], progress: Progress | None,
             workers: int | None) -> ScanStats:
         stats = ScanStats()
         db = self.db
@@ -123,43 +123,43 @@ class _Rescan:
         recount: set[str] = set()    # groups some of whose listed entries proved no message file
 
         def apply(units: list[Unit], changes: Changes) -> None:
-            self._apply(sid, store, units, changes, stats, progress, recount)
+            self._apply(store_id, store, units, changes, stats, progress, recount)
 
         db.execute("BEGIN")
         try:
             with BatchReader(read, apply, READ_BATCH, workers, parallel=store.parallel_safe) as reader:
                 grouping_checked = False
                 recorded = dict(db.execute(
-                    "SELECT key, stamp FROM groups WHERE store=? AND stamp IS NOT NULL", (sid,)))
+                    "SELECT key, stamp FROM groups WHERE store=? AND stamp IS NOT NULL", (store_id,)))
                 for group in store.unit_groups(recorded):
                     if isinstance(group, Unreadable):
                         listing_problems.append(group)
                         continue
                     if not grouping_checked:
-                        self._forget_if_regrouped(sid, keyed=group.key is not None)
+                        self._forget_if_regrouped(store_id, keyed=group.key is not None)
                         grouping_checked = True
-                    self._refresh_group(sid, group, reader, stats)
+                    self._refresh_group(store_id, group, reader, stats)
                 reader.finish()
             for key in recount:
                 in_group, bounds = _in_group("ref", key)
                 db.execute(f"UPDATE groups SET units=(SELECT COUNT(*) FROM units WHERE store=?{in_group})"
-                           " WHERE store=? AND key=?", (sid, *bounds, sid, key))
-            self._drop_gone_groups(sid, stats)
+                           " WHERE store=? AND key=?", (store_id, *bounds, store_id, key))
+            self._drop_gone_groups(store_id, stats)
             # listing problems outside any group are re-found by every scan
-            db.execute("DELETE FROM problems WHERE store=? AND unit=''", (sid,))
+            db.execute("DELETE FROM problems WHERE store=? AND unit=''", (store_id,))
             db.executemany(
                 "INSERT INTO problems VALUES (?, '', ?, ?)",
-                [(sid, p.where, p.reason) for p in listing_problems],
+                [(store_id, p.where, p.reason) for p in listing_problems],
             )
             if stats.read or stats.dropped:
-                db.execute("DELETE FROM summaries WHERE store=?", (sid,))
+                db.execute("DELETE FROM summaries WHERE store=?", (store_id,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return stats
 
-    def _refresh_group(self, sid: int, group: UnitGroup, reader: BatchReader[Changes],
+    def _refresh_group(self, store_id: int, group: UnitGroup, reader: BatchReader[Changes],
                        stats: ScanStats) -> None:
         """Reuse an unchanged group whole; else compare its listing unit by unit."""
         db = self.db
@@ -167,17 +167,17 @@ class _Rescan:
         key = "" if group.key is None else group.key
         db.execute("INSERT OR IGNORE INTO seen_groups VALUES (?)", (key,))
         recorded = db.execute(
-            "SELECT stamp, units FROM groups WHERE store=? AND key=?", (sid, key)).fetchone()
+            "SELECT stamp, units FROM groups WHERE store=? AND key=?", (store_id, key)).fetchone()
         if group.stamp is not None and recorded is not None and recorded[0] == group.stamp:
             stats.units += recorded[1]
             stats.reused += recorded[1]
             return
         known = db.execute(
-            f"SELECT 1 FROM units WHERE store=?{in_group} LIMIT 1", (sid, *bounds)
+            f"SELECT 1 FROM units WHERE store=?{in_group} LIMIT 1", (store_id, *bounds)
         ).fetchone() is not None
         listing_unit = "" if group.key is None else group.key + "/"
         if listing_unit:    # '' is the store-wide listing problems, replaced at the end
-            db.execute("DELETE FROM problems WHERE store=? AND unit=?", (sid, listing_unit))
+            db.execute("DELETE FROM problems WHERE store=? AND unit=?", (store_id, listing_unit))
         if known:
             db.execute("DELETE FROM seen")
         listed = 0
@@ -187,7 +187,7 @@ class _Rescan:
         for unit in listing():
             if isinstance(unit, Unreadable):
                 db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)",
-                           (sid, listing_unit, unit.where, unit.reason))
+                           (store_id, listing_unit, unit.where, unit.reason))
                 continue
             listed += 1
             if not known:   # a cold group has nothing to compare with
@@ -195,25 +195,25 @@ class _Rescan:
                 continue
             to_compare.append(unit)
             if len(to_compare) >= COMPARE_BATCH:
-                self._compare(sid, to_compare, reader, stats)
+                self._compare(store_id, to_compare, reader, stats)
                 to_compare = []
         if to_compare:
-            self._compare(sid, to_compare, reader, stats)
+            self._compare(store_id, to_compare, reader, stats)
         if known:
             gone = [r for (r,) in db.execute(
                 f"SELECT ref FROM units WHERE store=?{in_group} AND ref NOT IN (SELECT ref FROM seen)",
-                (sid, *bounds))]
+                (store_id, *bounds))]
             for ref in gone:
-                self._forget_unit(sid, ref)
-                db.execute("DELETE FROM units WHERE store=? AND ref=?", (sid, ref))
+                self._forget_unit(store_id, ref)
+                db.execute("DELETE FROM units WHERE store=? AND ref=?", (store_id, ref))
             stats.dropped += len(gone)
         stats.units += listed
         stats.listed += listed
         # Every listed unit is in the units table once the batches in flight are written.
         db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?, ?)",
-                   (sid, key, group.stamp, listed))
+                   (store_id, key, group.stamp, listed))
 
-    def _compare(self, sid: int, units: list[Unit], reader: BatchReader[Changes],
+    def _compare(self, store_id: int, units: list[Unit], reader: BatchReader[Changes],
                  stats: ScanStats) -> None:
         """Reuse the listed units whose stamp is unchanged; hand the rest to the reader.
 
@@ -223,7 +223,7 @@ class _Rescan:
         db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", [(unit.ref,) for unit in units])
         recorded = {ref: (stamp, end) for ref, stamp, end in db.execute(
             "SELECT ref, stamp, end_offset FROM units WHERE store=? AND ref IN"
-            f" ({','.join('?' * len(units))})", (sid, *(unit.ref for unit in units)))}
+            f" ({','.join('?' * len(units))})", (store_id, *(unit.ref for unit in units)))}
         for unit in units:
             row = recorded.get(unit.ref)
             if row and row[0] == unit.stamp:
@@ -233,10 +233,10 @@ class _Rescan:
             if resume:
                 unit = unit._replace(resume=resume)
             else:
-                self._forget_unit(sid, unit.ref)
+                self._forget_unit(store_id, unit.ref)
             reader.add(unit)
 
-    def _forget_if_regrouped(self, sid: int, keyed: bool) -> None:
+    def _forget_if_regrouped(self, store_id: int, keyed: bool) -> None:
         """Start the store afresh if its units were recorded under the other kind of grouping.
 
         The whole-store group's range covers every keyed group's: the two
@@ -245,42 +245,42 @@ class _Rescan:
         """
         other = "key=''" if keyed else "key<>''"
         if self.db.execute(f"SELECT 1 FROM groups WHERE store=? AND {other} LIMIT 1",
-                           (sid,)).fetchone():
+                           (store_id,)).fetchone():
             for table in ("messages", "problems", "units", "groups"):
-                self.db.execute(f"DELETE FROM {table} WHERE store=?", (sid,))
+                self.db.execute(f"DELETE FROM {table} WHERE store=?", (store_id,))
 
-    def _drop_gone_groups(self, sid: int, stats: ScanStats) -> None:
+    def _drop_gone_groups(self, store_id: int, stats: ScanStats) -> None:
         """Forget every unit of a group the store no longer lists (a folder removed)."""
         db = self.db
         gone = [k for (k,) in db.execute(
             "SELECT key FROM groups WHERE store=? AND key NOT IN (SELECT key FROM seen_groups)",
-            (sid,))]
+            (store_id,))]
         for key in gone:
             in_group, bounds = _in_group("ref", key or None)
             stats.dropped += int(db.execute(
-                f"SELECT COUNT(*) FROM units WHERE store=?{in_group}", (sid, *bounds)).fetchone()[0])
+                f"SELECT COUNT(*) FROM units WHERE store=?{in_group}", (store_id, *bounds)).fetchone()[0])
             for table, column in (("messages", "unit"), ("problems", "unit"), ("units", "ref")):
                 in_group, bounds = _in_group(column, key or None)
-                db.execute(f"DELETE FROM {table} WHERE store=?{in_group}", (sid, *bounds))
-            db.execute("DELETE FROM groups WHERE store=? AND key=?", (sid, key))
+                db.execute(f"DELETE FROM {table} WHERE store=?{in_group}", (store_id, *bounds))
+            db.execute("DELETE FROM groups WHERE store=? AND key=?", (store_id, key))
 
-    def _unlist(self, sid: int, ref: str, where: str, reason: str, recount: set[str]) -> None:
+    def _unlist(self, store_id: int, ref: str, where: str, reason: str, recount: set[str]) -> None:
         """Record a listed entry that reading found to be no message file, as listing it would have."""
         prefixes = [ref[:i] for i, char in enumerate(ref) if char == "/"]
         keys = {k for (k,) in self.db.execute(
             f"SELECT key FROM seen_groups WHERE key IN ({','.join('?' * len(prefixes))})", prefixes)}
         # Only a keyed group lists its units unstamped: the longest key is the ref's group.
         key = max(keys, key=len, default="")
-        self.db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", (sid, key + "/", where, reason))
+        self.db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", (store_id, key + "/", where, reason))
         recount.add(key)
 
-    def _forget_unit(self, sid: int, ref: str) -> None:
-        self.db.execute("DELETE FROM messages WHERE store=? AND unit=?", (sid, ref))
-        self.db.execute("DELETE FROM problems WHERE store=? AND unit=?", (sid, ref))
+    def _forget_unit(self, store_id: int, ref: str) -> None:
+        self.db.execute("DELETE FROM messages WHERE store=? AND unit=?", (store_id, ref))
+        self.db.execute("DELETE FROM problems WHERE store=? AND unit=?", (store_id, ref))
 
     def _apply(
         self,
-        sid: int,
+        store_id: int,
         store: Store,
         units: list[Unit],
         changes: Changes,
@@ -304,10 +304,10 @@ class _Rescan:
                 db.executemany(self.insert, rows)
                 rows = []
             if kind == Change.FORGET:
-                self._forget_unit(sid, change)
+                self._forget_unit(store_id, change)
             elif kind == Change.UNLISTED:
                 ref, where, reason = change
-                self._unlist(sid, ref, where, reason, recount)
+                self._unlist(store_id, ref, where, reason, recount)
                 unlisted.add(ref)
             else:
                 db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", change)
@@ -315,7 +315,7 @@ class _Rescan:
             db.executemany(self.insert, rows)
         db.executemany(
             "INSERT OR REPLACE INTO units (store, ref, stamp, end_offset) VALUES (?, ?, ?, ?)",
-            [(sid, unit.ref, unit.stamp or found_stamps.get(unit.ref, ""), store.end_offset(unit))
+            [(store_id, unit.ref, unit.stamp or found_stamps.get(unit.ref, ""), store.end_offset(unit))
              for unit in units if unit.ref not in unlisted],
         )
         stats.units -= len(unlisted)

@@ -9,6 +9,7 @@ re-opens one; ``message_ids`` counts the Message-IDs found in Maildirs.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections import Counter
@@ -84,7 +85,7 @@ def main(argv: list[str]) -> int:
     with Journal(journal_path, f"maildir:{target}") as journal:
         result = inject(entries, MaildirTarget(target), journal, jobs=jobs,
                         read_source=read_eml, batch_size=batch)
-    print(result.to_json())
+    print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
     return 0
 
 

@@ -168,11 +168,6 @@ def test_logging_in_as_the_user_itself(dovecot_server, dovecot_user, reader):
     assert reader(dovecot_user).folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 1
 
 
-def test_has_mailbox_tells_existing_users_from_unknown_ones(master_target, dovecot_user):
-    assert master_target.has_mailbox(dovecot_user)
-    assert not master_target.has_mailbox("nobody@example.com")
-
-
 def test_a_server_that_changes_internaldate_is_reported(master_target, dovecot_user, reader):
     # Dovecot keeps INTERNALDATE as a 32-bit file time: 1870 becomes 1901.
     long_ago = make_message(1, minutes_later=-150 * 365 * 24 * 60)

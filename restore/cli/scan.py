@@ -8,9 +8,9 @@ import click
 
 from restore import report
 from restore.cli.common import make_job
-from restore.diff import where
+from restore.errors import Problem
 from restore.options import imap_options, json_option, reading_options
-from restore.stores import open_store
+from restore.stores import item_location, open_store
 from restore.times import iso
 
 
@@ -32,9 +32,9 @@ def scan(store: str, **opts: Any) -> int:
         side, stats = job.scan(opened)
     finally:
         opened.close()
-    summary = job.catalog.summary(side.sid)
-    problems = [{"class": "unreadable", "where": where(store, p.where), "reason": p.reason}
-                for p in job.catalog.problems(side.sid)]
+    summary = job.catalog.summary(side.store_id)
+    problems = [Problem(item_location(store, p.where), p.reason, "unreadable")
+                for p in job.catalog.problems(side.store_id)]
     summary.update(read=stats.read, reused=stats.reused, dropped=stats.dropped,
                    unreadable=len(problems), problems=problems)
     if opts["as_json"]:
@@ -44,7 +44,7 @@ def scan(store: str, **opts: Any) -> int:
             "catalog": {"units_read": stats.read, "units_unchanged": stats.reused,
                         "units_gone": stats.dropped},
             "folders": [{"user": u, "folder": f, "messages": n} for u, f, n in summary["folders"]],
-            "problems": problems,
+            "problems": [p.as_dict() for p in problems],
         })
     else:
         report.print_scan(store, summary)

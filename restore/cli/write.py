@@ -9,6 +9,7 @@ import click
 from restore import report
 from restore.cli.common import make_job, wants_imap
 from restore.credentials import get_password
+from restore.errors import Problem
 from restore.options import (
     imap_options,
     inject_options,
@@ -48,7 +49,7 @@ def finish_inject(result: InjectResult, opts: dict, diff=None) -> int:
         if diff is not None:
             # One shape for every problem, so a script reads user/ref/reason from each;
             # the diff's own class and where stay beside them.
-            found = [{"user": p.get("user", ""), "ref": p["where"], **p} for p in diff.problems]
+            found = [{"user": p.user or "", "ref": p.where, **p.as_dict()} for p in diff.problems]
             doc = {"window": diff.window.to_json(), "counts": diff.counts, **doc,
                    "problems": cast("list[dict]", doc["problems"]) + found}
         report.print_json(doc)
@@ -76,11 +77,9 @@ def inject(**opts: Any) -> int:
     for exc in bad_lines:
         click.echo(f"mailrestore: skipping {exc}", err=True)
     result = run_inject(entries, opts)
-    from restore.inject import Problem
-
     for exc in bad_lines:
         result.failed += 1
-        result.problems.append(Problem("", "plan", str(exc)))
+        result.problems.append(Problem("plan", str(exc), user=""))
     return finish_inject(result, opts)
 
 

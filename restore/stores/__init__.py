@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from restore.errors import UsageError
 from restore.stores.base import Item, Store, Unit, Unreadable
 
-__all__ = ["Item", "Store", "StoreOptions", "Unit", "Unreadable", "absolute_spec", "open_store",
-           "split_spec"]
+__all__ = ["Item", "Store", "StoreOptions", "Unit", "Unreadable", "absolute_spec", "item_location",
+           "open_store", "split_spec"]
 
 KINDS = ("maildir", "mbox", "eml", "imap", "imaps")
 
@@ -67,3 +67,11 @@ def open_store(spec: str, options: StoreOptions | None = None) -> Store:
     from restore.stores.imap import ImapStore
 
     return ImapStore(spec, options)
+
+
+def item_location(spec: str, location: str) -> str:
+    """An item's location an administrator can open: a path where the store has one."""
+    kind, root = split_spec(spec)
+    if kind in ("maildir", "mbox", "eml") and "%" not in root and os.path.isdir(root):
+        return os.path.join(root, location)
+    return f"{location} (in {spec})"

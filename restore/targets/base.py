@@ -78,9 +78,5 @@ class Target(ABC):
     @abstractmethod
     def session(self, user: str) -> TargetSession: ...
 
-    def has_mailbox(self, user: str) -> bool:
-        """Whether ``user`` already has a mailbox here (for scripts checking a target first)."""
-        return True
-
     def describe(self) -> str:
         return self.spec

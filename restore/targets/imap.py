@@ -27,12 +27,10 @@ from restore.errors import TargetError, TransientError
 from restore.identity import fingerprint_of
 from restore.imapconn import (
     close_quietly,
-    connect,
     connection_guard,
     open_session,
     parse_imap_url,
     server_text,
-    try_login,
 )
 from restore.targets.base import Message, Outcome, Target, TargetSession
 
@@ -77,21 +75,6 @@ class ImapTarget(Target):
         )
         self._reached = True
         return ImapSession(client, self.address.where)
-
-    def has_mailbox(self, user: str) -> bool:
-        """Whether a login for ``user`` succeeds (Dovecot refuses one for a missing user).
-
-        A wrong admin password looks the same as a missing user here; callers
-        open a session for a known user first to tell the two apart.
-        """
-        client = connect(
-            self.address, insecure=self._insecure, timeout=self._timeout, error=TargetError
-        )
-        try:
-            refusal = try_login(client, self.address, user, self._password, error=TargetError)
-        finally:
-            close_quietly(client)
-        return refusal is None
 
 
 @dataclass(slots=True)

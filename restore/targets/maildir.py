@@ -114,13 +114,6 @@ class MaildirTarget(Target):
     def _below_root(self, path: str) -> list[str]:
         return [part for part in path[len(self.root):].split("/") if part]
 
-    def has_mailbox(self, user: str) -> bool:
-        try:
-            path = self.mailbox_path(user)
-        except PermanentError:
-            return False
-        return os.path.isdir(path) and is_inside(os.path.realpath(path), self.real_root)
-
     def session(self, user: str) -> MaildirSession:
         """Open ``user``'s Maildir; PermanentError when it is missing (unless create_missing)."""
         path = self.mailbox_path(user)

@@ -1,0 +1,51 @@
+"""Run locks: one run at a time on a journal, or on an audited pair of stores.
+
+An flock on a lock file, taken without waiting: a second run is refused at
+once (LockedError), never queued behind the first. The holder writes its
+pid into the file so that the refusal can name it. The kernel drops the
+lock when the process ends, however it ends: a crash leaves nothing to
+clean up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from restore.errors import CannotRunError, LockedError
+
+
+def take(path: Path, what: str, refused: Callable[[str], str], mode: int = 0o600) -> int:
+    """Hold the lock at ``path``: the open descriptor; closing it releases the lock.
+
+    ``refused(holder pid)`` words the LockedError raised when another process
+    holds it; a lock file that cannot be made raises CannotRunError naming ``what``.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    except OSError as exc:
+        raise CannotRunError(
+            f"cannot take {what} {path}: {exc.strerror or exc}; this run did nothing") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise LockedError(refused(holder)) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+@contextmanager
+def held(path: Path, what: str, refused: Callable[[str], str], mode: int = 0o600) -> Iterator[None]:
+    """``take`` for the length of a ``with`` block."""
+    fd = take(path, what, refused, mode)
+    try:
+        yield
+    finally:
+        os.close(fd)
