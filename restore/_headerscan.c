@@ -4,11 +4,12 @@
  * A cold scan fingerprints every message of a store, and splitting the
  * header block, finding the few fields identity reads and unfolding them is
  * most of what that costs in Python. This module does exactly what the
- * Python fast path does (identity._fields_by_search after
- * identity._header_block), for the blocks that path accepts; for any other
- * block it returns None and identity.py takes its general path. The Python
- * code is the reference: tests compare the two on generated and hostile
- * messages, and a machine without a C compiler runs the Python code alone.
+ * Python fast path does (identity.scan_headers_py, and plain_date_py,
+ * plain_address_py and bracketed_id_py for the Date:, From: and Message-ID
+ * shapes), for the blocks that path accepts; for any other block it
+ * returns None and identity.py takes its general path. The Python code is
+ * the reference: tests compare the two on generated and hostile messages,
+ * and a machine without a C compiler runs the Python code alone.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

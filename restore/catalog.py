@@ -145,8 +145,7 @@ class Catalog:
                                       timeout=BUSY_SECONDS)
             # A catalog is written by one scan at a time, most of it in bulk: a
             # rollback journal writes each page once, where a write-ahead log
-            # writes it twice (the log, then the checkpoint: ~60 ms at the end
-            # of a 100k-message cold scan, in a process that does nothing else).
+            # writes it twice (the log, then the checkpoint).
             self.db.execute("PRAGMA page_size=16384")
             self.db.execute("PRAGMA journal_mode=DELETE")
             self.db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last commit only costs a re-read

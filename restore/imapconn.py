@@ -97,7 +97,7 @@ def is_loopback(host: str) -> bool:
 
 
 def tls_context(insecure: bool) -> ssl.SSLContext:
-    """The TLS context connections share: loading the trust store takes ~20 ms each time."""
+    """The TLS context connections share: the trust store is loaded once, not per connection."""
     # The variables the trust store is read from are part of the cache key.
     return _tls_context(insecure, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 

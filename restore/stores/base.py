@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
-# Unit and Item are NamedTuples, not frozen dataclasses: just as immutable, and a
-# cold scan makes several per message, at a third of the cost.
+# Unit and Item are NamedTuples, not frozen dataclasses: just as immutable, and
+# cheaper to make, which counts where a cold scan makes several per message.
 class Unit(NamedTuple):
     ref: str                 # stable key inside the store (Maildir: path without :2,flags)
     stamp: str               # changes whenever the unit's bytes may have changed;

@@ -3,8 +3,8 @@
 ``maildir:/srv/mail/alice/Maildir`` is one Maildir; its units have no user.
 ``maildir:/var/vmail/%d/%n/Maildir`` is a tree walked below its fixed root
 (``/var/vmail``), one directory level per template component; each unit's
-user comes from the variables (see ``restore.stores.template``). A directory
-whose name is not a valid mailbox name (``restore.recipients``) is reported
+user comes from the variables (see ``restore.mailnames.PathTemplate``). A directory
+whose name is not a valid mailbox name (``restore.mailnames``) is reported
 as unreadable and never entered.
 
 Folders are Maildir++: the Maildir itself is INBOX, ``.Sent`` is "Sent",

@@ -1,8 +1,8 @@
 """IMAP target: APPEND with INTERNALDATE = received time, one connection per user.
 
-Speed comes from MULTIAPPEND (RFC 3502) with LITERAL+: one command carries up
-to ``CHUNK_MESSAGES`` messages or ``CHUNK_BYTES``, about ten times the rate of
-one APPEND per message. MULTIAPPEND is atomic, so when the server refuses a
+Speed comes from MULTIAPPEND (RFC 3502) with LITERAL+: one command, and one
+round trip, carries up to ``CHUNK_MESSAGES`` messages or ``CHUNK_BYTES``
+instead of one APPEND per message. MULTIAPPEND is atomic, so when the server refuses a
 chunk (one message too big, the quota reached half way) the chunk is appended
 again one message at a time: only the messages the server refuses fail.
 
@@ -314,7 +314,6 @@ def _prepare(index: int, message: Message) -> _Pending:
 
 def _to_crlf(data: bytes) -> bytes:
     """IMAP wants CRLF line ends; every other byte stays as it is."""
-    # two plain replaces: several times the speed of re.sub(rb"\r?\n", ...)
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
