@@ -111,28 +111,6 @@ def _tls_context(insecure: bool, cert_file: str | None, cert_dir: str | None) ->
     return context
 
 
-def open_session(
-    address: ImapAddress,
-    user: str | None,
-    password: str,
-    *,
-    insecure: bool = False,
-    timeout: float = 60.0,
-    error: type[CannotRunError] = CannotRunError,
-    unreachable: type[MailrestoreError] | None = None,
-) -> IMAPClient:
-    """A logged-in connection acting for ``user`` (None: for the URL's LOGIN)."""
-    client = connect(
-        address, insecure=insecure, timeout=timeout, error=error, unreachable=unreachable
-    )
-    try:
-        login(client, address, user, password, error=error, unreachable=unreachable)
-    except BaseException:
-        close_quietly(client)
-        raise
-    return client
-
-
 def connect(
     address: ImapAddress,
     *,
@@ -191,21 +169,6 @@ def _secure(
         )
 
 
-def login(
-    client: IMAPClient,
-    address: ImapAddress,
-    user: str | None,
-    password: str,
-    *,
-    error: type[CannotRunError] = CannotRunError,
-    unreachable: type[MailrestoreError] | None = None,
-) -> None:
-    """Log in as ``user``, through the URL's LOGIN as admin when it names someone else."""
-    refusal = try_login(client, address, user, password, error=error, unreachable=unreachable)
-    if refusal is not None:
-        raise error(f"IMAP login to {address.where} refused for {_who(address, user)}: {refusal}")
-
-
 def try_login(
     client: IMAPClient,
     address: ImapAddress,
@@ -215,8 +178,9 @@ def try_login(
     error: type[CannotRunError] = CannotRunError,
     unreachable: type[MailrestoreError] | None = None,
 ) -> str | None:
-    """Like ``login``, but a refused login returns the server's reason instead of raising.
+    """Log in as ``user``, through the URL's LOGIN as admin when it names someone else.
 
+    A refused login returns the server's reason (``refused`` words it).
     Raises ``error`` only when the attempt itself failed, or ``unreachable``
     (when given) when the server went away or is briefly unavailable: a
     server restarting closes connections in the middle of LOGIN.
@@ -254,6 +218,11 @@ def try_login(
 def _away(exc: BaseException | None) -> bool:
     """Whether ``exc`` says the server went away (it may be restarting), not that it refused."""
     return isinstance(exc, (OSError, imaplib.IMAP4.abort)) and not isinstance(exc, ssl.SSLError)
+
+
+def refused(address: ImapAddress, user: str | None, reason: str) -> str:
+    """What to say when the server refused to log ``user`` in."""
+    return f"IMAP login to {address.where} refused for {_who(address, user)}: {reason}"
 
 
 def _who(address: ImapAddress, user: str | None) -> str:

@@ -27,10 +27,12 @@ from restore.errors import TargetError, TransientError
 from restore.identity import fingerprint_of
 from restore.imapconn import (
     close_quietly,
+    connect,
     connection_guard,
-    open_session,
     parse_imap_url,
+    refused,
     server_text,
+    try_login,
 )
 from restore.targets.base import Message, Outcome, Target, TargetSession
 
@@ -64,15 +66,18 @@ class ImapTarget(Target):
         first contact, TLS not verified, login refused) and TransientError
         when a server reached before is away now (restarting).
         """
-        client = open_session(
-            self.address,
-            user,
-            self._password,
-            insecure=self._insecure,
-            timeout=self._timeout,
-            error=TargetError,
-            unreachable=TransientError if self._reached else None,
-        )
+        unreachable = TransientError if self._reached else None
+        client = connect(self.address, insecure=self._insecure, timeout=self._timeout,
+                         error=TargetError, unreachable=unreachable)
+        try:
+            refusal = try_login(client, self.address, user, self._password, error=TargetError,
+                                unreachable=unreachable)
+        except BaseException:
+            close_quietly(client)
+            raise
+        if refusal is not None:
+            close_quietly(client)
+            raise TargetError(refused(self.address, user, refusal))
         self._reached = True
         return ImapSession(client, self.address.where)
 
