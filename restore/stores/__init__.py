@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from restore.errors import UsageError
-from restore.stores.base import Item, Store, Unit, Unreadable
+from restore.stores.base import Item, Store, StoreOptions, Unit, Unreadable
 
 __all__ = ["Item", "Store", "StoreOptions", "Unit", "Unreadable", "absolute_spec", "item_location",
            "open_store", "split_spec"]
 
 KINDS = ("maildir", "mbox", "eml", "imap", "imaps")
-
-
-@dataclass
-class StoreOptions:
-    """What opening a store may need besides its spec."""
-
-    password: str | None = None          # IMAP: from --password-file / MAILRESTORE_PASSWORD / prompt
-    insecure: bool = False               # IMAP: skip TLS certificate verification
-    users: list[str] | None = None       # IMAP: which users to read (else recipients from the archive)
-    timeout: float = 60.0
-    match: str = "auto"                  # IMAP: "strict" fetches whole messages, not headers only
 
 
 def split_spec(spec: str) -> tuple[str, str]:

@@ -132,3 +132,14 @@ class Store(ABC):
 
     def describe(self) -> str:
         return self.spec
+
+
+@dataclass
+class StoreOptions:
+    """What opening a store may need besides its spec."""
+
+    password: str | None = None          # IMAP: from --password-file / MAILRESTORE_PASSWORD / prompt
+    insecure: bool = False               # IMAP: skip TLS certificate verification
+    users: list[str] | None = None       # IMAP: which users to read (else recipients from the archive)
+    timeout: float = 60.0
+    match: str = "auto"                  # IMAP: "strict" fetches whole messages, not headers only

@@ -47,8 +47,7 @@ from restore.imapconn import (
     try_login,
 )
 from restore.mailnames import imap_folder, invalid_mailbox_reason
-from restore.stores import StoreOptions
-from restore.stores.base import Item, Store, Unit, Unreadable
+from restore.stores.base import Item, Store, StoreOptions, Unit, Unreadable
 
 HEADER_BATCH = 500    # UIDs per FETCH of header blocks: few round trips, little memory
 WHOLE_BATCH = 50      # UIDs per FETCH of whole messages: bounds memory, not round trips
