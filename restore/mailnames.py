@@ -28,13 +28,10 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import socket
 import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from imapclient import imap_utf7
 
 from restore.errors import UsageError
 
@@ -96,6 +93,11 @@ def invalid_folder_reason(folder: str) -> str | None:
 
 def encode_mutf7(name: str) -> str:
     """IMAP modified UTF-7 (RFC 3501 5.1.3), the encoding of Maildir++ folder names."""
+    if "&" not in name and all(" " <= c <= "~" for c in name):
+        return name     # printable ASCII stands for itself
+    # Imported here: imapclient is a large import, and most folder names never need it.
+    from imapclient import imap_utf7
+
     return imap_utf7.encode(name).decode("ascii")
 
 
@@ -110,8 +112,10 @@ def decode_mutf7(name: str) -> str:
     software wrote: a Maildir folder named in UTF-8 or with a stray "&" is
     still a folder, shown as it is rather than refused.
     """
-    if not name.isascii() or not _SHIFTS_CLOSED.fullmatch(name):
+    if "&" not in name or not name.isascii() or not _SHIFTS_CLOSED.fullmatch(name):
         return name
+    from imapclient import imap_utf7  # imported here: see encode_mutf7
+
     try:
         decoded = imap_utf7.decode(name.encode("ascii"))
         decoded.encode("utf-8")     # a lone surrogate is no text
@@ -175,6 +179,8 @@ def message_stem(name: str) -> str:
 
 def unique_name(size: int) -> str:
     """A Maildir file name no delivery has used: ``time.M<usec>P<pid>Q<n>R<rand>.<host>,S=<size>``."""
+    import socket  # here: only a Maildir delivery needs it, not every command's start
+
     now = time.time()
     host = socket.gethostname().replace("/", r"\057").replace(":", r"\072").replace(",", r"\054")
     return (
