@@ -144,7 +144,7 @@ class _Rescan:
                 in_group, bounds = _in_group("ref", key)
                 db.execute(f"UPDATE groups SET units=(SELECT COUNT(*) FROM units WHERE store=?{in_group})"
                            " WHERE store=? AND key=?", (store_id, *bounds, store_id, key))
-            self._drop_gone_groups(store_id, stats)
+            self._drop_gone_groups(store, store_id, stats)
             # listing problems outside any group are re-found by every scan
             db.execute("DELETE FROM problems WHERE store=? AND unit=''", (store_id,))
             db.executemany(
@@ -249,12 +249,16 @@ class _Rescan:
             for table in ("messages", "problems", "units", "groups"):
                 self.db.execute(f"DELETE FROM {table} WHERE store=?", (store_id,))
 
-    def _drop_gone_groups(self, store_id: int, stats: ScanStats) -> None:
-        """Forget every unit of a group the store no longer lists (a folder removed)."""
+    def _drop_gone_groups(self, store: Store, store_id: int, stats: ScanStats) -> None:
+        """Forget every unit of a group the store no longer lists (a folder removed).
+
+        A group outside what the listing covers (another user's, when the
+        store was opened for some users) is not gone, only not looked at.
+        """
         db = self.db
         gone = [k for (k,) in db.execute(
             "SELECT key FROM groups WHERE store=? AND key NOT IN (SELECT key FROM seen_groups)",
-            (store_id,))]
+            (store_id,)) if store.lists_group(k)]
         for key in gone:
             in_group, bounds = _in_group("ref", key or None)
             stats.dropped += int(db.execute(

@@ -43,7 +43,7 @@ def open_store(spec: str, options: StoreOptions | None = None) -> Store:
     if kind == "maildir":
         from restore.stores.maildir import MaildirStore
 
-        return MaildirStore(spec, where)
+        return MaildirStore(spec, where, options.selection)
     if kind == "mbox":
         from restore.stores.mbox import MboxStore
 

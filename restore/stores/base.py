@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from restore.selection import EVERYONE, UserSelection
+
 
 # Unit and Item are NamedTuples, not frozen dataclasses: just as immutable, and
 # cheaper to make, which counts where a cold scan makes several per message.
@@ -127,6 +129,15 @@ class Store(ABC):
         """Users that have a mailbox here, when the store is laid out per user; else None."""
         return None
 
+    def lists_group(self, key: str) -> bool:
+        """Whether this listing covers the group ``key`` a scan recorded earlier.
+
+        A store opened for some users only (``StoreOptions.selection``) lists
+        their groups alone; another user's group it did not list is not gone,
+        and keeps its rows in the catalog. By default a listing covers all.
+        """
+        return True
+
     def close(self) -> None:
         """Release connections; a no-op for file stores."""
 
@@ -141,5 +152,6 @@ class StoreOptions:
     password: str | None = None          # IMAP: from --password-file / MAILRESTORE_PASSWORD / prompt
     insecure: bool = False               # IMAP: skip TLS certificate verification
     users: list[str] | None = None       # IMAP: which users to read (else recipients from the archive)
+    selection: UserSelection = EVERYONE  # per-user stores list only these users' mailboxes
     timeout: float = 60.0
     match: str = "auto"                  # IMAP: "strict" fetches whole messages, not headers only

@@ -50,6 +50,7 @@ from restore.mailnames import (
     maildir_folder,
     message_stem,
 )
+from restore.selection import EVERYONE, UserSelection
 from restore.stores.base import Item, Store, Unit, UnitGroup, Unreadable
 from restore.stores.files import (
     OUTSIDE_ROOT,
@@ -78,9 +79,11 @@ class MaildirStore(Store):
     kind = "maildir"
     parallel_safe = True
 
-    def __init__(self, spec: str, path: str):
+    def __init__(self, spec: str, path: str, selection: UserSelection = EVERYONE):
         super().__init__(spec)
         self.template = PathTemplate(path) if is_template(path) else None
+        # Only a template tells whose a Maildir is: a plain one is listed whole.
+        self.selection = selection if self.template is not None else EVERYONE
         self.root = StoreRoot(self.template.root if self.template else path, spec)
         if self.template is None and not any(
             os.path.isdir(os.path.join(self.root.path, sub)) for sub in MESSAGE_DIRS
@@ -95,6 +98,26 @@ class MaildirStore(Store):
         if self.template is None:
             return None
         return {user for user, _ in self._mailboxes() if user is not None}
+
+    def lists_group(self, key: str) -> bool:
+        if self.selection.everyone:
+            return True
+        user = self._owner(key)
+        return user is None or self.selection(user)
+
+    def _owner(self, rel: str) -> str | None:
+        """The user whose Maildir holds the path ``rel`` (relative to the root), if the template says."""
+        assert self.template is not None
+        parts = rel.split("/")
+        if len(parts) < len(self.template.components):
+            return None
+        variables: dict[str, str] = {}
+        for part, component in zip(parts, self.template.components, strict=False):
+            captured = component.match(part)
+            if captured is None:
+                return None
+            variables |= captured
+        return self.template.user(variables)
 
     def units(self) -> Iterator[Unit | Unreadable]:
         for group in self.unit_groups():
@@ -135,8 +158,9 @@ class MaildirStore(Store):
             user = self.template.user(variables)
             reason = invalid_mailbox_reason(user)
             if reason:
-                yield None, Refused(self.root.rel(directory), f"not a valid mailbox name: {reason}")
-            else:
+                if self.selection.everyone:
+                    yield None, Refused(self.root.rel(directory), f"not a valid mailbox name: {reason}")
+            elif self.selection(user):
                 yield user, directory
             return
         component = components[depth]
