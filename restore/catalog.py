@@ -308,9 +308,15 @@ class Catalog:
             " JOIN messages m ON m.id = p.msg WHERE p.class = ? AND p.user = ?"
             " ORDER BY p.received LIMIT ?", (cls, user, limit))]
 
-    def arrivals(self, store_id: int, bucket: int, user: str | None) -> dict[int, int]:
-        """Messages of a store per time bucket (received // bucket), for one user or all."""
+    def arrivals(self, store_id: int, bucket: int, user: str | None,
+                 selected_only: bool = False) -> dict[int, int]:
+        """Messages of a store per time bucket (received // bucket), for one user or all.
+
+        ``selected_only``: only the users the diff's ``repusers`` table holds (a user filter).
+        """
         where, args = ("AND user = ?", (user,)) if user else ("", ())
+        if selected_only:
+            where += " AND user IN (SELECT user FROM temp.repusers)"
         return dict(self.db.execute(
             f"SELECT CAST(received / ? AS INTEGER), COUNT(*) FROM messages WHERE store = ?"
             f" AND received IS NOT NULL {where} GROUP BY 1", (bucket, store_id, *args)))

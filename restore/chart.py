@@ -68,7 +68,7 @@ def show(lines: list[Text], svg: str | None = None) -> None:
         out.save_svg(svg, title="mailrestore timeline", code_format=OFFLINE_SVG_FORMAT)
 
 
-def show_timeline(result, bucket: str, user: str | None, svg: str | None,
+def show_timeline(result, bucket: str, svg: str | None,
                   around: int | None = None, with_window: bool = True) -> None:
     """Chart a diff's timeline.
 
@@ -76,7 +76,15 @@ def show_timeline(result, bucket: str, user: str | None, svg: str | None,
     with no window, the last ``2 * around + 1`` buckets); None shows them all.
     """
     out = Console(file=sys.stdout, highlight=False, markup=False, emoji=False, soft_wrap=True)
-    who = f"user {user}" if user else f"all {len(result.users):,} users"
+    selection = result.selection
+    one = selection.listed()
+    user = one[0] if one is not None and len(one) == 1 else None
+    if user:
+        who = f"user {user}"
+    elif selection.everyone:
+        who = f"all {len(result.users):,} users"
+    else:
+        who = f"{len(result.users):,} users ({selection.describe()})"
     size = BUCKETS[bucket]
     series = result.series(size, user)
     w = result.window

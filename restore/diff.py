@@ -22,6 +22,7 @@ from restore.catalog import Catalog
 from restore.errors import InvariantError, Problem, UsageError
 from restore.plan import PlanEntry
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, resolve_users
+from restore.selection import EVERYONE, UserSelection
 from restore.stores import absolute_spec, item_location
 from restore.window import Window, combine, detect
 
@@ -49,6 +50,8 @@ class DiffSettings:
     until: float | None = None
     gap: int | None = None              # restore only the Nth gap detected (1-based)
     create_missing: bool = False
+    # Only the selected users' pairs are made: the others' mail is not part of the run.
+    users: UserSelection = EVERYONE
     # Only archive mail received after this is paired at all (the audit's
     # look-back): an hourly check need not re-classify years of archive.
     consider_from: float | None = None
@@ -73,6 +76,7 @@ class DiffResult:
     archives: list[ScannedStore]
     replica: ScannedStore
     windows: list[Window] = field(default_factory=list)     # every window mail is restored from
+    selection: UserSelection = EVERYONE                       # whose mail was compared
 
     def to_json(self) -> dict:
         return {
@@ -135,7 +139,8 @@ class DiffResult:
                 (bucket, *args),
             )
         }
-        rep = self.catalog.arrivals(self.replica.store_id, bucket, user)
+        narrowed = not self.selection.everyone and self.catalog.is_per_user(self.replica.store_id)
+        rep = self.catalog.arrivals(self.replica.store_id, bucket, user, selected_only=narrowed)
         buckets = sorted(set(arch) | set(rep))
         if not buckets:
             return []
@@ -176,6 +181,7 @@ def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: Scanne
     catalog.index_for_diff(settings.match, by_received=settings.consider_from is not None)
     db.execute("BEGIN")
     users = replica_users if replica_users is not None else catalog.users(replica.store_id)
+    users = set(settings.users.select(users))
     db.executemany("INSERT OR IGNORE INTO repusers VALUES (?)", [(u,) for u in users])
     for side in archives:
         _insert_pairs(catalog, side, settings)
@@ -208,6 +214,7 @@ def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: Scanne
     db.execute("COMMIT")
     result = _tally(catalog, archives, replica, window, users)
     result.windows = windows
+    result.selection = settings.users
     return result
 
 
@@ -227,9 +234,15 @@ def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) 
                     resolved.clear()
                 users, rejected = resolve_users(
                     path_user, json.loads(envelope), settings.recipient_headers, settings.aliases)
-                targets = resolved[(path_user, envelope)] = (
-                    [(u, None) for u in users] + [(r.address, r.reason) for r in rejected]
-                    or [("", nobody)])
+                targets = [(u, None) for u in users] + [(r.address, r.reason) for r in rejected]
+                if not settings.users.everyone:
+                    # Another user's pair is not made at all (nor a pair for nobody).
+                    targets = [t for t in targets if settings.users(t[0])]
+                elif not targets:
+                    targets = [("", nobody)]
+                resolved[(path_user, envelope)] = targets
+            if not targets:
+                continue
             if len(targets) == 1:
                 out.append((targets[0][0], msg, received, key, targets[0][1]))
             else:
@@ -315,5 +328,5 @@ def recipients_of(catalog: Catalog, archives: Sequence[ScannedStore], settings: 
             for path_user, envelope in catalog.envelopes(side.store_id):
                 found, _ = resolve_users(path_user, envelope, settings.recipient_headers,
                                          settings.aliases)
-                users.update(found)
+                users.update(settings.users.select(found))
     return sorted(users)

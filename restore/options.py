@@ -59,12 +59,17 @@ imap_options = _stack(
         help="File holding the IMAP password (else $MAILRESTORE_PASSWORD, else a prompt).",
     ),
     click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
-    click.option(
-        "--users",
-        "users_file",
-        type=click.Path(dir_okay=False),
-        help="IMAP replica: file of users to read, one per line (default: the archive's recipients).",
-    ),
+)
+
+selection_options = _stack(
+    click.option("--user", "user_masks", multiple=True, metavar="MASK",
+                 help="Only users matching MASK (shell-style: '*@example.com', 'alice*'); "
+                 "repeatable."),
+    click.option("--users", "users_file", type=click.Path(dir_okay=False),
+                 help="Only the users listed in FILE, one per line (# comments); an IMAP "
+                 "replica reads these users (default: the archive's recipients)."),
+    click.option("--exclude-user", "exclude_users", multiple=True, metavar="MASK",
+                 help="Leave out users matching MASK; repeatable."),
 )
 
 pair_options = _stack(

@@ -106,6 +106,10 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
     out = console()
     c = result.counts
     print_windows(out, result.window, result.windows)
+    if not result.selection.everyone and any(w.source.startswith("auto") for w in result.windows):
+        out.print(f"  detected from the mail of {result.selection.describe()} only; the whole "
+                  "incident's window (a diff without a user filter) is surer: give it with "
+                  "--since/--until")
     out.print()
     users = sorted(result.users.items(), key=lambda kv: (-kv[1]["missing"], kv[0]))
     rows = [(u, v["present"], v["missing"], v["outside-window"], v["duplicate"])
@@ -189,7 +193,7 @@ def print_audit(result, findings: list[dict]) -> None:
     sys.stdout.write("".join(f"{line}\n" for line in lines))
 
 
-def print_inject(result, target: str) -> None:
+def print_inject(result, target: str, not_selected: int = 0) -> None:
     out = console()
     verb = "would append" if result.dry_run else "appended"
     if result.dry_run and result.would_write:
@@ -209,6 +213,8 @@ def print_inject(result, target: str) -> None:
             out.print(f"... and {len(rows) - SHOW_USERS:,} more users (all in --json)")
     out.print(bold("Totals:"), f"{result.appended:,} {verb}, {result.already_present:,} already "
               f"present (journal or target), {result.failed:,} failed")
+    if not_selected:
+        out.print(f"{plural(not_selected, 'plan line')} for users not selected: left out.")
     if result.problems:
         out.print()
         out.print(bold("Not written:"))

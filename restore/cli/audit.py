@@ -10,7 +10,7 @@ import click
 from restore import audit as auditing
 from restore import report
 from restore.cli.common import make_job
-from restore.options import imap_options, pair_options, reading_options
+from restore.options import imap_options, pair_options, reading_options, selection_options
 from restore.times import human, iso, parse_time_option
 
 
@@ -18,6 +18,7 @@ from restore.times import human, iso, parse_time_option
 @pair_options
 @reading_options
 @imap_options
+@selection_options
 @click.option("--window", default="24h", show_default=True, metavar="DURATION", help="How far back to check (s/m/h/d).")
 @click.option("--grace", default="15m", show_default=True, metavar="DURATION",
               help="Skip mail this recent: it may still be in flight.")

@@ -8,7 +8,14 @@ import click
 
 from restore import report
 from restore.cli.common import make_job
-from restore.options import imap_options, json_option, pair_options, reading_options, window_options
+from restore.options import (
+    imap_options,
+    json_option,
+    pair_options,
+    reading_options,
+    selection_options,
+    window_options,
+)
 from restore.plan import save_plan
 
 
@@ -16,7 +23,7 @@ from restore.plan import save_plan
 @pair_options
 @reading_options
 @imap_options
-@click.option("--user", "only_user", metavar="U", help="Only this user's timeline.")
+@selection_options
 @click.option("--bucket", type=click.Choice(["hour", "day"]), default="hour", show_default=True,
               help="Width of one bar of the chart.")
 @click.option("--svg", type=click.Path(dir_okay=False), help="Also save the chart as an SVG file.")
@@ -35,7 +42,7 @@ def timeline(**opts: Any) -> int:
 
     job = make_job(opts, opts["replica"], *opts["archives"])
     result = job.diff(opts["archives"], opts["replica"])
-    chart.show_timeline(result, opts["bucket"], opts["only_user"], opts["svg"],
+    chart.show_timeline(result, opts["bucket"], opts["svg"],
                         around=None if opts["show_all"] else opts["around"])
     return 0
 
@@ -44,6 +51,7 @@ def timeline(**opts: Any) -> int:
 @pair_options
 @reading_options
 @imap_options
+@selection_options
 @window_options
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
               help="Write the messages to restore to FILE (JSON Lines).")

@@ -48,7 +48,7 @@ def demo(**opts: Any) -> int:
     click.echo()
     job = make_job({"catalog": str(catalog), "alias_map": incident.alias_map}, progress=False)
     result = job.diff(incident.archives, incident.replica)
-    chart.show_timeline(result, "hour", None, None, around=4, with_window=False)
+    chart.show_timeline(result, "hour", None, around=4, with_window=False)
     click.echo()
     planned = save_plan(str(plan), result.plan())
     report.print_diff(result, str(plan), planned)

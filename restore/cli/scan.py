@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -10,6 +11,7 @@ from restore import report
 from restore.cli.common import make_job
 from restore.errors import Problem
 from restore.options import imap_options, json_option, reading_options
+from restore.selection import EVERYONE
 from restore.stores import item_location, open_store
 from restore.times import iso
 
@@ -18,6 +20,8 @@ from restore.times import iso
 @click.argument("store")
 @reading_options
 @imap_options
+@click.option("--users", "users_file", type=click.Path(dir_okay=False),
+              help="IMAP store: file of users whose mailboxes to read, one per line (# comments).")
 @json_option
 def scan(store: str, **opts: Any) -> int:
     """Fingerprint STORE into the catalog and count its messages.
@@ -27,7 +31,8 @@ def scan(store: str, **opts: Any) -> int:
     Exit 1 when some items are unreadable.
     """
     job = make_job(opts, store)
-    opened = open_store(store, job.store_options)
+    # --users names whom an IMAP store reads; a scan catalogs every mailbox it finds.
+    opened = open_store(store, replace(job.store_options, selection=EVERYONE))
     try:
         side, stats = job.scan(opened)
     finally:

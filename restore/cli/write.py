@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from restore import report
-from restore.cli.common import make_job, wants_imap
+from restore.cli.common import make_job, selection, wants_imap
 from restore.credentials import get_password
 from restore.errors import Problem
 from restore.options import (
@@ -16,6 +16,7 @@ from restore.options import (
     json_option,
     pair_options,
     reading_options,
+    selection_options,
     window_options,
 )
 from restore.pipeline import inject_plan
@@ -42,10 +43,14 @@ def run_inject(entries: list[PlanEntry], opts: dict, password: str | None = None
         bar.close()
 
 
-def finish_inject(result: InjectResult, opts: dict, diff=None) -> int:
-    """Print the outcome; the exit status, 1 when something could not be written."""
+def finish_inject(result: InjectResult, opts: dict, diff=None, not_selected: int = 0) -> int:
+    """Print the outcome; the exit status, 1 when something could not be written.
+
+    ``not_selected``: plan lines left out for a user filter (neither written nor failed).
+    """
     if opts["as_json"]:
         doc = result.as_dict()
+        doc["not_selected"] = not_selected
         if diff is not None:
             # One shape for every problem, so a script reads user/ref/reason from each;
             # the diff's own class and where stay beside them.
@@ -54,7 +59,7 @@ def finish_inject(result: InjectResult, opts: dict, diff=None) -> int:
                    "problems": cast("list[dict]", doc["problems"]) + found}
         report.print_json(doc)
     else:
-        report.print_inject(result, opts["target"])
+        report.print_inject(result, opts["target"], not_selected)
     failed = result.failed or (diff is not None and diff.counts["unreadable"] + diff.counts["unroutable"])
     return 1 if failed else 0
 
@@ -65,6 +70,7 @@ def finish_inject(result: InjectResult, opts: dict, diff=None) -> int:
               help="maildir: template or imap(s):// URL to append to.")
 @inject_options
 @imap_options
+@selection_options
 @json_option
 def inject(**opts: Any) -> int:
     """Append the messages of PLAN to TARGET, exactly once.
@@ -76,11 +82,13 @@ def inject(**opts: Any) -> int:
     entries, bad_lines = load_plan(opts["plan"])
     for exc in bad_lines:
         click.echo(f"mailrestore: skipping {exc}", err=True)
-    result = run_inject(entries, opts)
+    users = selection(opts)
+    selected = [e for e in entries if users(e.user)]
+    result = run_inject(selected, opts)
     for exc in bad_lines:
         result.failed += 1
         result.problems.append(Problem("plan", str(exc), user=""))
-    return finish_inject(result, opts)
+    return finish_inject(result, opts, not_selected=len(entries) - len(selected))
 
 
 @click.command()
@@ -93,6 +101,7 @@ def inject(**opts: Any) -> int:
               help="Also keep the plan in FILE.")
 @inject_options
 @imap_options
+@selection_options
 @json_option
 def restore(**opts: Any) -> int:
     """Diff and inject in one go: put the gap back into TARGET.
