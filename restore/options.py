@@ -98,6 +98,11 @@ window_options = _stack(
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
+report_option = click.option(
+    "--report", "report_file", type=click.Path(dir_okay=False), metavar="FILE.csv",
+    help="Also write one row per user (missing, restored, already present, failed, "
+    "unroutable, first and last received in the gap) as CSV for a spreadsheet.")
+
 inject_options = _stack(
     click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
                  help="Mailboxes written in parallel (one connection each)."),

@@ -138,6 +138,10 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
         out.print(next_hint)
 
 
+def print_report_written(path: str, users: int) -> None:
+    console().print(f"Report: {plural(users, 'user')} written to {path}")
+
+
 def print_windows(out: Console, window, windows: list) -> None:
     """The window(s) mail is restored from, each with the evidence it was found on."""
     if len(windows) <= 1:

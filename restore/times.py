@@ -36,7 +36,12 @@ def human(ts: float | None) -> str:
     """``2017-12-08 16:02:00 UTC`` for a report; ``-`` for no time."""
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{plain(ts)} UTC"
+
+
+def plain(ts: float) -> str:
+    """``2017-12-08 16:02:00`` (UTC): what a spreadsheet reads as a date and time."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def parse_iso(text: str, *, naive_is_utc: bool = False) -> float:

@@ -6,13 +6,14 @@ from typing import Any
 
 import click
 
-from restore import report
+from restore import report, usercsv
 from restore.cli.common import make_job
 from restore.options import (
     imap_options,
     json_option,
     pair_options,
     reading_options,
+    report_option,
     selection_options,
     window_options,
 )
@@ -55,6 +56,7 @@ def timeline(**opts: Any) -> int:
 @window_options
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
               help="Write the messages to restore to FILE (JSON Lines).")
+@report_option
 @json_option
 def diff(**opts: Any) -> int:
     """Class every archive message per user: present, missing, outside-window, ...
@@ -69,10 +71,14 @@ def diff(**opts: Any) -> int:
     planned = 0
     if opts["plan_file"]:
         planned = save_plan(opts["plan_file"], result.plan())
+    reported = usercsv.write(opts["report_file"], usercsv.from_diff(result)) \
+        if opts["report_file"] else 0
     if opts["as_json"]:
         doc = result.to_json()
         if opts["plan_file"]:
             doc["plan"] = {"file": opts["plan_file"], "messages": planned}
+        if opts["report_file"]:
+            doc["report"] = {"file": opts["report_file"], "users": reported}
         report.print_json(doc)
     else:
         hint = None
@@ -82,4 +88,6 @@ def diff(**opts: Any) -> int:
         elif result.counts["missing"] and not opts["plan_file"]:
             hint = "Next: add --plan FILE to write the messages to restore."
         report.print_diff(result, opts["plan_file"], planned, hint)
+        if opts["report_file"]:
+            report.print_report_written(opts["report_file"], reported)
     return 1 if result.findings else 0

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from restore import report
+from restore import report, usercsv
 from restore.cli.common import make_job, selection, wants_imap
 from restore.credentials import get_password
 from restore.errors import Problem
@@ -16,6 +16,7 @@ from restore.options import (
     json_option,
     pair_options,
     reading_options,
+    report_option,
     selection_options,
     window_options,
 )
@@ -43,14 +44,20 @@ def run_inject(entries: list[PlanEntry], opts: dict, password: str | None = None
         bar.close()
 
 
-def finish_inject(result: InjectResult, opts: dict, diff=None, not_selected: int = 0) -> int:
-    """Print the outcome; the exit status, 1 when something could not be written.
+def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=None,
+                  not_selected: int = 0) -> int:
+    """Print the outcome and write --report; the exit status, 1 when something could not be written.
 
+    ``rows``: the --report rows known before the run (the diff's, or the plan's);
     ``not_selected``: plan lines left out for a user filter (neither written nor failed).
     """
+    reported = usercsv.write(opts["report_file"], usercsv.add_inject(rows, result)) \
+        if opts["report_file"] else 0
     if opts["as_json"]:
         doc = result.as_dict()
         doc["not_selected"] = not_selected
+        if opts["report_file"]:
+            doc["report"] = {"file": opts["report_file"], "users": reported}
         if diff is not None:
             # One shape for every problem, so a script reads user/ref/reason from each;
             # the diff's own class and where stay beside them.
@@ -60,6 +67,8 @@ def finish_inject(result: InjectResult, opts: dict, diff=None, not_selected: int
         report.print_json(doc)
     else:
         report.print_inject(result, opts["target"], not_selected)
+        if opts["report_file"]:
+            report.print_report_written(opts["report_file"], reported)
     failed = result.failed or (diff is not None and diff.counts["unreadable"] + diff.counts["unroutable"])
     return 1 if failed else 0
 
@@ -71,6 +80,7 @@ def finish_inject(result: InjectResult, opts: dict, diff=None, not_selected: int
 @inject_options
 @imap_options
 @selection_options
+@report_option
 @json_option
 def inject(**opts: Any) -> int:
     """Append the messages of PLAN to TARGET, exactly once.
@@ -88,7 +98,8 @@ def inject(**opts: Any) -> int:
     for exc in bad_lines:
         result.failed += 1
         result.problems.append(Problem("plan", str(exc), user=""))
-    return finish_inject(result, opts, not_selected=len(entries) - len(selected))
+    return finish_inject(result, opts, usercsv.from_plan(selected),
+                         not_selected=len(entries) - len(selected))
 
 
 @click.command()
@@ -102,6 +113,7 @@ def inject(**opts: Any) -> int:
 @inject_options
 @imap_options
 @selection_options
+@report_option
 @json_option
 def restore(**opts: Any) -> int:
     """Diff and inject in one go: put the gap back into TARGET.
@@ -119,4 +131,5 @@ def restore(**opts: Any) -> int:
         report.print_diff(result, opts["plan_file"], len(entries))
         click.echo()
     injected = run_inject(entries, opts, password=job.store_options.password)
-    return finish_inject(injected, opts, diff=result)
+    rows = usercsv.from_diff(result) if opts["report_file"] else {}
+    return finish_inject(injected, opts, rows, diff=result)
