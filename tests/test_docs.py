@@ -13,8 +13,11 @@ from types import ModuleType
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from restore.cli import cli
+from restore.cli.command import PIPELINE
+from restore.options import StagedOption
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["mailrestore"] + [f"mailrestore-{name}" for name in cli.commands]
@@ -52,6 +55,31 @@ def test_every_command_and_option_has_help() -> None:
             if isinstance(param, click.Option) and not param.hidden and not param.help:
                 without_help.append(f"mailrestore {name} {param.opts[0]}")
     assert not without_help, "no help text: " + ", ".join(without_help)
+
+
+def test_help_lists_options_by_stage_and_commands_in_pipeline_order() -> None:
+    group_ctx = click.Context(cli, info_name="mailrestore", **cli.context_settings)
+    unstaged = []
+    for name, command in cli.commands.items():
+        ctx = click.Context(command, parent=group_ctx)
+        unstaged += [f"mailrestore {name} {param.opts[0]}" for param in command.get_params(ctx)
+                     if isinstance(param, click.Option) and not param.hidden
+                     and not isinstance(param, StagedOption)
+                     and param is not command.get_help_option(ctx)]
+    assert not unstaged, "options without a stage: " + ", ".join(unstaged)
+
+    result = CliRunner().invoke(cli, ["--help"])
+    listed = [line.split()[0] for line in result.output.split("Commands:\n", 1)[1].splitlines()
+              if line.startswith("  ") and not line.startswith("   ")]
+    assert listed == [name for name in PIPELINE if name in cli.commands]
+    assert listed.index("diff") < listed.index("inject") < listed.index("audit")
+
+    help_text = CliRunner().invoke(cli, ["restore", "--help"]).output
+    titles = [line.rstrip(":") for line in help_text.splitlines() if line.endswith(":")
+              and not line.startswith(" ")]
+    assert titles == ["Sources", "Matching", "Window", "Selection", "Writing", "Output",
+                      "General"]
+    assert help_text.index("--since") > help_text.index("Window:") > help_text.index("--match")
 
 
 def test_man_pages_are_fresh() -> None:

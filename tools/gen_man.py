@@ -21,6 +21,7 @@ import click
 
 from restore import __version__
 from restore.cli import cli
+from restore.cli.command import option_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 MAN_DIR = ROOT / "man"
@@ -164,12 +165,13 @@ def _printable_default(value: object) -> bool:
 
 
 def options_section(command: click.Command, ctx: click.Context) -> list[str]:
+    """OPTIONS, in one subsection per pipeline stage as --help shows them."""
     lines = [".SH OPTIONS"]
-    for param in command.get_params(ctx):
-        if not isinstance(param, click.Option) or param.hidden:
-            continue
-        help_text = " ".join([flat_help(param.help), *option_notes(param)]).strip()
-        lines += [".TP", option_tag(param, ctx), text_line(escape(help_text))]
+    for title, options in option_sections(command, ctx):
+        lines.append(f".SS {escape(title)}")
+        for param in options:
+            help_text = " ".join([flat_help(param.help), *option_notes(param)]).strip()
+            lines += [".TP", option_tag(param, ctx), text_line(escape(help_text))]
     return lines
 
 

@@ -16,12 +16,13 @@ import click
 from restore import __version__
 from restore import audit as auditing
 from restore.cli import audit, compare, demo, scan, write
+from restore.cli.command import PipelineGroup
 from restore.errors import MailrestoreError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=PipelineGroup, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="mailrestore")
 def cli() -> None:
     """Put back the mail a failed-over mail store lost, exactly once.
@@ -45,7 +46,7 @@ def cli() -> None:
     """
 
 
-# In the order --help and the man pages list them.
+# PipelineGroup keeps them in pipeline order for --help and the man pages.
 for command in (scan.scan, compare.timeline, compare.diff, write.inject, write.restore,
                 audit.audit, demo.demo):
     cli.add_command(command)

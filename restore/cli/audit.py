@@ -9,25 +9,30 @@ import click
 
 from restore import audit as auditing
 from restore import report
+from restore.cli.command import command
 from restore.cli.common import make_job
-from restore.options import imap_options, pair_options, reading_options, selection_options
+from restore.options import imap_options, option, pair_options, reading_options, selection_options
 from restore.times import human, iso, parse_time_option
 
 
-@click.command()
+@command()
 @pair_options
 @reading_options
 @imap_options
 @selection_options
-@click.option("--window", default="24h", show_default=True, metavar="DURATION", help="How far back to check (s/m/h/d).")
-@click.option("--grace", default="15m", show_default=True, metavar="DURATION",
-              help="Skip mail this recent: it may still be in flight.")
-@click.option("--now", default=None, metavar="TIME", help="Audit as if it were TIME (ISO 8601).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "nagios"]), default="text",
-              show_default=True,
-              help="text: silent when clean; json: the diff's fields; nagios: one plugin status line.")
-@click.option("--warning", type=int, default=1, show_default=True, help="Nagios: WARNING at N missing.")
-@click.option("--critical", type=int, default=10, show_default=True, help="Nagios: CRITICAL at N missing.")
+@option("--window", default="24h", show_default=True, metavar="DURATION", stage="window",
+        help="How far back to check (s/m/h/d).")
+@option("--grace", default="15m", show_default=True, metavar="DURATION", stage="window",
+        help="Skip mail this recent: it may still be in flight.")
+@option("--now", default=None, metavar="TIME", stage="window",
+        help="Audit as if it were TIME (ISO 8601).")
+@option("--format", "fmt", type=click.Choice(["text", "json", "nagios"]), default="text", stage="output",
+        show_default=True,
+        help="text: silent when clean; json: the diff's fields; nagios: one plugin status line.")
+@option("--warning", type=int, default=1, show_default=True, stage="output",
+        help="Nagios: WARNING at N missing.")
+@option("--critical", type=int, default=10, show_default=True, stage="output",
+        help="Nagios: CRITICAL at N missing.")
 def audit(**opts: Any) -> int:
     """Cron check: is every archived message of the last window in its mailbox?
 

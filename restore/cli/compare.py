@@ -7,10 +7,12 @@ from typing import Any
 import click
 
 from restore import report, usercsv
+from restore.cli.command import command
 from restore.cli.common import make_job
 from restore.options import (
     imap_options,
     json_option,
+    option,
     pair_options,
     reading_options,
     report_option,
@@ -20,17 +22,19 @@ from restore.options import (
 from restore.plan import save_plan
 
 
-@click.command()
+@command()
 @pair_options
 @reading_options
 @imap_options
 @selection_options
-@click.option("--bucket", type=click.Choice(["hour", "day"]), default="hour", show_default=True,
-              help="Width of one bar of the chart.")
-@click.option("--svg", type=click.Path(dir_okay=False), help="Also save the chart as an SVG file.")
-@click.option("--around", type=click.IntRange(0), default=12, show_default=True, metavar="N",
-              help="Buckets shown either side of the window (with no window: the last 2N+1).")
-@click.option("--all", "show_all", is_flag=True, help="Chart every bucket of the stores' history.")
+@option("--bucket", type=click.Choice(["hour", "day"]), default="hour", show_default=True, stage="output",
+        help="Width of one bar of the chart.")
+@option("--svg", type=click.Path(dir_okay=False), stage="output",
+        help="Also save the chart as an SVG file.")
+@option("--around", type=click.IntRange(0), default=12, show_default=True, metavar="N", stage="output",
+        help="Buckets shown either side of the window (with no window: the last 2N+1).")
+@option("--all", "show_all", is_flag=True, stage="output",
+        help="Chart every bucket of the stores' history.")
 @window_options
 def timeline(**opts: Any) -> int:
     """Chart archive and replica arrivals per hour or day, with the gap highlighted.
@@ -48,14 +52,14 @@ def timeline(**opts: Any) -> int:
     return 0
 
 
-@click.command()
+@command()
 @pair_options
 @reading_options
 @imap_options
 @selection_options
 @window_options
-@click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
-              help="Write the messages to restore to FILE (JSON Lines).")
+@option("--plan", "plan_file", type=click.Path(dir_okay=False), stage="output",
+        help="Write the messages to restore to FILE (JSON Lines).")
 @report_option
 @json_option
 def diff(**opts: Any) -> int:

@@ -9,15 +9,17 @@ from typing import Any
 import click
 
 from restore import report
+from restore.cli.command import command
 from restore.cli.common import make_job
 from restore.errors import UsageError
+from restore.options import option
 from restore.plan import save_plan
 from restore.times import human, iso
 
 
-@click.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False),
-              help="Where to create the sample incident (default: a new temporary directory).")
+@command()
+@option("--dir", "directory", type=click.Path(file_okay=False), stage="output",
+        help="Where to create the sample incident (default: a new temporary directory).")
 def demo(**opts: Any) -> int:
     """Build a sample incident, diff it, chart it, and print the next commands.
 

@@ -8,20 +8,21 @@ from typing import Any
 import click
 
 from restore import report
+from restore.cli.command import command
 from restore.cli.common import make_job
 from restore.errors import Problem
-from restore.options import imap_options, json_option, reading_options
+from restore.options import imap_options, json_option, option, reading_options
 from restore.selection import EVERYONE
 from restore.stores import item_location, open_store
 from restore.times import iso
 
 
-@click.command()
+@command()
 @click.argument("store")
 @reading_options
 @imap_options
-@click.option("--users", "users_file", type=click.Path(dir_okay=False),
-              help="IMAP store: file of users whose mailboxes to read, one per line (# comments).")
+@option("--users", "users_file", type=click.Path(dir_okay=False), stage="sources",
+        help="IMAP store: file of users whose mailboxes to read, one per line (# comments).")
 @json_option
 def scan(store: str, **opts: Any) -> int:
     """Fingerprint STORE into the catalog and count its messages.

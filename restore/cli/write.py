@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from restore import report, usercsv
+from restore.cli.command import command
 from restore.cli.common import make_job, selection, wants_imap
 from restore.credentials import get_password
 from restore.errors import Problem
@@ -14,6 +15,7 @@ from restore.options import (
     imap_options,
     inject_options,
     json_option,
+    option,
     pair_options,
     reading_options,
     report_option,
@@ -73,10 +75,10 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
     return 1 if failed else 0
 
 
-@click.command()
+@command()
 @click.argument("plan", type=click.Path(dir_okay=False))
-@click.option("--to", "target", required=True, metavar="TARGET",
-              help="maildir: template or imap(s):// URL to append to.")
+@option("--to", "target", required=True, metavar="TARGET", stage="writing",
+        help="maildir: template or imap(s):// URL to append to.")
 @inject_options
 @imap_options
 @selection_options
@@ -102,14 +104,14 @@ def inject(**opts: Any) -> int:
                          not_selected=len(entries) - len(selected))
 
 
-@click.command()
+@command()
 @pair_options
 @reading_options
-@click.option("--to", "target", required=True, metavar="TARGET",
-              help="Where to append; usually the replica itself.")
+@option("--to", "target", required=True, metavar="TARGET", stage="writing",
+        help="Where to append; usually the replica itself.")
 @window_options
-@click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
-              help="Also keep the plan in FILE.")
+@option("--plan", "plan_file", type=click.Path(dir_okay=False), stage="output",
+        help="Also keep the plan in FILE.")
 @inject_options
 @imap_options
 @selection_options
