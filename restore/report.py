@@ -74,12 +74,14 @@ def progress_factory(enabled: bool):
     return no_progress
 
 
-def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
+def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]],
+          numbers: bool = True) -> Table:
+    """A table; ``numbers``: every column but the first holds numbers, right-aligned."""
     from rich.table import Table
 
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for i, col in enumerate(columns):
-        t.add_column(col, justify="left" if i == 0 else "right")
+        t.add_column(col, justify="right" if numbers and i else "left")
     for row in rows:
         t.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
     return t
@@ -136,6 +138,26 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
         out.print(f"\nPlan: {planned:,} messages written to {plan_file}")
     if next_hint:
         out.print(next_hint)
+
+
+def print_config(path: str, found: bool, profile: str | None, rows: list[dict]) -> None:
+    """``mailrestore config``: what each option defaults to, and why."""
+    out = console()
+    out.print(bold("Configuration file:"), path if found else f"{path} (none)")
+    out.print(bold("Profile:"), profile or "none (--profile NAME)")
+    out.print()
+
+    def shown(value: object) -> str:
+        if isinstance(value, list):
+            return " ".join(shlex.quote(str(v)) for v in value) or "-"
+        return "-" if value is None or value == "" else str(value)
+
+    out.print(table(None, ("setting", "value", "from", "commands"),
+                    [(r["setting"], shown(r["value"]), r["source"], ", ".join(r["commands"]))
+                     for r in rows], numbers=False))
+    out.print()
+    out.print("The command line wins over all of these; MAILRESTORE_PASSWORD is the IMAP "
+              "password and is never shown.")
 
 
 def print_report_written(path: str, users: int) -> None:

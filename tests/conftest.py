@@ -10,6 +10,17 @@ import pytest
 from dovecot import Dovecot, dovecot_installed
 from factory import MailFactory
 
+# -- no configuration leaks in from the developer's account ------------------
+
+
+@pytest.fixture(autouse=True)
+def no_user_configuration(tmp_path_factory, monkeypatch) -> None:
+    """Every test starts without a config file or MAILRESTORE_* variables of the person running it."""
+    for name in [n for n in os.environ if n.startswith("MAILRESTORE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+
+
 # -- a private Dovecot (tests/dovecot.py) -----------------------------------
 
 DOVECOT_FIXTURES = {"dovecot_available", "dovecot_server", "dovecot_user", "new_dovecot_user"}

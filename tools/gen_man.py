@@ -58,6 +58,16 @@ FILES = {
              "in the user state directory. Keep it until the job is finished: it is what "
              "makes a re-run write every message exactly once.",
 }
+SETTING_ENV = ("The default of option --NAME (MAILRESTORE_ALIAS_MAP for --alias-map): it "
+               "wins over the configuration file and loses to the command line. A repeatable "
+               "option takes several values separated by spaces, shell-quoted; a flag takes "
+               "1 or 0.")
+CONFIG_FILE = ("Defaults for every option, in TOML (~/.config/mailrestore/config.toml when "
+               "XDG_CONFIG_HOME is not set): keys are option names (alias-map = \"FILE\"); "
+               "a [COMMAND] table holds one command's defaults, [profile.NAME] tables named "
+               "sets chosen with --profile NAME. Precedence: command line, MAILRESTORE_NAME, "
+               "the profile, the file. Passwords never go in it: give password-file = PATH. "
+               "mailrestore config shows every effective default and where it comes from.")
 PASSWORD_ENV = ("The IMAP password, when \\fB\\-\\-password\\-file\\fR is not given. "
                 "The password is never taken from the command line.")
 
@@ -224,15 +234,19 @@ def exit_status(command_name: str | None) -> list[str]:
 
 
 def environment_and_files(param_names: set[str]) -> list[str]:
-    lines = []
+    lines = [".SH ENVIRONMENT"]
     if "password_file" in param_names:
-        lines += [".SH ENVIRONMENT", ".TP", bold("MAILRESTORE_PASSWORD"), PASSWORD_ENV]
+        lines += [".TP", bold("MAILRESTORE_PASSWORD"), PASSWORD_ENV]
+    lines += [".TP", bold("MAILRESTORE_CONFIG") + ", " + bold("MAILRESTORE_PROFILE"),
+              "The configuration file and profile, when " + bold("--config") + " and "
+              + bold("--profile") + " are not given.",
+              ".TP", bold("MAILRESTORE_") + italic("NAME"), text_line(escape(SETTING_ENV))]
     files = [name for name in FILES if name in param_names]
-    if files:
-        lines.append(".SH FILES")
-        for name in files:
-            lines += [".TP", bold("--" + name.replace("_", "-")) + " " + italic("FILE"),
-                      text_line(escape(FILES[name]))]
+    lines += [".SH FILES", ".TP", bold("$XDG_CONFIG_HOME/mailrestore/config.toml"),
+              text_line(escape(CONFIG_FILE))]
+    for name in files:
+        lines += [".TP", bold("--" + name.replace("_", "-")) + " " + italic("FILE"),
+                  text_line(escape(FILES[name]))]
     return lines
 
 

@@ -16,6 +16,7 @@ import click
 from restore import __version__
 from restore import audit as auditing
 from restore.cli import audit, compare, demo, scan, write
+from restore.cli import config as configuration
 from restore.cli.command import PipelineGroup
 from restore.errors import MailrestoreError
 
@@ -48,7 +49,7 @@ def cli() -> None:
 
 # PipelineGroup keeps them in pipeline order for --help and the man pages.
 for command in (scan.scan, compare.timeline, compare.diff, write.inject, write.restore,
-                audit.audit, demo.demo):
+                audit.audit, configuration.config, demo.demo):
     cli.add_command(command)
 
 
