@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -145,6 +146,36 @@ def test_help_text_reaches_the_page_literally(tmp_path: Path) -> None:
         assert literal in result.stdout
     lines = [line.strip() for line in result.stdout.splitlines()]
     assert lines[lines.index("kept line one") + 1] == "kept line two"
+
+
+def test_the_package_installs_every_man_page(tmp_path: Path) -> None:
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                            str(tmp_path), str(ROOT)], capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("mailrestore-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        # a wheel's .data/data/ tree lands in the install prefix: <venv>/share/man/man1
+        installed = {Path(name).name for name in zf.namelist()
+                     if re.fullmatch(r"mailrestore-[^/]+\.data/data/share/man/man1/[^/]+\.1", name)}
+    assert installed == {f"{page}.1" for page in PAGES}
+
+
+def test_completion_prints_a_script_whose_backend_completes(tmp_path: Path) -> None:
+    script = subprocess.run([sys.executable, "-m", "restore", "completion", "bash"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "_MAILRESTORE_COMPLETE=bash_complete" in script and "complete " in script
+    env = {**os.environ, "_MAILRESTORE_COMPLETE": "bash_complete"}
+
+    def complete(words: str) -> list[str]:
+        cword = str(len(words.split(" ")) - 1)     # the word being completed, as bash counts
+        done = subprocess.run([sys.executable, "-m", "restore"], capture_output=True, text=True,
+                              env={**env, "COMP_WORDS": words, "COMP_CWORD": cword}, check=True)
+        return [line.split(",", 1)[1] for line in done.stdout.splitlines()]
+
+    assert complete("mailrestore diff --ali") == ["--alias-map"]
+    assert complete("mailrestore audit --format ") == ["text", "json", "nagios"]
+    assert "diff" in complete("mailrestore di")
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:

@@ -15,7 +15,7 @@ import click
 
 from restore import __version__
 from restore import audit as auditing
-from restore.cli import audit, compare, demo, scan, write
+from restore.cli import audit, compare, completion, demo, scan, write
 from restore.cli import config as configuration
 from restore.cli.command import PipelineGroup
 from restore.errors import MailrestoreError
@@ -49,7 +49,7 @@ def cli() -> None:
 
 # PipelineGroup keeps them in pipeline order for --help and the man pages.
 for command in (scan.scan, compare.timeline, compare.diff, write.inject, write.restore,
-                audit.audit, configuration.config, demo.demo):
+                audit.audit, configuration.config, completion.completion, demo.demo):
     cli.add_command(command)
 
 
@@ -63,7 +63,8 @@ def main() -> None:
     """The console script: the one place where outcomes and errors become exit codes."""
     nagios = _nagios_requested(sys.argv[1:])
     try:
-        status = cli.main(standalone_mode=False)
+        # The completion scripts call back through this variable, also under ``python -m restore``.
+        status = cli.main(standalone_mode=False, complete_var="_MAILRESTORE_COMPLETE")
     except click.exceptions.Abort:
         click.echo("Interrupted.", err=True)
         status = 130
