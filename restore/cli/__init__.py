@@ -1,8 +1,10 @@
 """The command line: a thin click shell over the library.
 
 One module per command family (``scan``, ``compare``: timeline and diff,
-``write``: inject and restore, ``audit``, ``demo``), their shared helpers in
-``common``, their shared options in ``restore.options``. Commands return an
+``write``: inject and restore, ``audit``, ``config``, ``completion``,
+``demo``), their shared helpers in ``common``, their shared options in
+``restore.options``; ``command`` gives every command --config and --profile
+and its stage-by-stage --help. Commands return an
 exit status or raise; ``main()`` here is the only place where errors become
 exit codes (SPEC.md and ``restore.errors``).
 """
