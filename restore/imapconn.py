@@ -34,7 +34,7 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
@@ -62,6 +62,12 @@ class ImapAddress:
     def where(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def canonical(self) -> str:
+        """One spelling per server and login: scheme, LOGIN, lowercased host, explicit port."""
+        login = f"{quote(self.login, safe='@*!$&()+,;=.~-_')}@" if self.login else ""
+        return f"{self.scheme}://{login}{self.where.lower()}"
 
 
 def parse_imap_url(url: str) -> ImapAddress:
