@@ -1,7 +1,18 @@
-"""Exactly-once bookkeeping for inject: what was written where (SQLite).
+"""Exactly-once bookkeeping for inject: what each run wrote, and where (SQLite).
 
-One row per (user, folder, key), ``key`` being the plan entry's fingerprint
-(or its source and ref when it has none). The protocol, per batch:
+One journal per real target (``restore.targets.canonical_target``). It holds:
+
+``runs``      one row per inject, restore or undo: when, the command line,
+              the plan and its sha256, the counts, how it ended;
+``messages``  one row per (user, folder, key), ``key`` being the plan
+              entry's fingerprint: its state, the run that wrote it (or
+              found it already there) and where the target put it
+              (Maildir: the file name; IMAP: ``APPENDUID UIDVALIDITY UID``);
+``created``   the folders (and Maildir directories) a run created, so that
+              undo can remove them again once empty;
+``meta``      the target, the schema version, the remembered windows.
+
+The protocol, per batch:
 
 1. ``mark_pending`` with the id the target promised (Maildir file name),
    committed *before* the target is written;
@@ -10,30 +21,37 @@ One row per (user, folder, key), ``key`` being the plan entry's fingerprint
 
 A row left ``pending`` is in doubt: the next run asks the target whether the
 message is there (``TargetSession.find``) before writing it again. A row
-``done`` is never written again. ``failed`` rows were refused by the target
-(nothing written) and are retried by the next run.
+``done`` is never written again, nor is one ``present`` (the target held the
+message before the run: ``restore.inject``'s target check). ``failed`` rows
+were refused by the target (nothing written) and are retried by the next
+run. ``undone`` rows were taken back by ``mailrestore undo``.
 
 ``pending`` commits are fsynced (``synchronous=FULL``). A kill -9 loses no
 commit, fsynced or not (WAL frames are in the OS cache), but after a power cut
 an unsynced ``pending`` commit may be lost while the target (another
-machine, for IMAP) kept the message: the next run would then see no row and
-write it again. ``done`` and ``failed`` commits are not fsynced: losing one
-only leaves its rows ``pending`` (or absent, for a message never written),
-which the next run checks, and the WAL being written in order, the next
-``pending`` fsync makes them durable too. One fsync per batch, not two.
+machine, for IMAP) kept the message: the next run would then see no row, and
+its target check finds the message. ``done`` and ``failed`` commits are not
+fsynced: losing one only leaves its rows ``pending`` (or absent, for a
+message never written), which the next run checks, and the WAL being written
+in order, the next ``pending`` fsync makes them durable too. One fsync per
+batch, not two.
 
 One journal serves one run at a time: a second run on the same journal
 would race the first into writing twice, so it is refused (``LockedError``).
+A journal that cannot be used (corrupt, truncated, not a journal, a
+directory, in a place that cannot be written) is a ``JournalError`` naming
+the file and what to do, raised before anything is written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,30 +60,80 @@ from pathlib import Path
 from platformdirs import user_state_dir
 
 from restore import locks
-from restore.errors import JournalError, MailrestoreError, UsageError
+from restore.errors import CannotRunError, JournalError, MailrestoreError, UsageError
 from restore.plan import PlanEntry
 
+SCHEMA_VERSION = "2"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id              INTEGER PRIMARY KEY,
+    command         TEXT NOT NULL,
+    argv            TEXT NOT NULL DEFAULT '[]',
+    plan            TEXT NOT NULL DEFAULT '',
+    plan_sha256     TEXT NOT NULL DEFAULT '',
+    target          TEXT NOT NULL,
+    undoes          INTEGER,
+    started         REAL NOT NULL,
+    ended           REAL,
+    appended        INTEGER NOT NULL DEFAULT 0,
+    already_present INTEGER NOT NULL DEFAULT 0,
+    failed          INTEGER NOT NULL DEFAULT 0,
+    removed         INTEGER NOT NULL DEFAULT 0,
+    left_alone      INTEGER NOT NULL DEFAULT 0,
+    status          TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'interrupted')),
+    exit_code       INTEGER
+);
 CREATE TABLE IF NOT EXISTS messages (
     user       TEXT NOT NULL,
     folder     TEXT NOT NULL,
     key        TEXT NOT NULL,
-    state      TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
+    state      TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed', 'present', 'undone')),
     planned_id TEXT NOT NULL DEFAULT '',
     target_id  TEXT NOT NULL DEFAULT '',
     reason     TEXT NOT NULL DEFAULT '',
     ref        TEXT NOT NULL DEFAULT '',
     updated    REAL NOT NULL,
+    run        INTEGER,
     PRIMARY KEY (user, folder, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_run ON messages (run, user);
+CREATE TABLE IF NOT EXISTS created (
+    seq    INTEGER PRIMARY KEY,
+    run    INTEGER NOT NULL,
+    user   TEXT NOT NULL,
+    path   TEXT NOT NULL
+);
 """
+
+# The first journals had no schema version, no runs and no run per row.
+_V1_COLUMNS = ["user", "folder", "key", "state", "planned_id", "target_id", "reason", "ref",
+               "updated"]
+_MIGRATE_V1 = """
+ALTER TABLE messages RENAME TO messages_v1;
+{schema}
+INSERT INTO messages (user, folder, key, state, planned_id, target_id, reason, ref, updated)
+    SELECT user, folder, key, state, planned_id, target_id, reason, ref, updated FROM messages_v1;
+DROP TABLE messages_v1;
+"""
+SQLITE_MAGIC = b"SQLite format 3\x00"
+WHAT_TO_DO = ("move it aside and run again (the target check keeps a fresh journal from "
+              "writing anything twice), or give another --state")
 
 
 class State(StrEnum):
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"
+    PRESENT = "present"
+    UNDONE = "undone"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +142,7 @@ class Record:
     planned_id: str
     target_id: str
     reason: str
+    run: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,73 +156,201 @@ class Row:
     ref: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A message a run appended, as undo needs it."""
+
+    user: str
+    folder: str
+    key: str
+    target_id: str
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What a run row records of the command that started it (never a secret)."""
+
+    command: str
+    argv: Sequence[str] = ()
+    plan: str = ""
+    plan_sha256: str = ""
+    undoes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: int
+    command: str
+    argv: list[str]
+    plan: str
+    plan_sha256: str
+    target: str
+    undoes: int | None
+    started: float
+    ended: float | None
+    appended: int
+    already_present: int
+    failed: int
+    removed: int
+    left_alone: int
+    status: RunStatus
+    exit_code: int | None
+
+    def as_dict(self) -> dict[str, object]:
+        from restore.times import iso
+
+        return {"id": self.id, "command": self.command, "argv": self.argv,
+                "started": iso(self.started), "ended": iso(self.ended), "target": self.target,
+                "plan": self.plan, "plan_sha256": self.plan_sha256, "undoes": self.undoes,
+                "appended": self.appended, "already_present": self.already_present,
+                "failed": self.failed, "removed": self.removed, "left": self.left_alone,
+                "status": self.status.value, "exit_code": self.exit_code}
+
+
 def entry_key(entry: PlanEntry) -> str:
     """The identity a journal row is keyed by."""
     return entry.fingerprint or f"{entry.source}\0{entry.ref}"
 
 
-def default_journal_path(target_spec: str) -> Path:
-    """Per-target journal in the user state directory."""
-    digest = hashlib.sha256(target_spec.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+def default_journal_path(canonical_target: str) -> Path:
+    """Per-target journal in the user state directory, keyed by the canonical target."""
+    digest = hashlib.sha256(canonical_target.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return Path(user_state_dir("mailrestore")) / f"journal-{digest}.sqlite"
 
 
-class Journal:
-    """The exactly-once journal of one target. Safe to share between worker threads."""
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file, read in pieces (a plan of a million lines is a few hundred MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
-    def __init__(self, path: str | Path, target_spec: str | None = None, *, readonly: bool = False):
+
+class Journal:
+    """The exactly-once journal of one target. Safe to share between worker threads.
+
+    ``target`` is the canonical target (``restore.targets.canonical_target``):
+    a journal records it on first use and refuses any other.
+    """
+
+    def __init__(self, path: str | Path, target: str | None = None, *, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.Lock()
         self._lock_fd = -1
+        self._first_generation = False   # read-only on a journal from before runs were recorded
+        _check_is_journal(self.path)
         if readonly:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             with self._guard():
                 self.db = _connect(uri, uri=True)
+                self._check_schema()
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._take_run_lock()
             try:
                 with self._guard():
                     self.db = _connect(str(self.path))
                     self.db.execute("PRAGMA journal_mode=WAL")
-                    self.db.executescript(SCHEMA)
-            except JournalError:
+                    self._create_or_migrate()
+            except MailrestoreError:
                 self._release_run_lock()
                 raise
-        if target_spec is not None:
+        if target is not None:
             try:
                 with self._guard():
-                    self._check_target(target_spec)
+                    self._check_target(target)
             except MailrestoreError:
                 self.close()
                 raise
 
     @classmethod
-    def open_readonly(cls, path: str | Path, target_spec: str | None = None) -> Journal | None:
-        """The journal for a dry run: read-only, and None when there is none yet."""
+    def open_readonly(cls, path: str | Path, target: str | None = None) -> Journal | None:
+        """The journal for a dry run or a listing: read-only, and None when there is none yet."""
         if not Path(path).exists():
             return None
-        return cls(path, target_spec, readonly=True)
+        return cls(path, target, readonly=True)
 
     def _take_run_lock(self) -> None:
-        self._lock_fd = locks.take(
-            Path(f"{self.path}.lock"), "the journal's lock",
-            lambda holder: f"{self.path}: another inject run (pid {holder}) is using this journal")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"journal {self.path}: cannot create its directory: "
+                               f"{exc.strerror or exc}; give --state a writable place") from None
+        try:
+            self._lock_fd = locks.take(
+                Path(f"{self.path}.lock"), "the journal's lock",
+                lambda holder: f"{self.path}: another run (pid {holder}) is using this journal")
+        except CannotRunError as exc:
+            if type(exc) is CannotRunError:   # the lock file could not be made
+                raise JournalError(f"journal {self.path}: {exc}") from None
+            raise
 
     def _release_run_lock(self) -> None:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
 
-    def _check_target(self, target_spec: str) -> None:
+    def _create_or_migrate(self) -> None:
+        tables = _tables(self.db)
+        if "messages" in tables and "runs" not in tables:
+            columns = [row[1] for row in self.db.execute("PRAGMA table_info(messages)")]
+            if columns != _V1_COLUMNS:
+                raise JournalError(f"journal {self.path} has an unknown layout; {WHAT_TO_DO}")
+            self.db.executescript(f"BEGIN; {_MIGRATE_V1.format(schema=SCHEMA)}"
+                                  f" INSERT OR REPLACE INTO meta VALUES ('schema', '{SCHEMA_VERSION}');"
+                                  " COMMIT;")
+            return
+        self._check_schema(tables)
+        with self.db:
+            self.db.executescript(SCHEMA)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    def _check_schema(self, tables: set[str] | None = None) -> None:
+        tables = _tables(self.db) if tables is None else tables
+        if not tables:
+            return
+        if "meta" not in tables or "messages" not in tables:
+            raise JournalError(f"journal {self.path} is an SQLite database but not a mailrestore "
+                               f"journal (a catalog?); give --state a journal or a new file")
+        if "runs" not in tables:
+            self._first_generation = True   # migrated when opened for writing
+            return
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            version = row[0] if row else "unknown"
+            raise JournalError(f"journal {self.path} has schema {version}, this mailrestore "
+                               f"reads {SCHEMA_VERSION}: use the mailrestore that wrote it")
+
+    def _check_target(self, target: str) -> None:
         """A journal belongs to one target: reusing it elsewhere would skip messages."""
+        from restore.targets import canonical_target
+
         row = self.db.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
         if row is None and not self.readonly:
             with self.db:
-                self.db.execute("INSERT INTO meta VALUES ('target', ?)", (target_spec,))
-        elif row is not None and row[0] != target_spec:
-            raise UsageError(f"journal {self.path} belongs to target {row[0]!r}, not {target_spec!r}")
+                self.db.execute("INSERT INTO meta VALUES ('target', ?)", (target,))
+            return
+        if row is None:
+            return
+        recorded = row[0]
+        try:
+            recorded_canonical = canonical_target(recorded)
+        except UsageError:
+            recorded_canonical = recorded
+        if recorded_canonical != target:
+            raise UsageError(f"journal {self.path} belongs to target {recorded!r}, not {target!r}")
+        if recorded != target and not self.readonly:   # a journal from before canonical targets
+            with self.db:
+                self.db.execute("UPDATE meta SET value = ? WHERE name = 'target'", (target,))
+
+    @property
+    def target(self) -> str | None:
+        """The canonical target this journal belongs to (None for a journal never used)."""
+        with self._lock, self._guard():
+            row = self.db.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
+        return row[0] if row else None
 
     def close(self) -> None:
         try:
@@ -172,7 +369,7 @@ class Journal:
         try:
             yield
         except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}") from None
+            raise JournalError(f"journal {self.path}: {exc}; {WHAT_TO_DO}") from None
 
     def __enter__(self) -> Journal:
         return self
@@ -180,56 +377,249 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def status(self, user: str) -> dict[tuple[str, str], Record]:
-        """Every row of ``user``, by (folder, key)."""
+    # -- runs ----------------------------------------------------------------------
+
+    def begin_run(self, info: RunInfo) -> int:
+        """Record a run starting now; a run left ``running`` by a killed process is interrupted."""
+        self._writable()
+        with self._lock, self._guard(), self.db:
+            # This process holds the journal's lock: no other run is running.
+            self.db.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+            cursor = self.db.execute(
+                "INSERT INTO runs (command, argv, plan, plan_sha256, target, undoes, started, status)"
+                " VALUES (?, ?, ?, ?, (SELECT value FROM meta WHERE name = 'target'), ?, ?, 'running')",
+                (info.command, json.dumps(list(info.argv), ensure_ascii=False), info.plan,
+                 info.plan_sha256, info.undoes, time.time()))
+        return int(cursor.lastrowid or 0)
+
+    def end_run(self, run: int, status: RunStatus, exit_code: int, *, appended: int = 0,
+                already_present: int = 0, failed: int = 0, removed: int = 0,
+                left_alone: int = 0) -> None:
+        self._writable()
+        with self._lock, self._guard(), self.db:
+            self.db.execute(
+                "UPDATE runs SET ended = ?, status = ?, exit_code = ?, appended = ?,"
+                " already_present = ?, failed = ?, removed = ?, left_alone = ? WHERE id = ?",
+                (time.time(), status.value, exit_code, appended, already_present, failed,
+                 removed, left_alone, run))
+
+    def runs(self) -> list[RunRecord]:
+        """Every run, oldest first; one left ``running`` by a process now gone shows interrupted."""
+        if self._first_generation:
+            return []
         with self._lock, self._guard():
             rows = self.db.execute(
-                "SELECT folder, key, state, planned_id, target_id, reason FROM messages WHERE user = ?",
-                (user,),
-            ).fetchall()
-        return {(f, k): Record(State(s), p, t, r) for f, k, s, p, t, r in rows}
+                "SELECT id, command, argv, plan, plan_sha256, target, undoes, started, ended,"
+                " appended, already_present, failed, removed, left_alone, status, exit_code"
+                " FROM runs ORDER BY id").fetchall()
+        running = self._run_lock_held()
+        out = []
+        for (run_id, command, argv, plan, plan_sha256, target, undoes, started, ended, appended,
+             already_present, failed, removed, left_alone, status, exit_code) in rows:
+            state = RunStatus(status)
+            if state is RunStatus.RUNNING and not running:
+                state = RunStatus.INTERRUPTED
+            out.append(RunRecord(run_id, command, json.loads(argv), plan, plan_sha256, target, undoes,
+                                 started, ended, appended, already_present, failed, removed,
+                                 left_alone, state, exit_code))
+        return out
 
-    def mark_pending(self, rows: Iterable[Row]) -> None:
+    def run(self, run_id: int) -> RunRecord | None:
+        return next((r for r in self.runs() if r.id == run_id), None)
+
+    def _run_lock_held(self) -> bool:
+        """Whether some process (this one included) holds the journal's run lock now."""
+        if self._lock_fd >= 0:
+            return True
+        import fcntl
+
+        try:
+            fd = os.open(f"{self.path}.lock", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    # -- messages -------------------------------------------------------------------
+
+    def status(self, user: str) -> dict[tuple[str, str], Record]:
+        """Every row of ``user``, by (folder, key)."""
+        run = "NULL" if self._first_generation else "run"
+        with self._lock, self._guard():
+            rows = self.db.execute(
+                f"SELECT folder, key, state, planned_id, target_id, reason, {run} FROM messages"
+                " WHERE user = ?", (user,)).fetchall()
+        return {(f, k): Record(State(s), p, t, r, n) for f, k, s, p, t, r, n in rows}
+
+    def mark_pending(self, rows: Iterable[Row], run: int | None = None) -> None:
         """About to write: ``detail`` is the id the target promised (may be empty)."""
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, planned_id, ref, updated) "
-            "VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
-            "state = 'pending', planned_id = excluded.planned_id, reason = '', "
-            "ref = excluded.ref, updated = excluded.updated",
-            rows,
-            durable=True,
+            "INSERT INTO messages (user, folder, key, state, planned_id, ref, updated, run) "
+            "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
+            "state = 'pending', planned_id = excluded.planned_id, reason = '', target_id = '', "
+            "ref = excluded.ref, updated = excluded.updated, run = excluded.run",
+            rows, run, durable=True,
         )
 
-    def mark_done(self, rows: Iterable[Row]) -> None:
-        """Written and durable: ``detail`` is where (the target id)."""
+    def mark_done(self, rows: Iterable[Row], run: int | None = None) -> None:
+        """Written and durable: ``detail`` is where (the target id).
+
+        A row left pending keeps the run that promised it: a message found
+        after a crash was written by the run that crashed.
+        """
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, target_id, ref, updated) "
-            "VALUES (?, ?, ?, 'done', ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
-            "state = 'done', target_id = excluded.target_id, reason = '', updated = excluded.updated",
-            rows,
+            "INSERT INTO messages (user, folder, key, state, target_id, ref, updated, run) "
+            "VALUES (?, ?, ?, 'done', ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
+            "state = 'done', target_id = excluded.target_id, reason = '', updated = excluded.updated, "
+            "run = coalesce(messages.run, excluded.run)",
+            rows, run,
         )
 
-    def mark_failed(self, rows: Iterable[Row]) -> None:
-        """Not written, known for sure: ``detail`` is the reason. Never overrides ``done``."""
+    def mark_present(self, rows: Iterable[Row], run: int | None = None) -> None:
+        """The target held the message before this run wrote it: never to be written, nor undone."""
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, reason, ref, updated) "
-            "VALUES (?, ?, ?, 'failed', ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
-            "state = 'failed', reason = excluded.reason, updated = excluded.updated "
-            "WHERE state != 'done'",
-            rows,
+            "INSERT INTO messages (user, folder, key, state, target_id, ref, updated, run) "
+            "VALUES (?, ?, ?, 'present', ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
+            "state = 'present', target_id = excluded.target_id, reason = '', "
+            "updated = excluded.updated, run = excluded.run WHERE state != 'done'",
+            rows, run,
         )
 
-    def _upsert(self, sql: str, rows: Iterable[Row], durable: bool = False) -> None:
-        if self.readonly:
-            raise RuntimeError("journal opened read-only")
+    def mark_failed(self, rows: Iterable[Row], run: int | None = None) -> None:
+        """Not written, known for sure: ``detail`` is the reason. Never overrides done or present."""
+        self._upsert(
+            "INSERT INTO messages (user, folder, key, state, reason, ref, updated, run) "
+            "VALUES (?, ?, ?, 'failed', ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
+            "state = 'failed', reason = excluded.reason, updated = excluded.updated, "
+            "run = excluded.run WHERE state NOT IN ('done', 'present')",
+            rows, run,
+        )
+
+    def mark_undone(self, rows: Iterable[Written], undo_run: int) -> None:
+        """Removed from the target by ``undo_run``; the row remembers where it was."""
+        self._writable()
+        params = [(f"undone by run {undo_run}", time.time(), r.user, r.folder, r.key) for r in rows]
+        if params:
+            with self._lock, self._guard(), self.db:
+                self.db.executemany(
+                    "UPDATE messages SET state = 'undone', reason = ?, updated = ?"
+                    " WHERE user = ? AND folder = ? AND key = ? AND state = 'done'", params)
+
+    def _upsert(self, sql: str, rows: Iterable[Row], run: int | None, durable: bool = False) -> None:
+        self._writable()
         now = time.time()
-        params = [(r.user, r.folder, r.key, r.detail, r.ref, now) for r in rows]
+        params = [(r.user, r.folder, r.key, r.detail, r.ref, now, run) for r in rows]
         if not params:
             return
         with self._lock, self._guard():
             self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             with self.db:  # one transaction per batch
                 self.db.executemany(sql, params)
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise RuntimeError("journal opened read-only")
+
+    # -- what a run wrote, for undo -------------------------------------------------------
+
+    def users_written(self, run: int) -> list[str]:
+        """The users a run appended to (still ``done``), sorted."""
+        with self._lock, self._guard():
+            return [u for (u,) in self.db.execute(
+                "SELECT DISTINCT user FROM messages WHERE run = ? AND state = 'done' ORDER BY user",
+                (run,))]
+
+    def written(self, run: int, user: str) -> list[Written]:
+        """What ``run`` appended to ``user``'s mailbox and nobody has undone."""
+        with self._lock, self._guard():
+            return [Written(user, *row) for row in self.db.execute(
+                "SELECT folder, key, target_id, ref FROM messages"
+                " WHERE run = ? AND user = ? AND state = 'done' ORDER BY folder, target_id",
+                (run, user))]
+
+    def record_created(self, run: int, user: str, paths: Iterable[str]) -> None:
+        """Folders (or directories, or marker files) the run created, in creation order."""
+        self._writable()
+        params = [(run, user, path) for path in paths]
+        if params:
+            with self._lock, self._guard(), self.db:
+                self.db.executemany("INSERT INTO created (run, user, path) VALUES (?, ?, ?)", params)
+
+    def created_by(self, run: int) -> list[tuple[str, str]]:
+        """(user, path) of what ``run`` created, newest first: the order to remove them in."""
+        with self._lock, self._guard():
+            return list(self.db.execute(
+                "SELECT user, path FROM created WHERE run = ? ORDER BY seq DESC", (run,)))
+
+    def forget_created(self, run: int, paths: Iterable[tuple[str, str]]) -> None:
+        """Removed again by undo."""
+        self._writable()
+        with self._lock, self._guard(), self.db:
+            self.db.executemany("DELETE FROM created WHERE run = ? AND user = ? AND path = ?",
+                                [(run, user, path) for user, path in paths])
+
+    # -- the incident's windows ------------------------------------------------------------
+
+    def remembered_windows(self) -> list[tuple[float, float]]:
+        """The windows (since, until) last used against this target, oldest first."""
+        with self._lock, self._guard():
+            row = self.db.execute("SELECT value FROM meta WHERE name = 'windows'").fetchone()
+        if row is None:
+            return []
+        try:
+            return [(float(since), float(until)) for since, until in json.loads(row[0])]
+        except (ValueError, TypeError):
+            raise JournalError(f"journal {self.path}: remembered windows unreadable; "
+                               f"{WHAT_TO_DO}") from None
+
+    def remember_windows(self, windows: Iterable[tuple[float, float]]) -> None:
+        """Keep ``windows`` (since, until) for later runs against this target."""
+        self._writable()
+        value = json.dumps([[since, until] for since, until in windows])
+        with self._lock, self._guard(), self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('windows', ?)", (value,))
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _check_is_journal(path: Path) -> None:
+    """Refuse, before anything is written, a path that cannot hold a journal.
+
+    A directory, a file that is no SQLite database, or one SQLite cannot
+    read through (truncated, damaged) each give one line naming the file.
+    """
+    if path.is_dir():
+        raise JournalError(f"journal {path} is a directory; give --state a file name")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise JournalError(f"journal {path}: {exc.strerror or exc}") from None
+    if not head:
+        return      # an empty file: a new journal
+    if head != SQLITE_MAGIC:
+        raise JournalError(f"journal {path} is not a mailrestore journal (not an SQLite "
+                           f"database); give --state a journal or a new file")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            verdict = db.execute("PRAGMA quick_check").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise JournalError(f"journal {path} is damaged ({exc}); {WHAT_TO_DO}") from None
+    if verdict is None or verdict[0] != "ok":
+        raise JournalError(f"journal {path} is damaged ({verdict[0] if verdict else 'unreadable'}); "
+                           f"{WHAT_TO_DO}")
 
 
 def _connect(database: str, **kwargs: bool) -> sqlite3.Connection:
