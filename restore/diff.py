@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from restore.catalog import Catalog
 from restore.errors import InvariantError, Problem, UsageError
-from restore.plan import PlanEntry
+from restore.plan import PlanEntry, PlanHeader
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, resolve_users
 from restore.selection import EVERYONE, UserSelection
 from restore.stores import absolute_spec, item_location
@@ -77,6 +77,7 @@ class DiffResult:
     replica: ScannedStore
     windows: list[Window] = field(default_factory=list)     # every window mail is restored from
     selection: UserSelection = EVERYONE                       # whose mail was compared
+    match: str = "auto"                                     # the identity rule it compared by
 
     def to_json(self) -> dict:
         return {
@@ -91,6 +92,10 @@ class DiffResult:
     def findings(self) -> bool:
         """Whether a cron job should hear about this diff (exit 1)."""
         return any(self.counts[c] for c in (Class.MISSING, Class.UNROUTABLE, Class.UNREADABLE))
+
+    def plan_header(self) -> PlanHeader:
+        """The plan's first line: it seals the plan to these archives (``restore.plan.Seal``)."""
+        return PlanHeader(tuple(absolute_spec(s.spec) for s in self.archives), self.match)
 
     def plan(self, folder: str = "INBOX") -> Iterator[PlanEntry]:
         """The missing messages, per user in received-time order."""
@@ -215,6 +220,7 @@ def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: Scanne
     result = _tally(catalog, archives, replica, window, users)
     result.windows = windows
     result.selection = settings.users
+    result.match = settings.match
     return result
 
 

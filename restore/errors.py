@@ -19,6 +19,8 @@ InvariantError         70    a bug: the class counts do not add up (EX_SOFTWARE)
 TransientError         -     a connection dropped; retried, and never reaches main()
 ItemError              -     one item failed: the run records a ``Problem`` and goes on
   UnreadableItem       -       an archive item cannot be read
+  RefusedItem          -       a plan line inject will not follow (outside the plan's archives,
+                               or its item changed since the diff)
   PermanentError       -       the target refused this message (or user) for good
 """
 
@@ -104,6 +106,10 @@ class ItemError(MailrestoreError):
 
 class UnreadableItem(ItemError):
     """An archive item cannot be read: corrupt, truncated, not a message."""
+
+
+class RefusedItem(ItemError):
+    """A plan line inject will not follow: outside the plan's archives, or changed since the diff."""
 
 
 class PermanentError(ItemError):

@@ -131,7 +131,9 @@ def test_the_next_step_lists_exactly_the_missing_mail(stores, tmp_path):
     args[args.index("gap.jsonl")] = str(plan)
     diffed = run_cli(tmp_path, *args, "--catalog", stores.catalog)
     assert diffed.returncode == 1, diffed.stderr
-    assert {json.loads(line)["message_id"] for line in plan.read_text().splitlines()} == lost
+    header, *lines = plan.read_text().splitlines()
+    assert "mailrestore_plan" in json.loads(header)
+    assert {json.loads(line)["message_id"] for line in lines} == lost
 
 
 def test_hostile_message_ids_print_as_they_are(stores):

@@ -74,7 +74,7 @@ def diff(**opts: Any) -> int:
     result = job.diff(opts["archives"], opts["replica"])
     planned = 0
     if opts["plan_file"]:
-        planned = save_plan(opts["plan_file"], result.plan())
+        planned = save_plan(opts["plan_file"], result.plan(), result.plan_header())
     reported = usercsv.write(opts["report_file"], usercsv.from_diff(result)) \
         if opts["report_file"] else 0
     if opts["as_json"]:

@@ -61,7 +61,7 @@ def demo(**opts: Any) -> int:
     click.echo()
     chart.show_timeline(result, "hour", None, around=4, with_window=False)
     click.echo()
-    planned = save_plan(str(plan), result.plan())
+    planned = save_plan(str(plan), result.plan(), result.plan_header())
     report.print_diff(result, str(plan), planned)
     w = result.window
     if opts["plan_only"]:

@@ -25,6 +25,7 @@ from restore.stores.compression import READ_SIZE, CorruptData, detect, read_all
 from restore.stores.sniff import HEADER_FIELD, HEADER_SCAN, not_a_message_reason
 
 OUTSIDE_ROOT = "symlink pointing outside the store root"
+NOT_INSIDE = "not a path inside the store"
 NO_HEADER_BLOCK = "not a message (no header block)"    # as ``sniff`` words it
 
 
@@ -112,7 +113,7 @@ class StoreRoot:
         """The absolute path a ref names; raises UnreadableItem if it leaves the root."""
         parts = ref.split("/")
         if not ref or "\x00" in ref or ref.startswith("/") or ".." in parts or "" in parts:
-            raise UnreadableItem(ref, "not a path inside the store")
+            raise UnreadableItem(ref, NOT_INSIDE)
         path = os.path.join(self.path, *parts)
         if not os.path.lexists(path):
             raise UnreadableItem(ref, "no such file")
