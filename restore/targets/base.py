@@ -2,7 +2,9 @@
 
 A target only ever appends. It never deletes, overwrites, renames or reorders
 anything already in a mailbox, never changes an existing folder's
-UIDVALIDITY, and never writes outside its mail root.
+UIDVALIDITY, and never writes outside its mail root. The one exception is
+``remove`` and ``remove_created``, which only ``mailrestore undo`` calls,
+for what its run's journal says that run wrote.
 
 ``Target.session(user)`` opens one user's mailbox (one IMAP connection, or
 the user's Maildir). A session is used by one worker thread at a time.
@@ -22,6 +24,23 @@ returns its target id or None. ``planned_id`` is what ``prepare`` promised.
 
 ``session.prepare(folder, message)`` returns an id to record in the journal
 *before* writing (Maildir: the unique file name it will use; IMAP: "").
+
+``session.take_created()`` returns what the session created since the last
+call (folders; for Maildir also the directories and ``maildirfolder``
+files, as paths relative to the mail root), oldest first, for the journal.
+
+``target.probe(user)`` says, writing nothing, why ``user``'s mailbox could
+not be written (no mailbox, and it would not be created), or None: what a
+dry run checks.
+
+For undo:
+  - ``session.remove(folder, batch, dry_run)``, ``batch`` being (target id,
+    fingerprint) pairs as the journal recorded them, removes each message
+    that is still where it was written and still has that fingerprint, and
+    returns one reason per message for what it left alone (None: removed,
+    or with ``dry_run`` would be);
+  - ``session.remove_created(path, dry_run)`` removes a folder the run
+    created (see ``take_created``) if it is empty, else says why not.
 """
 
 from __future__ import annotations
@@ -61,6 +80,16 @@ class TargetSession(ABC):
     @abstractmethod
     def find(self, folder: str, message: Message) -> str | None: ...
 
+    def take_created(self) -> list[str]:
+        return []
+
+    @abstractmethod
+    def remove(self, folder: str, batch: Sequence[tuple[str, str]], dry_run: bool = False
+               ) -> list[str | None]: ...
+
+    @abstractmethod
+    def remove_created(self, path: str, dry_run: bool = False) -> str | None: ...
+
     def close(self) -> None:
         pass
 
@@ -77,6 +106,9 @@ class Target(ABC):
 
     @abstractmethod
     def session(self, user: str) -> TargetSession: ...
+
+    @abstractmethod
+    def probe(self, user: str) -> str | None: ...
 
     def describe(self) -> str:
         return self.spec

@@ -11,6 +11,13 @@ before appending: Dovecot then keeps the mailbox open instead of reopening it
 for every APPEND, and the new UIDs can be read back to check INTERNALDATE.
 Folders are only ever created, never renamed or deleted, so an existing
 folder keeps its UIDVALIDITY.
+
+Undo (``remove``) needs UIDPLUS: each message is removed by its recorded
+UID, after checking UIDVALIDITY and the fingerprint of what that UID holds,
+with ``UID STORE +FLAGS.SILENT (\\Deleted)`` and ``UID EXPUNGE`` of exactly
+those UIDs. Without UIDPLUS only a plain EXPUNGE exists, which would also
+remove whatever users had marked deleted: undo is then refused. A folder
+the run created is deleted again only when it is empty and has no subfolder.
 """
 
 from __future__ import annotations
@@ -81,6 +88,14 @@ class ImapTarget(Target):
         self._reached = True
         return ImapSession(client, self.address.where)
 
+    def probe(self, user: str) -> str | None:
+        try:
+            session = self.session(user)
+        except (TargetError, TransientError) as exc:
+            return str(exc)
+        session.close()
+        return None
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -100,10 +115,16 @@ class ImapSession(TargetSession):
         self._where = where
         capabilities = set(client.capabilities())
         self._multiappend = {b"MULTIAPPEND", b"LITERAL+"} <= capabilities
+        self._uidplus = b"UIDPLUS" in capabilities
         self._delimiter: str | None = None
         self._existing: set[str] = set()
         self._selected: str | None = None
         self._uidvalidity = 0
+        self._created: list[str] = []
+
+    def take_created(self) -> list[str]:
+        created, self._created = self._created, []
+        return created
 
     def prepare(self, folder: str, message: Message) -> str:
         return ""
@@ -254,7 +275,8 @@ class ImapSession(TargetSession):
         """EXAMINE ``folder`` (a "/"-separated name), creating it when missing."""
         mailbox = self._server_name(folder)
         if mailbox not in self._existing and not self._client.folder_exists(mailbox):
-            self._create(mailbox)
+            if self._create(mailbox):
+                self._created.append(folder)
         self._examine(mailbox)
         return mailbox
 
@@ -273,7 +295,8 @@ class ImapSession(TargetSession):
             self._selected = mailbox
             self._uidvalidity = selected.get(b"UIDVALIDITY", 0)
 
-    def _create(self, mailbox: str) -> None:
+    def _create(self, mailbox: str) -> bool:
+        """Create ``mailbox``; False when another session created it meanwhile."""
         try:
             self._client.create_folder(mailbox)
         except imaplib.IMAP4.abort:
@@ -282,7 +305,7 @@ class ImapSession(TargetSession):
             # another session may have created it meanwhile ([ALREADYEXISTS])
             if not self._client.folder_exists(mailbox):
                 raise
-            return
+            return False
         # Clients that list only subscribed folders would not show the restored mail.
         try:
             self._client.subscribe_folder(mailbox)
@@ -290,6 +313,76 @@ class ImapSession(TargetSession):
             raise
         except imaplib.IMAP4.error:
             pass    # cosmetic: the mail is in place either way
+        return True
+
+    # -- undo --------------------------------------------------------------
+
+    def remove(self, folder: str, batch: Sequence[tuple[str, str]], dry_run: bool = False
+               ) -> list[str | None]:
+        if not self._uidplus:
+            raise TargetError(f"IMAP server {self._where} lacks UIDPLUS: undo removes messages "
+                              "only by UID EXPUNGE (a plain EXPUNGE would also remove what users "
+                              "deleted); nothing removed")
+        outcomes: list[str | None] = [None] * len(batch)
+        with connection_guard(self._where):
+            mailbox = self._server_name(folder)
+            if not self._client.folder_exists(mailbox):
+                return [f"folder {folder!r} no longer exists: left alone"] * len(batch)
+            selected = self._client.select_folder(mailbox, readonly=dry_run)
+            self._selected = None   # not EXAMINEd: an append would open it again
+            uidvalidity = selected.get(b"UIDVALIDITY", 0)
+            wanted: dict[int, tuple[int, str]] = {}
+            for index, (target_id, fingerprint) in enumerate(batch):
+                recorded, uids = _parse_appenduid(target_id)
+                if len(uids) != 1:
+                    outcomes[index] = "no UID recorded (the server gave no APPENDUID): left alone"
+                elif recorded != uidvalidity:
+                    outcomes[index] = "folder recreated since (UIDVALIDITY changed): left alone"
+                else:
+                    wanted[uids[0]] = (index, fingerprint)
+            doomed: list[int] = []
+            order = sorted(wanted)
+            for start in range(0, len(order), FETCH_CHUNK):
+                chunk = order[start:start + FETCH_CHUNK]
+                fetched = self._client.fetch(chunk, ["BODY.PEEK[]"])
+                for uid in chunk:
+                    index, fingerprint = wanted[uid]
+                    body = fetched.get(uid, {}).get(b"BODY[]")
+                    if body is None:
+                        outcomes[index] = "no longer where it was written (moved or deleted since): left alone"
+                    elif fingerprint_of(body) != fingerprint:
+                        outcomes[index] = "changed since it was written: left alone"
+                    else:
+                        doomed.append(uid)
+            if doomed and not dry_run:
+                self._client.add_flags(doomed, [b"\\Deleted"], silent=True)
+                self._client.uid_expunge(doomed)
+        return outcomes
+
+    def remove_created(self, path: str, dry_run: bool = False) -> str | None:
+        with connection_guard(self._where):
+            mailbox = self._server_name(path)
+            if mailbox == "INBOX" or not self._client.folder_exists(mailbox):
+                return None
+            if dry_run:
+                return None     # emptied first by the undo itself, or it says then why not
+            status = self._client.folder_status(mailbox, [b"MESSAGES"])
+            if status.get(b"MESSAGES", 0):
+                return f"folder {path!r} is not empty: left alone"
+            delimiter = self._delimiter or "/"
+            if self._client.list_folders("", f"{mailbox}{delimiter}%"):
+                return f"folder {path!r} has subfolders: left alone"
+            # Not selected while deleted; EXAMINE, since CLOSE would expunge what users deleted.
+            self._examine("INBOX")
+            try:
+                self._client.unsubscribe_folder(mailbox)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error:
+                pass
+            self._client.delete_folder(mailbox)
+            self._existing.discard(mailbox)
+        return None
 
     def _server_name(self, folder: str) -> str:
         if folder.upper() == "INBOX":

@@ -23,10 +23,17 @@ Every directory is opened relative to the mail root's file descriptor and
 checked, once open, to still lie under the root: a user or folder name from
 a plan, a ``..`` or a symlinked user directory pointing elsewhere can make
 nothing be created outside the mail root, even when running as root.
+
+Undo (``remove``) finds a message by the name it was delivered under, in
+``new/`` or in ``cur/`` with any flags a mail client added since, checks
+that its content still has the fingerprint, unlinks it and fsyncs the
+directory. Directories this target created are listed by the session
+(``take_created``) so that undo can remove them again once empty.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -47,6 +54,9 @@ from restore.targets.base import Message, Outcome, Target, TargetSession
 
 NO_MAILBOX = "no mailbox"
 OUTSIDE_ROOT = "path leaves the mail root"
+MAILDIRFOLDER = "maildirfolder"
+MOVED = "no longer where it was written (moved or deleted since): left alone"
+CHANGED = "changed since it was written: left alone"
 
 
 def maildir_bytes(data: bytes) -> bytes:
@@ -116,37 +126,60 @@ class MaildirTarget(Target):
 
     def session(self, user: str) -> MaildirSession:
         """Open ``user``'s Maildir; PermanentError when it is missing (unless create_missing)."""
+        created: list[str] = []
+        fd = self._open_mailbox(user, self.create_missing, created)
+        if fd is None:
+            raise PermanentError(user, NO_MAILBOX)
+        return MaildirSession(self, user, self.mailbox_path(user), fd, created)
+
+    def probe(self, user: str) -> str | None:
+        try:
+            fd = self._open_mailbox(user, False, [])
+        except (PermanentError, TargetError) as exc:
+            return exc.reason if isinstance(exc, PermanentError) else str(exc)
+        if fd is None:
+            return None if self.create_missing else NO_MAILBOX
+        os.close(fd)
+        return None
+
+    def _open_mailbox(self, user: str, create: bool, created: list[str]) -> int | None:
+        """The descriptor of ``user``'s Maildir, None when missing and not created."""
         path = self.mailbox_path(user)
         try:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise TargetError(f"{self.spec}: mail root {self.root}: {exc.strerror}") from None
         here = self.root
-        opened = False
         try:
             for part in self._below_root(path):
                 here = f"{here}/{part}"
-                child = self._open_dir(fd, part, here, create=self.create_missing, user=user)
+                child = self._open_dir(fd, part, here, create=create, user=user, created=created)
                 os.close(fd)
                 fd = -1
                 if child is None:
-                    raise PermanentError(user, NO_MAILBOX)
+                    return None
                 fd = child
-            opened = True
         except OSError as exc:
             raise PermanentError(user, f"{here}: {exc.strerror}") from None
-        finally:
-            if fd >= 0 and not opened:
+        except BaseException:
+            if fd >= 0:
                 os.close(fd)
-        return MaildirSession(self, user, path, fd)
+            raise
+        return fd
+
+    def relative(self, path: str) -> str:
+        """``path`` (under the mail root) relative to it, as the journal records it."""
+        return path[len(self.root):].lstrip("/")
 
     def _open_dir(self, parent: int, name: str, path: str, *, create: bool, user: str,
-                  mode: int = 0o700, owner: os.stat_result | None = None) -> int | None:
+                  mode: int = 0o700, owner: os.stat_result | None = None,
+                  created: list[str] | None = None) -> int | None:
         """Open (or create) directory ``name`` under ``parent``; refuse it outside the root.
 
         Returns None when it is missing and not to be created. A directory
         created here gets ``mode`` and the owner of ``owner`` (default: of its
-        parent), so the mail server's user can read what root delivered.
+        parent), so the mail server's user can read what root delivered; it
+        is added to ``created``.
         """
         try:
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=parent)
@@ -155,6 +188,8 @@ class MaildirTarget(Target):
                 return None
             try:
                 os.mkdir(name, mode, dir_fd=parent)
+                if created is not None:
+                    created.append(self.relative(path))
             except FileExistsError:
                 pass  # another worker or the MDA made it just now
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
@@ -182,13 +217,20 @@ def _copy_owner(fd: int, template: os.stat_result) -> None:
 class MaildirSession(TargetSession):
     """One user's Maildir, used by one worker thread at a time."""
 
-    def __init__(self, target: MaildirTarget, user: str, path: str, mailbox_fd: int):
+    def __init__(self, target: MaildirTarget, user: str, path: str, mailbox_fd: int,
+                 created: list[str] | None = None):
         self.target = target
         self.user = user
         self.path = path
         self.mailbox_fd = mailbox_fd
         self.mailbox_stat = os.fstat(mailbox_fd)
         self.folders: dict[str, _Folder] = {}
+        self.created = created or []
+        self._cur_names: dict[str, dict[str, str]] = {}   # undo: folder -> cur/ base name -> entry
+
+    def take_created(self) -> list[str]:
+        created, self.created = self.created, []
+        return created
 
     def close(self) -> None:
         for folder in self.folders.values():
@@ -277,6 +319,89 @@ class MaildirSession(TargetSession):
             _unlink_quietly(name, box.tmp)
         return self._find_by_content(box, message)
 
+    def remove(self, folder: str, batch: Sequence[tuple[str, str]], dry_run: bool = False
+               ) -> list[str | None]:
+        try:
+            box = self._folder(folder, create=False)
+        except (ValueError, PermanentError, OSError):
+            box = None
+        if box is None:
+            return [f"folder {folder!r} no longer exists: left alone"] * len(batch)
+        outcomes: list[str | None] = []
+        unlinked: set[int] = set()
+        for target_id, fingerprint in batch:
+            found = self._written_file(folder, box, target_id)
+            if found is None:
+                outcomes.append(MOVED)
+                continue
+            dir_fd, entry = found
+            content = _read(entry, dir_fd)
+            if content is None:
+                outcomes.append(MOVED)
+            elif fingerprint_of(content) != fingerprint:
+                outcomes.append(CHANGED)
+            elif dry_run:
+                outcomes.append(None)
+            else:
+                try:
+                    os.unlink(entry, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    outcomes.append(MOVED)
+                    continue
+                unlinked.add(dir_fd)
+                outcomes.append(None)
+        for dir_fd in unlinked:
+            os.fsync(dir_fd)    # the removals are durable before the journal says undone
+        return outcomes
+
+    def _written_file(self, folder: str, box: _Folder, target_id: str) -> tuple[int, str] | None:
+        """Where the file delivered as ``target_id`` is now: new/NAME, or cur/NAME with any flags."""
+        name = target_id.partition(":")[0]
+        if not name or "/" in name or name.startswith("."):
+            return None
+        if _exists(name, box.new):
+            return box.new, name
+        names = self._cur_names.get(folder)
+        if names is None:
+            # One listing per folder: cur/ may hold a hundred thousand messages.
+            names = self._cur_names[folder] = {e.partition(":")[0]: e for e in _listdir(box.cur)}
+        entry = names.get(name)
+        return (box.cur, entry) if entry is not None else None
+
+    def remove_created(self, path: str, dry_run: bool = False) -> str | None:
+        parts = path.split("/")
+        if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            return f"{path}: not a path under the mail root: left alone"
+        full = f"{self.target.root}/{path}"
+        if not is_inside(os.path.realpath(os.path.dirname(full)), self.target.real_root):
+            return f"{path}: {OUTSIDE_ROOT}: left alone"
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return None
+        if parts[-1] == MAILDIRFOLDER and stat.S_ISREG(st.st_mode):
+            if st.st_size:
+                return f"{path}: no longer empty: left alone"
+            if not dry_run:
+                os.unlink(full)
+        elif stat.S_ISDIR(st.st_mode):
+            if dry_run:
+                return None     # emptied first by the undo itself, or it says then why not
+            try:
+                os.rmdir(full)
+            except OSError as exc:
+                return f"{path}: {'not empty' if exc.errno == errno.ENOTEMPTY else exc.strerror}: left alone"
+        else:
+            return f"{path}: not what the run created: left alone"
+        if dry_run:
+            return None
+        parent = os.open(os.path.dirname(full), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(parent)
+        finally:
+            os.close(parent)
+        return None
+
     def _find_by_content(self, box: _Folder, message: Message) -> str | None:
         """Scan for a file with the received mtime and the same bytes or fingerprint."""
         data = maildir_bytes(message.data)
@@ -311,18 +436,20 @@ class MaildirSession(TargetSession):
                 fd: int | None = os.dup(self.mailbox_fd)
             else:
                 fd = self.target._open_dir(self.mailbox_fd, dirname, path, create=create,
-                                           user=self.user, mode=mode, owner=owner)
+                                           user=self.user, mode=mode, owner=owner,
+                                           created=self.created)
             if fd is None:
                 return None
             opened.append(fd)
             for sub in ("tmp", "new", "cur"):
                 sub_fd = self.target._open_dir(fd, sub, f"{path}/{sub}", create=create,
-                                               user=self.user, mode=mode, owner=owner)
+                                               user=self.user, mode=mode, owner=owner,
+                                               created=self.created)
                 if sub_fd is None:
                     return None
                 opened.append(sub_fd)
-            if dirname is not None and create:
-                _mark_maildirfolder(fd, owner)
+            if dirname is not None and create and _mark_maildirfolder(fd, owner):
+                self.created.append(self.target.relative(f"{path}/{MAILDIRFOLDER}"))
             box = _Folder(path, fd, opened[1], opened[2], opened[3], file_mode=mode & 0o666)
         finally:
             if box is None:
@@ -332,17 +459,18 @@ class MaildirSession(TargetSession):
         return box
 
 
-def _mark_maildirfolder(folder_fd: int, owner: os.stat_result) -> None:
-    """The empty ``maildirfolder`` file tells Maildir++ readers this is a subfolder."""
+def _mark_maildirfolder(folder_fd: int, owner: os.stat_result) -> bool:
+    """The empty ``maildirfolder`` file tells Maildir++ readers this is a subfolder; True if made."""
     try:
-        fd = os.open("maildirfolder", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+        fd = os.open(MAILDIRFOLDER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      stat.S_IMODE(owner.st_mode) & 0o666, dir_fd=folder_fd)
     except FileExistsError:
-        return
+        return False
     try:
         _copy_owner(fd, owner)
     finally:
         os.close(fd)
+    return True
 
 
 def _exists(name: str, dir_fd: int) -> bool:
