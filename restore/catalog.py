@@ -293,6 +293,25 @@ class Catalog:
                         f" WHERE m.store = ? AND m.{column} = pairs.key{user}) WHERE {routable}",
                         (store_id,))
 
+    # -- the target check of inject --------------------------------------------------
+
+    @_guarded
+    def held(self, store_id: int, match: str, user: str | None, keys: list[str]) -> set[str]:
+        """Those of ``keys`` (identity keys under ``match``) that a store holds for ``user``.
+
+        ``user`` None: the store is one mailbox for everyone. At most a few
+        hundred keys per call (one batch of one user); ``index_for_diff``
+        makes each an index look-up.
+        """
+        if not keys:
+            return set()
+        column = KEY_COLUMN[match]
+        marks = ",".join("?" * len(keys))
+        mine, args = (" AND user = ?", [user]) if user is not None else ("", [])
+        return {key for (key,) in self.db.execute(
+            f"SELECT {column} FROM messages WHERE store = ? AND {column} IN ({marks}){mine}",
+            [store_id, *keys, *args])}
+
     def paired(self, cls: str, by_received: bool = True) -> sqlite3.Cursor:
         """(user, received, store, ref, size, Message-ID, key, reason) of the pairs of class ``cls``."""
         order = "p.user, p.received, m.ref" if by_received else "p.user, m.ref"

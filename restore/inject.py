@@ -3,11 +3,19 @@
 Each worker thread takes whole users: one session per user, so one mailbox
 is written by one worker, in received-time order. Per user:
 
-1. entries the journal has ``done`` are counted ``already_present``;
-2. entries left ``pending`` by an interrupted run are in doubt: the target
+1. entries the journal has ``done`` or ``present`` are counted
+   ``already_present``;
+2. the rest go in batches, each item read from the archive (and checked
+   against the plan's seal by ``read_source``);
+3. entries left ``pending`` by an interrupted run are in doubt: the target
    is asked (``session.find``) and they are written only if absent;
-3. the rest go in batches: read from the archive, ``prepare`` (the target
-   promises a name), journal ``pending``, ``append``, journal ``done``.
+4. every other entry is looked up in the target first (``TargetCheck``:
+   the target as the catalog last read it, with the diff's identity rule):
+   one it holds already, in any folder, is journaled ``present`` and never
+   written. So a lost journal, another account's journal or another
+   spelling of the target writes nothing twice;
+5. what remains: ``prepare`` (the target promises a name), journal
+   ``pending``, ``append``, journal ``done`` with where it went.
 
 An archive item that cannot be read fails that message only. A connection
 that drops (``TransientError``) is retried with backoff on a fresh session,
@@ -19,22 +27,28 @@ that keeps failing after the retries (``TargetUnavailable``).
 
 The journal is never marked ``failed`` for a message whose presence is
 unknown (in doubt): it stays ``pending`` so the next run checks first.
+
+A dry run goes through the same steps without a session: it asks the
+target whether each user's mailbox can be written (``Target.probe``), reads
+and checks every item, runs the target check, and counts what a run would
+append, find present or fail; it writes nothing, not even the journal.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import groupby
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from restore.errors import (
     ItemError,
     PermanentError,
     Problem,
+    RefusedItem,
     TargetError,
     TargetUnavailable,
     TransientError,
@@ -49,6 +63,17 @@ T = TypeVar("T")
 
 BATCH_SIZE = 50
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+SHOW_WOULD_WRITE = 200    # a dry run lists the first few; the counts cover every message
+
+
+class TargetCheck(Protocol):
+    """Whether the target already holds messages (``restore.pipeline.CatalogCheck``)."""
+
+    def key(self, entry: PlanEntry, data: bytes) -> str:
+        """The identity key of an entry, under the rule the check compares by."""
+
+    def held(self, user: str, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that ``user``'s mailbox holds, in any folder. Thread-safe."""
 
 
 @dataclass
@@ -69,7 +94,9 @@ class InjectResult:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     dry_run: bool = False
-    would_write: list[PlanEntry] = field(default_factory=list)   # dry run: what a run writes
+    would_write: list[PlanEntry] = field(default_factory=list)   # dry run: the first it would write
+    journal: str = ""            # the journal used (path), "" when none
+    run: int | None = None       # its run id
 
     def as_dict(self) -> dict[str, object]:
         """The ``inject --json`` document (SPEC.md)."""
@@ -78,6 +105,8 @@ class InjectResult:
             "already_present": self.already_present,
             "failed": self.failed,
             "dry_run": self.dry_run,
+            "journal": self.journal or None,
+            "run": self.run,
             "users": [
                 {"user": user, "appended": c.appended, "already_present": c.already_present,
                  "failed": c.failed}
@@ -97,9 +126,13 @@ class _Tally:
         self.lock = threading.Lock()
 
     def add(self, user: str, *, appended: int = 0, present: int = 0,
-            failed: Sequence[Problem] = (), warnings: Sequence[Problem] = ()) -> None:
+            failed: Sequence[Problem] = (), warnings: Sequence[Problem] = (),
+            would_write: Sequence[PlanEntry] = ()) -> None:
         with self.lock:
             result = self.result
+            room = SHOW_WOULD_WRITE - len(result.would_write)
+            if would_write and room > 0:
+                result.would_write.extend(would_write[:room])
             counts = result.users.setdefault(user, UserCounts())
             counts.appended += appended
             counts.already_present += present
@@ -142,6 +175,9 @@ class _Context:
     tally: _Tally
     batch_size: int
     retry_delays: Sequence[float]
+    check: TargetCheck | None = None
+    run: int | None = None          # the journal's id of this run
+    dry_run: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
     # Reads the archive items of a user's next batch while this one is written.
     read_ahead: ThreadPoolExecutor | None = None
@@ -150,6 +186,27 @@ class _Context:
         if self.read_ahead is None:
             return None
         return self.read_ahead.submit(_load, batch, self.read_source)
+
+    def journal_pending(self, rows: list[Row]) -> None:
+        if self.journal and not self.dry_run:
+            self.journal.mark_pending(rows, self.run)
+
+    def journal_done(self, rows: list[Row]) -> None:
+        if self.journal and not self.dry_run:
+            self.journal.mark_done(rows, self.run)
+
+    def journal_present(self, rows: list[Row]) -> None:
+        if self.journal and not self.dry_run:
+            self.journal.mark_present(rows, self.run)
+
+    def journal_failed(self, rows: list[Row]) -> None:
+        if self.journal and not self.dry_run:
+            self.journal.mark_failed(rows, self.run)
+
+    def journal_created(self, user: str, session: TargetSession) -> None:
+        created = session.take_created()
+        if created and self.journal and self.run is not None:
+            self.journal.record_created(self.run, user, created)
 
 
 def _load(batch: list[_Delivery], read_source: Callable[[PlanEntry], bytes]) -> None:
@@ -172,32 +229,34 @@ def inject(
     flags: tuple[str, ...] = (),
     dry_run: bool = False,
     read_source: Callable[[PlanEntry], bytes],
+    check: TargetCheck | None = None,
+    run: int | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
     retry_delays: Sequence[float] = RETRY_DELAYS,
 ) -> InjectResult:
     """Append ``entries`` to ``target`` exactly once; see the module docstring.
 
-    ``folder`` overrides each entry's folder. ``progress`` is called with the
-    number of messages settled since its last call (``tqdm.update``). With
-    ``dry_run`` nothing is written, not even the journal (pass one opened
-    with ``Journal.open_readonly``, or None): the result counts as
-    ``appended`` what a run would write.
+    ``folder`` overrides each entry's folder. ``check`` looks up what the
+    target holds already (None: only the journal is trusted). ``run`` is
+    the journal's id of this run, recorded on every row it writes.
+    ``progress`` is called with the number of messages settled since its
+    last call (``tqdm.update``). With ``dry_run`` nothing is written, not
+    even the journal (pass one opened with ``Journal.open_readonly``, or
+    None): the result counts as ``appended`` what a run would write.
     """
     tally = _Tally(dry_run, progress)
-    ctx = _Context(target, journal, flags, read_source, tally, batch_size, retry_delays)
+    ctx = _Context(target, journal, flags, read_source, tally, batch_size, retry_delays,
+                   check, run, dry_run)
     runs = [_UserRun(user, group, folder, ctx) for user, group in _by_user(entries).items()]
     # Biggest mailboxes first, so no single late start draws the run out.
     runs.sort(key=lambda run: (-len(run.deliveries), run.user))
-    for run in runs:
-        run.skip_done()
-    runs = [run for run in runs if run.deliveries]
-    if dry_run:
-        for run in runs:
-            tally.add(run.user, appended=len(run.deliveries))
-            tally.result.would_write.extend(delivery.entry for delivery in run.deliveries)
-        return tally.result
-    first_session, runs = _first_session(runs)
+    for user_run in runs:
+        user_run.skip_done()
+    runs = [user_run for user_run in runs if user_run.deliveries]
+    first_session = None
+    if not dry_run:
+        first_session, runs = _first_session(runs)
     if runs:
         _run_pool(runs, first_session, jobs, ctx)
     return tally.result
@@ -281,13 +340,14 @@ class _UserRun:
         self.retries = 0
 
     def skip_done(self) -> None:
-        """Count what the journal has done (or what the plan lists twice); keep the rest."""
+        """Count what the journal has done or found present (or what the plan lists twice)."""
         journal = self.ctx.journal
         records = journal.status(self.user) if journal else {}
         todo, seen, present = [], set(), 0
         for delivery in self.deliveries:
             record = records.get((delivery.folder, delivery.key))
-            if (delivery.folder, delivery.key) in seen or (record and record.state is State.DONE):
+            if (delivery.folder, delivery.key) in seen or (
+                    record and record.state in (State.DONE, State.PRESENT)):
                 present += 1
                 continue
             seen.add((delivery.folder, delivery.key))
@@ -325,19 +385,14 @@ class _UserRun:
         self.retries += 1
 
     def run(self, session: TargetSession | None) -> None:
+        if self.ctx.dry_run:
+            self.dry_run()
+            return
         try:
             if session is None:
                 session = self.open_session()
-            size = self.ctx.batch_size
-            todo = self.deliveries
-            batches = [todo[start:start + size] for start in range(0, len(todo), size)]
-            ahead = self.ctx.prefetch(batches[0]) if batches else None
-            for i, batch in enumerate(batches):
-                if self.ctx.stop.is_set():
-                    return
-                if ahead is not None:
-                    ahead.result()
-                ahead = self.ctx.prefetch(batches[i + 1]) if i + 1 < len(batches) else None
+            self.ctx.journal_created(self.user, session)
+            for batch in self._batches():
                 session = self._batch(session, batch)
                 self.retries = 0
         except TargetUnavailable:
@@ -349,12 +404,59 @@ class _UserRun:
             if session is not None:
                 _close_quietly(session)
 
+    def _batches(self) -> Iterator[list[_Delivery]]:
+        """The user's batches, the next one's items read ahead while this one is handled."""
+        size = self.ctx.batch_size
+        todo = self.deliveries
+        batches = [todo[start:start + size] for start in range(0, len(todo), size)]
+        ahead = self.ctx.prefetch(batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            if self.ctx.stop.is_set():
+                return
+            if ahead is not None:
+                ahead.result()
+            ahead = self.ctx.prefetch(batches[i + 1]) if i + 1 < len(batches) else None
+            yield batch
+
+    def dry_run(self) -> None:
+        """What a run would do for this user, touching nothing."""
+        reason = self.ctx.target.probe(self.user)
+        if reason is not None:
+            self.fail_all(reason)
+            return
+        for batch in self._batches():
+            read = [(d, m) for d in batch if (m := self._message(d)) is not None]
+            ready = self._not_held(read)
+            self.ctx.tally.add(self.user, appended=len(ready),
+                               would_write=[delivery.entry for delivery, _ in ready])
+
+    def _not_held(self, read: list[tuple[_Delivery, Message]]) -> list[tuple[_Delivery, Message]]:
+        """Journal as ``present`` what the target holds already; the rest, to write."""
+        check = self.ctx.check
+        if check is None or not read:
+            return read
+        keys = [check.key(delivery.entry, message.data) for delivery, message in read]
+        held = check.held(self.user, keys)
+        if not held:
+            return read
+        ready, present = [], []
+        for (delivery, message), key in zip(read, keys, strict=True):
+            if key in held:
+                delivery.settled = True
+                present.append(delivery)
+            else:
+                ready.append((delivery, message))
+        self.ctx.journal_present([d.row() for d in present])
+        self.ctx.tally.add(self.user, present=len(present))
+        return ready
+
     def _batch(self, session: TargetSession | None, batch: list[_Delivery]) -> TargetSession:
         """Write one batch, on fresh sessions while the connection keeps dropping."""
         def attempt() -> TargetSession:
             nonlocal session
             if session is None:
                 session = self.ctx.target.session(self.user)
+                self.ctx.journal_created(self.user, session)
             self._write(session, batch)
             return session
 
@@ -367,8 +469,10 @@ class _UserRun:
         return self._retrying(attempt, lost)
 
     def _write(self, session: TargetSession, batch: list[_Delivery]) -> None:
+        unknown: list[tuple[_Delivery, Message]] = []
         ready: list[tuple[_Delivery, Message]] = []
         found: list[_Delivery] = []
+        theirs: list[_Delivery] = []
         for delivery in batch:
             if delivery.settled:
                 continue
@@ -378,23 +482,35 @@ class _UserRun:
             if delivery.in_doubt:
                 target_id = session.find(delivery.folder, message)
                 if target_id is not None:
+                    # Under the name this journal promised (Maildir), it is the write in
+                    # doubt; under another name, a copy that was there before.
+                    ours = not delivery.planned_id or target_id.partition(":")[0] == delivery.planned_id
                     delivery.planned_id, delivery.settled = target_id, True
-                    found.append(delivery)
+                    (found if ours else theirs).append(delivery)
                     continue
-            ready.append((delivery, message))
+                ready.append((delivery, message))
+            else:
+                unknown.append((delivery, message))
         if found:
-            if self.ctx.journal:
-                self.ctx.journal.mark_done([d.row(d.planned_id) for d in found])
-            ours = sum(delivery.attempted for delivery in found)
-            self.ctx.tally.add(self.user, appended=ours, present=len(found) - ours)
+            self.ctx.journal_done([d.row(d.planned_id) for d in found])
+            written = sum(delivery.attempted for delivery in found)
+            self.ctx.tally.add(self.user, appended=written, present=len(found) - written)
+        if theirs:
+            self.ctx.journal_present([d.row(d.planned_id) for d in theirs])
+            self.ctx.tally.add(self.user, present=len(theirs))
+        ready += self._not_held(unknown)
+        ready.sort(key=lambda pair: (pair[0].received, pair[0].entry.ref))
         for folder, group in groupby(ready, key=lambda pair: pair[0].folder):
             self._append(session, folder, list(group))
 
     def _message(self, delivery: _Delivery) -> Message | None:
-        """The message to write, or None when its archive item cannot be read."""
+        """The message to write, or None when its archive item cannot be read or is refused."""
         if delivery.data is None:
             try:
                 delivery.data = self.ctx.read_source(delivery.entry)
+            except RefusedItem as exc:
+                self._fail([(delivery, exc.reason)])
+                return None
             except Exception as exc:  # noqa: BLE001 - one bad archive item must not end the run
                 reason = exc.reason if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
                 self._fail([(delivery, f"cannot read archive item: {reason}")])
@@ -411,9 +527,9 @@ class _UserRun:
             delivery.planned_id, delivery.in_doubt = message.planned_id, True
             delivery.attempted = True
         # The journal must know the promised names before the target holds anything.
-        if self.ctx.journal:
-            self.ctx.journal.mark_pending([d.row(d.planned_id) for d in deliveries])
+        self.ctx.journal_pending([d.row(d.planned_id) for d in deliveries])
         outcomes = session.append(folder, messages)
+        self.ctx.journal_created(self.user, session)
         done, refused, warnings = [], [], []
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             if outcome.ok:
@@ -426,8 +542,7 @@ class _UserRun:
                 delivery.in_doubt = False  # refused: the target holds nothing of it
                 refused.append((delivery, outcome.reason))
         self._fail(refused)
-        if self.ctx.journal:
-            self.ctx.journal.mark_done([d.row(d.planned_id) for d in done])
+        self.ctx.journal_done([d.row(d.planned_id) for d in done])
         self.ctx.tally.add(self.user, appended=len(done), warnings=warnings)
 
     def fail_all(self, reason: str) -> None:
@@ -436,10 +551,9 @@ class _UserRun:
     def _fail(self, failures: list[tuple[_Delivery, str]]) -> None:
         for delivery, _ in failures:
             delivery.settled = True
-        if self.ctx.journal:
-            # In-doubt rows stay pending: the next run must look before writing.
-            self.ctx.journal.mark_failed(
-                [delivery.row(reason) for delivery, reason in failures if not delivery.in_doubt])
+        # In-doubt rows stay pending: the next run must look before writing.
+        self.ctx.journal_failed(
+            [delivery.row(reason) for delivery, reason in failures if not delivery.in_doubt])
         self.ctx.tally.add(
             self.user, failed=[Problem(d.entry.ref, reason, user=self.user) for d, reason in failures])
 

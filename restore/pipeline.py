@@ -17,13 +17,17 @@ from typing import TYPE_CHECKING
 
 from restore.catalog import Catalog, ScanStats
 from restore.diff import DiffResult, DiffSettings, ScannedStore, compare, recipients_of
-from restore.errors import MailrestoreError, UnreadableItem
-from restore.plan import PlanEntry
+from restore.errors import MailrestoreError, RefusedItem, UnreadableItem
+from restore.identity import facts_of
+from restore.plan import PlanEntry, Seal
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.stores import Store, StoreOptions, open_store
+from restore.stores.files import NOT_INSIDE, OUTSIDE_ROOT
 
 if TYPE_CHECKING:
     from restore.inject import InjectResult
+    from restore.journal import RunInfo
+    from restore.targets import Target
 
 # A progress reporter: called with (label, total or None) it returns a
 # function counting items done, and ``close()`` ends the bar.
@@ -83,60 +87,153 @@ class Job:
 
 
 class SourceReader:
-    """Re-opens plan entries' archive items: one open store per source, shared by workers."""
+    """Re-opens plan entries' archive items: one open store per archive, shared by workers.
 
-    def __init__(self, options: StoreOptions | None = None) -> None:
+    With a ``seal`` (``restore.plan.Seal``) only the plan's archives are
+    opened, a ref leading outside its archive is refused, and every item
+    read must still have its plan line's fingerprint.
+    """
+
+    def __init__(self, seal: Seal | None = None, options: StoreOptions | None = None) -> None:
+        self.seal = seal
         self.options = options or StoreOptions()
         self.stores: dict[str, Store] = {}
         self.lock = threading.Lock()
 
     def read(self, entry: PlanEntry) -> bytes:
+        archive = self.seal.archive_of(entry) if self.seal else entry.source
         with self.lock:
-            store = self.stores.get(entry.source)
+            store = self.stores.get(archive)
             if store is None:
                 try:
-                    store = open_store(entry.source, self.options)
+                    store = open_store(archive, self.options)
                 except MailrestoreError as exc:
-                    raise UnreadableItem(entry.ref, f"archive {entry.source}: {exc}") from None
-                self.stores[entry.source] = store
-        return store.open_ref(entry.ref)
+                    raise UnreadableItem(entry.ref, f"archive {archive}: {exc}") from None
+                self.stores[archive] = store
+        try:
+            data = store.open_ref(entry.ref)
+        except UnreadableItem as exc:
+            if self.seal and exc.reason in (OUTSIDE_ROOT, NOT_INSIDE):
+                raise RefusedItem(entry.ref, f"ref {entry.ref!r} resolves outside the archive "
+                                             f"{archive}") from None
+            raise
+        if self.seal:
+            self.seal.check(entry, data)
+        return data
 
     def close(self) -> None:
         for store in self.stores.values():
             store.close()
 
 
+class CatalogCheck:
+    """inject's target check: what the catalog last read of the target, per user.
+
+    ``held`` runs on inject's worker threads; the catalog's connection is
+    used by one of them at a time.
+    """
+
+    def __init__(self, catalog: Catalog, store_id: int, match: str, per_user: bool):
+        self.catalog = catalog
+        self.store_id = store_id
+        self.match = match
+        self.per_user = per_user
+        self.lock = threading.Lock()
+        catalog.index_for_diff(match, by_received=False)
+
+    def key(self, entry: PlanEntry, data: bytes) -> str:
+        if self.match == "auto":
+            return entry.fingerprint    # the seal checked it is the item's
+        facts = facts_of(data)
+        return facts.mid_key if self.match == "message-id" else facts.strict_key
+
+    def held(self, user: str, keys: Sequence[str]) -> set[str]:
+        with self.lock:
+            return self.catalog.held(self.store_id, self.match, user if self.per_user else None,
+                                     list(keys))
+
+
+@dataclass
+class InjectSettings:
+    """How to append a plan: the target, its journal, and the knobs of ``inject``."""
+
+    target: str
+    password: str | None = None
+    insecure: bool = False
+    create_missing: bool = False
+    state: str | None = None
+    jobs: int = 4
+    folder: str | None = None
+    flags: tuple[str, ...] = ()
+    dry_run: bool = False
+
+
 def inject_plan(
     entries: list[PlanEntry],
-    target_spec: str,
+    settings: InjectSettings,
+    job: Job,
     *,
-    password: str | None = None,
-    insecure: bool = False,
-    create_missing: bool = False,
-    state: str | None = None,
-    jobs: int = 4,
-    folder: str | None = None,
-    flags: tuple[str, ...] = (),
-    dry_run: bool = False,
+    seal: Seal | None,
+    run_info: RunInfo,
+    scanned_target: ScannedStore | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> InjectResult:
-    """Open the target and its journal (``state``, else the default per target) and inject.
+    """Open the target and its journal, read the target into the catalog, and inject.
 
-    A dry run opens the journal read-only (or not at all) and writes nothing.
+    The journal is ``settings.state``, else the default of the canonical
+    target. ``scanned_target``: the target as the caller's diff just read it
+    (``restore`` into its replica), so it is not read again. A dry run opens
+    the journal read-only (or not at all) and writes nothing to the target
+    or the journal; it does bring the catalog (a cache) up to date.
     """
     from restore.inject import inject
-    from restore.journal import Journal, default_journal_path
-    from restore.targets import TargetOptions, open_target
+    from restore.journal import Journal, RunStatus, default_journal_path
+    from restore.targets import TargetOptions, canonical_target, open_target
 
-    target = open_target(target_spec, TargetOptions(password=password, insecure=insecure,
-                                                    create_missing=create_missing))
-    path = Path(state) if state else default_journal_path(target_spec)
-    sources = SourceReader(StoreOptions(password=password, insecure=insecure))
-    journal = Journal.open_readonly(path, target_spec) if dry_run else Journal(path, target_spec)
+    canonical = canonical_target(settings.target)
+    target = open_target(settings.target, TargetOptions(
+        password=settings.password, insecure=settings.insecure,
+        create_missing=settings.create_missing))
+    path = Path(settings.state) if settings.state else default_journal_path(canonical)
+    journal = (Journal.open_readonly(path, canonical) if settings.dry_run
+               else Journal(path, canonical))
+    sources = SourceReader(seal, StoreOptions(password=settings.password,
+                                              insecure=settings.insecure))
     try:
-        return inject(entries, target, journal, jobs=jobs, folder=folder, flags=flags,
-                      dry_run=dry_run, read_source=sources.read, progress=progress)
+        check = _target_check(job, target, settings, sorted({e.user for e in entries}),
+                              seal.match if seal else job.settings.match, scanned_target)
+        run = journal.begin_run(run_info) if journal is not None and not settings.dry_run else None
+        try:
+            result = inject(entries, target, journal, jobs=settings.jobs, folder=settings.folder,
+                            flags=settings.flags, dry_run=settings.dry_run,
+                            read_source=sources.read, check=check, run=run, progress=progress)
+        except BaseException as exc:
+            if journal is not None and run is not None:
+                interrupted = isinstance(exc, KeyboardInterrupt)
+                journal.end_run(run, RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED,
+                                130 if interrupted else getattr(exc, "exit_code", 70))
+            raise
+        if journal is not None and run is not None:
+            journal.end_run(run, RunStatus.FAILED if result.failed else RunStatus.DONE,
+                            1 if result.failed else 0, appended=result.appended,
+                            already_present=result.already_present, failed=result.failed)
+        result.journal, result.run = str(path), run
+        return result
     finally:
         if journal is not None:
             journal.close()
         sources.close()
+
+
+def _target_check(job: Job, target: Target, settings: InjectSettings, users: list[str],
+                  match: str, scanned: ScannedStore | None) -> CatalogCheck:
+    """Read the target (as a store) into the catalog: what it holds before anything is written."""
+    if scanned is None:
+        options = StoreOptions(password=settings.password, insecure=settings.insecure,
+                               users=users if target.kind == "imap" else None, match=match)
+        with ExitStack() as stack:
+            store = open_store(settings.target, options)
+            stack.callback(store.close)
+            scanned = job.scan(store)[0]
+    per_user = target.kind == "imap" or getattr(target, "template", None) is not None
+    return CatalogCheck(job.catalog, scanned.store_id, match, per_user)

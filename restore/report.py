@@ -221,37 +221,42 @@ def print_audit(result, findings: list[dict]) -> None:
 
 def print_inject(result, target: str, not_selected: int = 0) -> None:
     out = console()
-    verb = "would append" if result.dry_run else "appended"
-    if result.dry_run and result.would_write:
-        out.print(table(f"Dry run: nothing written; these {len(result.would_write):,} messages "
-                        f"would be appended to {target}",
+    dry = result.dry_run
+    verb, failing = ("would append", "would fail") if dry else ("appended", "failed")
+    if dry and result.would_write:
+        out.print(table(f"Dry run: nothing written; {result.appended:,} messages would be "
+                        f"appended to {target}",
                         ("user", "folder", "received", "size", "Message-ID"),
                         [(e.user, e.folder, iso(e.received), e.size, e.message_id or "-")
-                         for e in result.would_write[:200]]))
-        if len(result.would_write) > 200:
-            out.print(f"... {len(result.would_write) - 200:,} more (all in --json)")
+                         for e in result.would_write]))
+        if result.appended > len(result.would_write):
+            out.print(f"... {result.appended - len(result.would_write):,} more")
         out.print()
     rows = [(u, c.appended, c.already_present, c.failed)
             for u, c in sorted(result.users.items(), key=lambda kv: (-kv[1].failed, kv[0]))]
     if rows:
-        out.print(table("Per user", ("user", verb, "already present", "failed"), rows[:SHOW_USERS]))
+        out.print(table("Per user", ("user", verb, "already present", failing), rows[:SHOW_USERS]))
         if len(rows) > SHOW_USERS:
             out.print(f"... and {len(rows) - SHOW_USERS:,} more users (all in --json)")
     out.print(bold("Totals:"), f"{result.appended:,} {verb}, {result.already_present:,} already "
-              f"present (journal or target), {result.failed:,} failed")
+              f"present (journal or target), {result.failed:,} {failing}")
     if not_selected:
         out.print(f"{plural(not_selected, 'plan line')} for users not selected: left out.")
+    if result.journal:
+        run = f", run {result.run}" if result.run is not None else ""
+        out.print(f"Journal: {result.journal}{run}")
     if result.problems:
         out.print()
-        out.print(bold("Not written:"))
+        out.print(bold("Would not be written:" if dry else "Not written:"))
         for p in result.problems[:SHOW_PROBLEMS]:
             out.print(f"  {p.user or '-'}  {p.where}: {p.reason}")
         if len(result.problems) > SHOW_PROBLEMS:
             out.print(f"  ... {len(result.problems) - SHOW_PROBLEMS:,} more (all in --json)")
-        out.print("Fix the cause (quota, mailbox, archive item) and run the same command again: "
-                  "what is done is journaled and will not be written twice.")
+        if not dry:
+            out.print("Fix the cause (quota, mailbox, archive item) and run the same command "
+                      "again: what is done is journaled and will not be written twice.")
     for w in result.warnings[:SHOW_PROBLEMS]:
         out.print(f"  warning  {w.user}  {w.where}: {w.reason}")
-    if result.dry_run:
+    if dry:
         out.print("Dry run: nothing was written, not even the journal. Run again without "
                   "--dry-run to write.")

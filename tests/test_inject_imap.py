@@ -29,7 +29,7 @@ from crashy import write_archive
 from dovecot import Dovecot, free_port
 from imapclient import IMAPClient
 
-from restore.plan import PlanEntry, write_plan
+from restore.plan import PlanEntry, PlanHeader, write_plan
 
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>]+>)", re.MULTILINE | re.IGNORECASE)
 
@@ -51,8 +51,9 @@ def master_url(server: Dovecot) -> str:
 
 
 def write_plan_file(path: Path, entries: list[PlanEntry]) -> Path:
+    """A sealed plan: its header names the archives its entries come from."""
     with path.open("w", encoding="utf-8") as fh:
-        write_plan(fh, entries)
+        write_plan(fh, entries, PlanHeader(tuple(dict.fromkeys(e.source for e in entries))))
     return path
 
 

@@ -24,6 +24,7 @@ from dovecot import ROOT_MAIL_ID, Dovecot
 from imapclient import IMAPClient
 
 from restore.demo import Incident, build_incident
+from restore.identity import fingerprint_of
 from restore.plan import PlanEntry, read_plan
 from restore.stores import open_store
 from restore.times import iso
@@ -204,19 +205,22 @@ def test_a_hostile_plan_writes_nothing_outside_the_mail_root(tmp_path):
     plan = tmp_path / "gap.jsonl"
     mailrestore(env, "diff", "--archive", incident.archives[0], "--replica", incident.replica,
                 "--alias-map", str(incident.alias_map), "--plan", str(plan))
-    good = plan.read_text(encoding="utf-8").splitlines()
+    header, *good = plan.read_text(encoding="utf-8").splitlines()
     archive = incident.archives[0]
-    (tmp_path / "secret.eml").write_bytes(b"Subject: not in the archive\n\nsecret\n")
+    secret = b"Subject: not in the archive\n\nsecret\n"
+    (tmp_path / "secret.eml").write_bytes(secret)
+    # The fingerprint the secret has: the paths alone must stop these lines.
+    fingerprint = fingerprint_of(secret)
     hostile = [
         plan_line(user="../../etc@x", source=archive, ref="2017/12/08/x.eml.zst"),
         plan_line(user="/etc/passwd@x", source=archive, ref="x"),
         plan_line(folder="../../x", source=archive, ref="x"),
         plan_line(folder=".hidden", source=archive, ref="x"),
         plan_line(folder="/tmp/abs", source=archive, ref="x"),
-        plan_line(source=archive, ref="../../secret.eml"),  # the file is really there
-        plan_line(source=archive, ref=str(tmp_path / "secret.eml")),
+        plan_line(source=archive, ref="../../secret.eml", fingerprint=fingerprint),  # really there
+        plan_line(source=archive, ref=str(tmp_path / "secret.eml"), fingerprint=fingerprint[::-1]),
     ]
-    plan.write_text("\n".join(hostile + good) + "\n", encoding="utf-8")
+    plan.write_text("\n".join([header, *hostile, *good]) + "\n", encoding="utf-8")
     outside = tree(tmp_path) - tree(tmp_path / "incident" / "replica")
 
     done = mailrestore(env, "inject", str(plan), "--to", incident.replica, "--json")
@@ -231,7 +235,7 @@ def test_a_hostile_plan_writes_nothing_outside_the_mail_root(tmp_path):
     outside_refs = ("../../secret.eml", str(tmp_path / "secret.eml"))
     bad_refs = [p for p in report["problems"] if p["ref"] in outside_refs]
     assert len(bad_refs) == 2
-    assert all("not a path inside the store" in p["reason"] for p in bad_refs)
+    assert all("resolves outside the archive" in p["reason"] for p in bad_refs)
     # only the journal (under XDG_STATE_HOME) and the mailboxes grew
     grown = {p for p in tree(tmp_path) - outside if not p.startswith("incident/replica/")}
     assert all(p.startswith("xdg/") for p in grown), grown

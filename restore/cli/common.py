@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 from restore import report
 from restore.catalog import Catalog
 from restore.credentials import get_password
@@ -12,6 +15,21 @@ from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap
 from restore.selection import UserSelection
 from restore.stores import StoreOptions
 from restore.times import parse_time_option
+
+
+def public_argv() -> list[str]:
+    """The command line as a run row records it: a password someone put in a URL masked."""
+    return [re.sub(r"^([a-z]+://[^/:@]*):[^/@]*@", r"\1:***@", arg) for arg in sys.argv[1:]]
+
+
+def same_target(replica: str, target: str) -> bool:
+    """Whether ``restore``'s TARGET is its replica, however spelled (read once, then)."""
+    from restore.targets import canonical_target
+
+    try:
+        return canonical_target(replica) == canonical_target(target)
+    except UsageError:
+        return False     # an mbox replica, say: not a target
 
 
 def wants_imap(*specs: str | None) -> bool:

@@ -11,11 +11,12 @@ import click
 
 from restore import report
 from restore.cli.command import command
-from restore.cli.common import make_job
+from restore.cli.common import make_job, public_argv
 from restore.errors import UsageError
 from restore.options import option
-from restore.pipeline import inject_plan
-from restore.plan import save_plan
+from restore.journal import RunInfo
+from restore.pipeline import InjectSettings, inject_plan
+from restore.plan import Seal, save_plan
 from restore.times import human, iso
 
 # What the night this sample is modelled on took by hand: finding the gap,
@@ -57,7 +58,8 @@ def demo(**opts: Any) -> int:
 
     settings = {"catalog": str(catalog), "alias_map": incident.alias_map}
     step(1, "diff: find the gap and what it lost")
-    result = make_job(settings, progress=False).diff(incident.archives, incident.replica)
+    job = make_job(settings, progress=False)
+    result = job.diff(incident.archives, incident.replica)
     click.echo()
     chart.show_timeline(result, "hour", None, around=4, with_window=False)
     click.echo()
@@ -71,8 +73,11 @@ def demo(**opts: Any) -> int:
     step(2, f"inject: append the {planned} missing messages to the replica, exactly once")
     bar = report.progress_factory(True)("appending", planned)
     try:
-        injected = inject_plan(list(result.plan()), incident.replica, state=str(journal),
-                               progress=bar.update)
+        header = result.plan_header()
+        injected = inject_plan(list(result.plan()), InjectSettings(incident.replica, state=str(journal)),
+                               job, seal=Seal(header.archives, header.match),
+                               run_info=RunInfo("demo", public_argv()),
+                               scanned_target=result.replica, progress=bar.update)
     finally:
         bar.close()
     click.echo(f"Appended {injected.appended:,} messages to {len(injected.users):,} mailboxes, "
@@ -104,7 +109,7 @@ def print_next(incident, root: Path, window, plan_only: bool) -> None:
     alias = f" --alias-map {q(str(incident.alias_map))}" if incident.alias_map else ""
     common = f"--archive {archive} --replica {replica}{alias} --catalog {q(str(root / 'catalog.sqlite'))}"
     plan = q(str(root / "gap.jsonl"))
-    to = f"--to {replica} --state {q(str(root / 'journal.sqlite'))}"
+    to = f"--to {replica} --state {q(str(root / 'journal.sqlite'))} --catalog {q(str(root / 'catalog.sqlite'))}"
     same_window = (f" --since {iso(window.since)} --until {iso(window.until)}"
                    if not window.empty else "")
     click.echo()

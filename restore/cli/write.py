@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from restore import report, usercsv
 from restore.cli.command import command
-from restore.cli.common import make_job, selection, wants_imap
-from restore.credentials import get_password
-from restore.errors import Problem
+from restore.cli.common import make_job, public_argv, same_target, selection
+from restore.errors import Problem, UsageError
+from restore.journal import RunInfo, file_sha256
 from restore.options import (
+    catalog_option,
     imap_options,
     inject_options,
     json_option,
@@ -22,26 +24,27 @@ from restore.options import (
     selection_options,
     window_options,
 )
-from restore.pipeline import inject_plan
-from restore.plan import PlanEntry, load_plan, save_plan
+from restore.pipeline import InjectSettings, Job, inject_plan
+from restore.plan import PlanEntry, Seal, load_plan, save_plan
 
 if TYPE_CHECKING:
+    from restore.diff import ScannedStore
     from restore.inject import InjectResult
 
 
-def run_inject(entries: list[PlanEntry], opts: dict, password: str | None = None) -> InjectResult:
+def run_inject(entries: list[PlanEntry], opts: dict, job: Job, seal: Seal, run_info: RunInfo,
+               scanned_target: ScannedStore | None = None) -> InjectResult:
     """Append ``entries`` to the --to target exactly once, with a progress bar on a terminal."""
-    spec = opts["target"]
-    if password is None and wants_imap(spec):
-        password = get_password(opts.get("password_file"), spec)
-    bar = report.progress_factory(not opts["as_json"])("appending", len(entries))
+    settings = InjectSettings(
+        target=opts["target"], password=job.store_options.password,
+        insecure=bool(opts["insecure"]), create_missing=bool(opts.get("create_missing")),
+        state=opts["state"], jobs=opts["jobs"], folder=opts["folder"],
+        flags=tuple(opts["flags"].split()) if opts["flags"] else (), dry_run=opts["dry_run"])
+    bar = report.progress_factory(not opts["as_json"])(
+        "checking" if settings.dry_run else "appending", len(entries))
     try:
-        return inject_plan(
-            entries, spec, password=password, insecure=bool(opts["insecure"]),
-            create_missing=bool(opts.get("create_missing")), state=opts["state"],
-            jobs=opts["jobs"], folder=opts["folder"],
-            flags=tuple(opts["flags"].split()) if opts["flags"] else (),
-            dry_run=opts["dry_run"], progress=bar.update)
+        return inject_plan(entries, settings, job, seal=seal, run_info=run_info,
+                           scanned_target=scanned_target, progress=bar.update)
     finally:
         bar.close()
 
@@ -79,6 +82,10 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
 @click.argument("plan", type=click.Path(dir_okay=False))
 @option("--to", "target", required=True, metavar="TARGET", stage="writing",
         help="maildir: template or imap(s):// URL to append to.")
+@option("--archive", "archives", multiple=True, metavar="STORE", stage="sources",
+        help="Archive the plan may read items from (repeatable); instead of the plan's "
+        "header line, e.g. for a plan whose header a script dropped.")
+@catalog_option
 @inject_options
 @imap_options
 @selection_options
@@ -87,21 +94,36 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
 def inject(**opts: Any) -> int:
     """Append the messages of PLAN to TARGET, exactly once.
 
-    Append only: nothing in the target is deleted, overwritten or reordered.
-    Every message is journaled, so a re-run (after success or a crash)
-    writes each message once. Exit 1 when some messages could not be written.
+    Append only: nothing in the target is deleted, overwritten or reordered
+    (only `mailrestore undo` takes a run back). A message the journal has not
+    recorded as done is first looked up in TARGET (read into the catalog),
+    so a lost journal or another spelling of TARGET writes nothing twice.
+    Items are read only from the archives the plan's header names, and must
+    still have the plan's fingerprint. Exit 1 when some messages could not
+    be written or plan lines were refused.
     """
-    entries, bad_lines = load_plan(opts["plan"])
-    for exc in bad_lines:
+    plan = load_plan(opts["plan"])
+    archives = opts["archives"] or (plan.header.archives if plan.header else ())
+    if not archives:
+        raise UsageError(
+            f"plan {opts['plan']} has no header line naming the archives it was made from, so "
+            "its lines cannot be checked: keep the header when filtering (jq -c "
+            "'select(.mailrestore_plan or .user == \"alice@example.com\")'), or name the "
+            "archives with --archive STORE")
+    seal = Seal(archives, plan.header.match if plan.header else "auto")
+    for exc in plan.bad:
         click.echo(f"mailrestore: skipping {exc}", err=True)
     users = selection(opts)
-    selected = [e for e in entries if users(e.user)]
-    result = run_inject(selected, opts)
-    for exc in bad_lines:
+    selected = [e for e in plan.entries if users(e.user)]
+    job = make_job(opts, opts["target"])
+    info = RunInfo("inject", public_argv(), os.path.abspath(opts["plan"]),
+                   file_sha256(opts["plan"]))
+    result = run_inject(selected, opts, job, seal, info)
+    for exc in plan.bad:
         result.failed += 1
         result.problems.append(Problem("plan", str(exc), user=""))
     return finish_inject(result, opts, usercsv.from_plan(selected),
-                         not_selected=len(entries) - len(selected))
+                         not_selected=len(plan.entries) - len(selected))
 
 
 @command()
@@ -124,14 +146,20 @@ def restore(**opts: Any) -> int:
     exactly as `diff --plan` and `inject` would. Exit 1 when some messages
     could not be written or archive items were unreadable or unroutable.
     """
-    job = make_job(opts, opts["replica"], *opts["archives"])
+    job = make_job(opts, opts["replica"], opts["target"], *opts["archives"])
     result = job.diff(opts["archives"], opts["replica"])
     entries = list(result.plan())
+    header = result.plan_header()
     if opts["plan_file"]:
-        save_plan(opts["plan_file"], entries)
+        save_plan(opts["plan_file"], entries, header)
     if not opts["as_json"]:
         report.print_diff(result, opts["plan_file"], len(entries))
         click.echo()
-    injected = run_inject(entries, opts, password=job.store_options.password)
+    info = RunInfo("restore", public_argv(),
+                   os.path.abspath(opts["plan_file"]) if opts["plan_file"] else "",
+                   file_sha256(opts["plan_file"]) if opts["plan_file"] else "")
+    injected = run_inject(entries, opts, job, Seal(header.archives, header.match), info,
+                          scanned_target=result.replica if same_target(opts["replica"], opts["target"])
+                          else None)
     rows = usercsv.from_diff(result) if opts["report_file"] else {}
     return finish_inject(injected, opts, rows, diff=result)
