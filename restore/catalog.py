@@ -313,10 +313,11 @@ class Catalog:
             [store_id, *keys, *args])}
 
     def paired(self, cls: str, by_received: bool = True) -> sqlite3.Cursor:
-        """(user, received, store, ref, size, Message-ID, key, reason) of the pairs of class ``cls``."""
+        """(user, received, store, ref, size, Message-ID, key, strict key, reason) of class ``cls``."""
         order = "p.user, p.received, m.ref" if by_received else "p.user, m.ref"
         return self.db.execute(
-            "SELECT p.user, p.received, m.store, m.ref, m.size, m.message_id, m.key, p.reason"
+            "SELECT p.user, p.received, m.store, m.ref, m.size, m.message_id, m.key, m.strict_key,"
+            " p.reason"
             f" FROM pairs p JOIN messages m ON m.id = p.msg WHERE p.class = ? ORDER BY {order}",
             (cls,))
 

@@ -20,6 +20,7 @@ from enum import StrEnum
 
 from restore.catalog import Catalog
 from restore.errors import InvariantError, Problem, UsageError
+from restore.identity import headers_only_strict_key
 from restore.plan import PlanEntry, PlanHeader
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, resolve_users
 from restore.selection import EVERYONE, UserSelection
@@ -101,7 +102,8 @@ class DiffResult:
         """The missing messages, per user in received-time order."""
         specs = {s.store_id: absolute_spec(s.spec) for s in self.archives}
         with self.catalog.guard():
-            for user, received, store, ref, size, mid, key, _ in self.catalog.paired(Class.MISSING):
+            for (user, received, store, ref, size, mid, key, strict,
+                 _) in self.catalog.paired(Class.MISSING):
                 yield PlanEntry(
                     user=user,
                     folder=folder,
@@ -111,6 +113,8 @@ class DiffResult:
                     size=size,
                     message_id=mid,
                     fingerprint=key,
+                    # What seals the body too; an archive read by headers alone has none.
+                    digest="" if strict == headers_only_strict_key(key) else strict,
                 )
 
     def missing_by_user(self, show_ids: int = 3) -> list[dict]:
@@ -311,7 +315,8 @@ def _tally(catalog: Catalog, archives: Sequence[ScannedStore], replica: ScannedS
         for p in catalog.problems(side.store_id):
             counts["unreadable"] += 1
             problems.append(Problem(item_location(side.spec, p.where), p.reason, Class.UNREADABLE))
-    for user, _, store, ref, _, _, _, reason in catalog.paired(Class.UNROUTABLE, by_received=False):
+    for user, _, store, ref, _, _, _, _, reason in catalog.paired(Class.UNROUTABLE,
+                                                                  by_received=False):
         spec = next(s.spec for s in archives if s.store_id == store)
         problems.append(Problem(
             item_location(spec, ref),

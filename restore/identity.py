@@ -434,7 +434,7 @@ def facts_of(
     return Facts(
         message_id=message_id,
         key=key,
-        strict_key=_digest("s-headers", key) if headers_only else _strict_digest(key, body),
+        strict_key=headers_only_strict_key(key) if headers_only else _strict_digest(key, body),
         received=received,
         date=date,
         size=len(data),
@@ -454,6 +454,22 @@ def received_time(facts: Facts, delivered: float | None) -> tuple[float | None, 
     if delivered is not None:
         return delivered, "delivered"
     return facts.date, "date"
+
+
+def headers_only_strict_key(key: str) -> str:
+    """The strict key of a message read without its body: it vouches for no body."""
+    return _digest("s-headers", key)
+
+
+def is_same_message(data: bytes, fingerprint: str, digest: str = "") -> bool:
+    """Whether ``data`` is the message a plan line (or journal row) recorded.
+
+    The fingerprint compares Message-ID, Date and From (or the whole
+    message); the digest, when recorded, the body as well, so a body
+    replaced under the same headers is told apart.
+    """
+    facts = facts_of(data)
+    return facts.key == fingerprint and (not digest or facts.strict_key == digest)
 
 
 def fingerprint_of(data: bytes) -> str:

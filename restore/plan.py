@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO
 
 from restore.errors import RefusedItem, UsageError
-from restore.identity import MATCH_MODES, facts_of
+from restore.identity import MATCH_MODES, is_same_message
 from restore.mailnames import invalid_folder_reason, invalid_mailbox_reason
 from restore.times import NoOffset, iso, parse_iso
 
@@ -46,10 +46,13 @@ class PlanEntry:
     size: int
     message_id: str | None
     fingerprint: str
+    digest: str = ""     # the fingerprint with the body (identity's strict key); "" if unknown
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "received": iso(self.received)}, ensure_ascii=False,
-                          separators=(", ", ": "))
+        fields = {**asdict(self), "received": iso(self.received)}
+        if not self.digest:
+            del fields["digest"]
+        return json.dumps(fields, ensure_ascii=False, separators=(", ", ": "))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,7 @@ def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry | Pl
         size=size,
         message_id=str(mid) if mid else None,
         fingerprint=str(obj.get("fingerprint") or ""),
+        digest=str(obj.get("digest") or ""),
     )
 
 
@@ -236,8 +240,13 @@ class Seal:
 
     @staticmethod
     def check(entry: PlanEntry, data: bytes) -> None:
-        """RefusedItem unless ``data`` has the fingerprint the diff recorded (as the scan computes it)."""
-        if facts_of(data).key != entry.fingerprint:
+        """RefusedItem unless ``data`` has the fingerprint (and digest) the diff recorded.
+
+        Both are computed as the scan computes them: the fingerprint from
+        Message-ID, Date and From (or the whole message), the digest from
+        those and the body, so a body replaced under the same headers is caught.
+        """
+        if not is_same_message(data, entry.fingerprint, entry.digest):
             raise RefusedItem(entry.ref, CHANGED)
 
 

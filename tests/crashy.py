@@ -19,7 +19,7 @@ from pathlib import Path
 from crosscheck import assert_maildir_agrees, maildirs
 
 from restore.errors import UnreadableItem
-from restore.identity import fingerprint_of
+from restore.identity import facts_of, fingerprint_of
 from restore.inject import inject
 from restore.journal import Journal
 from restore.plan import PlanEntry, read_plan
@@ -53,6 +53,7 @@ def write_archive(root: Path, users: list[str], per_user: int, folder: str = "IN
                 user=user, folder=folder, source=f"eml:{root}", ref=ref,
                 received=stamp.timestamp(), size=len(data),
                 message_id=f"<{n}.{user}@test>", fingerprint=fingerprint_of(data),
+                digest=facts_of(data).strict_key,
             ))
     return entries
 
