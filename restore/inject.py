@@ -161,7 +161,7 @@ class _Delivery:
     settled: bool = False
 
     def row(self, detail: str = "") -> Row:
-        return Row(self.entry.user, self.folder, self.key, detail, self.entry.ref)
+        return Row(self.entry.user, self.folder, self.key, detail, self.entry.ref, self.entry.digest)
 
 
 @dataclass

@@ -5,9 +5,10 @@ One journal per real target (``restore.targets.canonical_target``). It holds:
 ``runs``      one row per inject, restore or undo: when, the command line,
               the plan and its sha256, the counts, how it ended;
 ``messages``  one row per (user, folder, key), ``key`` being the plan
-              entry's fingerprint: its state, the run that wrote it (or
-              found it already there) and where the target put it
-              (Maildir: the file name; IMAP: ``APPENDUID UIDVALIDITY UID``);
+              entry's fingerprint (and ``digest`` its digest with the body):
+              its state, the run that wrote it (or found it already there)
+              and where the target put it (Maildir: the file name; IMAP:
+              ``APPENDUID UIDVALIDITY UID``);
 ``created``   the folders (and Maildir directories) a run created, so that
               undo can remove them again once empty;
 ``meta``      the target, the schema version, the remembered windows.
@@ -95,6 +96,7 @@ CREATE TABLE IF NOT EXISTS messages (
     ref        TEXT NOT NULL DEFAULT '',
     updated    REAL NOT NULL,
     run        INTEGER,
+    digest     TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (user, folder, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_run ON messages (run, user);
@@ -154,6 +156,7 @@ class Row:
     key: str
     detail: str = ""
     ref: str = ""
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +168,7 @@ class Written:
     key: str
     target_id: str
     ref: str
+    digest: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +271,13 @@ class Journal:
 
     @classmethod
     def open_readonly(cls, path: str | Path, target: str | None = None) -> Journal | None:
-        """The journal for a dry run or a listing: read-only, and None when there is none yet."""
-        if not Path(path).exists():
+        """The journal for a dry run or a listing: read-only, and None when there is none yet.
+
+        When there is none, JournalError if a run could not create it either.
+        """
+        path = Path(path)
+        if not path.exists():
+            _check_can_create(path)
             return None
         return cls(path, target, readonly=True)
 
@@ -311,9 +320,6 @@ class Journal:
         tables = _tables(self.db) if tables is None else tables
         if not tables:
             return
-        if "meta" not in tables or "messages" not in tables:
-            raise JournalError(f"journal {self.path} is an SQLite database but not a mailrestore "
-                               f"journal (a catalog?); give --state a journal or a new file")
         if "runs" not in tables:
             self._first_generation = True   # migrated when opened for writing
             return
@@ -459,10 +465,11 @@ class Journal:
     def mark_pending(self, rows: Iterable[Row], run: int | None = None) -> None:
         """About to write: ``detail`` is the id the target promised (may be empty)."""
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, planned_id, ref, updated, run) "
-            "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
+            "INSERT INTO messages (user, folder, key, state, planned_id, ref, updated, run, digest) "
+            "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
             "state = 'pending', planned_id = excluded.planned_id, reason = '', target_id = '', "
-            "ref = excluded.ref, updated = excluded.updated, run = excluded.run",
+            "ref = excluded.ref, updated = excluded.updated, run = excluded.run, "
+            "digest = excluded.digest",
             rows, run, durable=True,
         )
 
@@ -473,18 +480,18 @@ class Journal:
         after a crash was written by the run that crashed.
         """
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, target_id, ref, updated, run) "
-            "VALUES (?, ?, ?, 'done', ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
+            "INSERT INTO messages (user, folder, key, state, target_id, ref, updated, run, digest) "
+            "VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
             "state = 'done', target_id = excluded.target_id, reason = '', updated = excluded.updated, "
-            "run = coalesce(messages.run, excluded.run)",
+            "run = coalesce(messages.run, excluded.run), digest = excluded.digest",
             rows, run,
         )
 
     def mark_present(self, rows: Iterable[Row], run: int | None = None) -> None:
         """The target held the message before this run wrote it: never to be written, nor undone."""
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, target_id, ref, updated, run) "
-            "VALUES (?, ?, ?, 'present', ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
+            "INSERT INTO messages (user, folder, key, state, target_id, ref, updated, run, digest) "
+            "VALUES (?, ?, ?, 'present', ?, ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
             "state = 'present', target_id = excluded.target_id, reason = '', "
             "updated = excluded.updated, run = excluded.run WHERE state != 'done'",
             rows, run,
@@ -493,8 +500,8 @@ class Journal:
     def mark_failed(self, rows: Iterable[Row], run: int | None = None) -> None:
         """Not written, known for sure: ``detail`` is the reason. Never overrides done or present."""
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, reason, ref, updated, run) "
-            "VALUES (?, ?, ?, 'failed', ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
+            "INSERT INTO messages (user, folder, key, state, reason, ref, updated, run, digest) "
+            "VALUES (?, ?, ?, 'failed', ?, ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
             "state = 'failed', reason = excluded.reason, updated = excluded.updated, "
             "run = excluded.run WHERE state NOT IN ('done', 'present')",
             rows, run,
@@ -513,7 +520,7 @@ class Journal:
     def _upsert(self, sql: str, rows: Iterable[Row], run: int | None, durable: bool = False) -> None:
         self._writable()
         now = time.time()
-        params = [(r.user, r.folder, r.key, r.detail, r.ref, now, run) for r in rows]
+        params = [(r.user, r.folder, r.key, r.detail, r.ref, now, run, r.digest) for r in rows]
         if not params:
             return
         with self._lock, self._guard():
@@ -538,7 +545,7 @@ class Journal:
         """What ``run`` appended to ``user``'s mailbox and nobody has undone."""
         with self._lock, self._guard():
             return [Written(user, *row) for row in self.db.execute(
-                "SELECT folder, key, target_id, ref FROM messages"
+                "SELECT folder, key, target_id, ref, digest FROM messages"
                 " WHERE run = ? AND user = ? AND state = 'done' ORDER BY folder, target_id",
                 (run, user))]
 
@@ -589,6 +596,18 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
+def _check_can_create(path: Path) -> None:
+    """What a dry run checks of a journal still to be made: that a run could make it."""
+    if path.is_symlink():
+        return      # dangling: whatever it points to decides, at the run
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise JournalError(f"journal {path}: cannot be created ({parent} is not a writable "
+                           "directory); give --state a writable place")
+
+
 def _check_is_journal(path: Path) -> None:
     """Refuse, before anything is written, a path that cannot hold a journal.
 
@@ -613,6 +632,7 @@ def _check_is_journal(path: Path) -> None:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             verdict = db.execute("PRAGMA quick_check").fetchone()
+            tables = _tables(db)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -620,6 +640,9 @@ def _check_is_journal(path: Path) -> None:
     if verdict is None or verdict[0] != "ok":
         raise JournalError(f"journal {path} is damaged ({verdict[0] if verdict else 'unreadable'}); "
                            f"{WHAT_TO_DO}")
+    if tables and not {"meta", "messages"} <= tables:
+        raise JournalError(f"journal {path} is an SQLite database but not a mailrestore journal "
+                           "(a catalog?); give --state a journal or a new file")
 
 
 def _connect(database: str, **kwargs: bool) -> sqlite3.Connection:

@@ -121,7 +121,8 @@ inject_options = _stack(
            help="Folder to append to (default: the plan's, INBOX); created if missing."),
     option("--flags", default="", metavar="F", stage="writing",
            help="Flags for restored mail, e.g. '\\Seen' (default none: shows as unread)."),
-    option("--state", type=click.Path(dir_okay=False), stage="writing",
+    # Not dir_okay=False: a directory is a journal error (one line, exit 3) like any other.
+    option("--state", type=click.Path(), stage="writing",
            help="Journal (SQLite) of messages done. Default: per target in the user state "
            "directory."),
     option("--dry-run", is_flag=True, stage="writing",

@@ -13,8 +13,8 @@ from restore import report
 from restore.cli.command import command
 from restore.cli.common import make_job, public_argv
 from restore.errors import UsageError
-from restore.options import option
 from restore.journal import RunInfo
+from restore.options import option
 from restore.pipeline import InjectSettings, inject_plan
 from restore.plan import Seal, save_plan
 from restore.times import human, iso

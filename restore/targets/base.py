@@ -35,8 +35,9 @@ dry run checks.
 
 For undo:
   - ``session.remove(folder, batch, dry_run)``, ``batch`` being (target id,
-    fingerprint) pairs as the journal recorded them, removes each message
-    that is still where it was written and still has that fingerprint, and
+    fingerprint, digest) as the journal recorded them, removes each message
+    that is still where it was written and still is that message
+    (``identity.is_same_message``), and
     returns one reason per message for what it left alone (None: removed,
     or with ``dry_run`` would be);
   - ``session.remove_created(path, dry_run)`` removes a folder the run
@@ -84,7 +85,7 @@ class TargetSession(ABC):
         return []
 
     @abstractmethod
-    def remove(self, folder: str, batch: Sequence[tuple[str, str]], dry_run: bool = False
+    def remove(self, folder: str, batch: Sequence[tuple[str, str, str]], dry_run: bool = False
                ) -> list[str | None]: ...
 
     @abstractmethod

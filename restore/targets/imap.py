@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from imapclient import IMAPClient
 
 from restore.errors import TargetError, TransientError
-from restore.identity import fingerprint_of
+from restore.identity import fingerprint_of, is_same_message
 from restore.imapconn import (
     close_quietly,
     connect,
@@ -317,7 +317,7 @@ class ImapSession(TargetSession):
 
     # -- undo --------------------------------------------------------------
 
-    def remove(self, folder: str, batch: Sequence[tuple[str, str]], dry_run: bool = False
+    def remove(self, folder: str, batch: Sequence[tuple[str, str, str]], dry_run: bool = False
                ) -> list[str | None]:
         if not self._uidplus:
             raise TargetError(f"IMAP server {self._where} lacks UIDPLUS: undo removes messages "
@@ -331,26 +331,26 @@ class ImapSession(TargetSession):
             selected = self._client.select_folder(mailbox, readonly=dry_run)
             self._selected = None   # not EXAMINEd: an append would open it again
             uidvalidity = selected.get(b"UIDVALIDITY", 0)
-            wanted: dict[int, tuple[int, str]] = {}
-            for index, (target_id, fingerprint) in enumerate(batch):
+            wanted: dict[int, tuple[int, str, str]] = {}
+            for index, (target_id, fingerprint, digest) in enumerate(batch):
                 recorded, uids = _parse_appenduid(target_id)
                 if len(uids) != 1:
                     outcomes[index] = "no UID recorded (the server gave no APPENDUID): left alone"
                 elif recorded != uidvalidity:
                     outcomes[index] = "folder recreated since (UIDVALIDITY changed): left alone"
                 else:
-                    wanted[uids[0]] = (index, fingerprint)
+                    wanted[uids[0]] = (index, fingerprint, digest)
             doomed: list[int] = []
             order = sorted(wanted)
             for start in range(0, len(order), FETCH_CHUNK):
                 chunk = order[start:start + FETCH_CHUNK]
                 fetched = self._client.fetch(chunk, ["BODY.PEEK[]"])
                 for uid in chunk:
-                    index, fingerprint = wanted[uid]
+                    index, fingerprint, digest = wanted[uid]
                     body = fetched.get(uid, {}).get(b"BODY[]")
                     if body is None:
                         outcomes[index] = "no longer where it was written (moved or deleted since): left alone"
-                    elif fingerprint_of(body) != fingerprint:
+                    elif not is_same_message(body, fingerprint, digest):
                         outcomes[index] = "changed since it was written: left alone"
                     else:
                         doomed.append(uid)

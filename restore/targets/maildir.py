@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from restore.errors import PermanentError, TargetError, TransientError, UsageError
-from restore.identity import fingerprint_of
+from restore.identity import fingerprint_of, is_same_message
 from restore.mailnames import (
     PathTemplate,
     info_suffix,
@@ -319,7 +319,7 @@ class MaildirSession(TargetSession):
             _unlink_quietly(name, box.tmp)
         return self._find_by_content(box, message)
 
-    def remove(self, folder: str, batch: Sequence[tuple[str, str]], dry_run: bool = False
+    def remove(self, folder: str, batch: Sequence[tuple[str, str, str]], dry_run: bool = False
                ) -> list[str | None]:
         try:
             box = self._folder(folder, create=False)
@@ -329,7 +329,7 @@ class MaildirSession(TargetSession):
             return [f"folder {folder!r} no longer exists: left alone"] * len(batch)
         outcomes: list[str | None] = []
         unlinked: set[int] = set()
-        for target_id, fingerprint in batch:
+        for target_id, fingerprint, digest in batch:
             found = self._written_file(folder, box, target_id)
             if found is None:
                 outcomes.append(MOVED)
@@ -338,7 +338,7 @@ class MaildirSession(TargetSession):
             content = _read(entry, dir_fd)
             if content is None:
                 outcomes.append(MOVED)
-            elif fingerprint_of(content) != fingerprint:
+            elif not is_same_message(content, fingerprint, digest):
                 outcomes.append(CHANGED)
             elif dry_run:
                 outcomes.append(None)
