@@ -260,3 +260,42 @@ def print_inject(result, target: str, not_selected: int = 0) -> None:
     if dry:
         out.print("Dry run: nothing was written, not even the journal. Run again without "
                   "--dry-run to write.")
+
+
+def print_runs(journal: str, target: str | None, runs: list) -> None:
+    out = console()
+    out.print(bold("Journal:"), f"{journal} (target {target or 'not recorded yet'})")
+    if not runs:
+        out.print("No run recorded.")
+        return
+    rows = []
+    for r in runs:
+        did = (f"{r.removed:,} removed, {r.left_alone:,} left (run {r.undoes})"
+               if r.command == "undo" else
+               f"{r.appended:,} appended, {r.already_present:,} present, {r.failed:,} failed")
+        exit_code = "-" if r.exit_code is None else str(r.exit_code)
+        rows.append((str(r.id), r.command, human(r.started), human(r.ended), did,
+                     f"{r.status.value} ({exit_code})", r.plan or "-"))
+    out.print(table(None, ("run", "command", "started", "ended", "what it did", "status (exit)",
+                           "plan"), rows))
+    out.print("Take a run back with: mailrestore undo RUN --state " + shlex.quote(journal))
+
+
+def print_undo(result, target: str) -> None:
+    out = console()
+    verb = "would remove" if result.dry_run else "removed"
+    out.print(bold("Totals:"), f"run {result.run}: {result.removed:,} messages {verb} from "
+              f"{target}, {len(result.folders):,} created folders {verb}, "
+              f"{len(result.left):,} left alone")
+    if result.left:
+        out.print()
+        out.print(bold("Left alone:"))
+        for p in result.left[:SHOW_PROBLEMS]:
+            out.print(f"  {p.user or '-'}  {p.where}: {p.reason}")
+        if len(result.left) > SHOW_PROBLEMS:
+            out.print(f"  ... {len(result.left) - SHOW_PROBLEMS:,} more (all in --json)")
+    run = f", run {result.undo_run}" if result.undo_run is not None else ""
+    out.print(f"Journal: {result.journal}{run}")
+    if result.dry_run:
+        out.print("Dry run: nothing was removed, not even journaled. Run again without "
+                  "--dry-run to remove.")

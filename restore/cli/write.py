@@ -85,6 +85,8 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
 @option("--archive", "archives", multiple=True, metavar="STORE", stage="sources",
         help="Archive the plan may read items from (repeatable); instead of the plan's "
         "header line, e.g. for a plan whose header a script dropped.")
+@option("--create-missing", is_flag=True, stage="writing",
+        help="Maildir: create the mailbox of a user the target does not have yet.")
 @catalog_option
 @inject_options
 @imap_options
