@@ -8,8 +8,18 @@ from pathlib import Path
 import pytest
 
 from restore.errors import LockedError, UsageError
-from restore.journal import Journal, Row, State, default_journal_path, entry_key
+from restore.journal import (
+    Journal,
+    Row,
+    RunInfo,
+    RunStatus,
+    State,
+    Written,
+    default_journal_path,
+    entry_key,
+)
 from restore.plan import PlanEntry
+from restore.targets import canonical_target
 
 TARGET = "maildir:/var/vmail/%d/%n/Maildir"
 
@@ -102,3 +112,56 @@ def test_default_path_is_one_journal_per_target():
     assert a != b and a.parent == b.parent
     assert a == default_journal_path(TARGET)
     assert "mailrestore" in str(a.parent)
+
+
+# -- one journal per real target, runs, windows ------------------------------------
+
+
+@pytest.mark.parametrize("spelling", [
+    "imap://admin@mail.example.com:143", "imap://admin@mail.example.com/",
+    "imap://admin@MAIL.Example.COM", "imap://admin@mail.example.com:143/",
+])
+def test_every_spelling_of_an_imap_target_is_one_canonical_target(spelling):
+    assert canonical_target(spelling) == "imap://admin@mail.example.com:143"
+    assert default_journal_path(canonical_target(spelling)) == default_journal_path(
+        canonical_target("imap://admin@mail.example.com"))
+
+
+def test_imap_targets_differ_by_scheme_port_and_login():
+    seen = {canonical_target(s) for s in (
+        "imap://admin@h", "imaps://admin@h", "imap://admin@h:1143", "imap://other@h", "imap://h")}
+    assert len(seen) == 5
+    assert canonical_target("imaps://admin@h/") == "imaps://admin@h:993"
+
+
+def test_maildir_spellings_are_one_canonical_target(tmp_path, monkeypatch):
+    (tmp_path / "real" / "vmail").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    want = f"maildir:{tmp_path}/real/vmail/%d/%n/Maildir"
+    for spelling in (f"maildir:{tmp_path}/real/vmail/%d/%n/Maildir/",
+                     f"maildir:{tmp_path}//real/vmail//%d/%n/Maildir",
+                     "maildir:real/vmail/%d/%n/Maildir", "maildir:link/vmail/%d/%n/Maildir"):
+        assert canonical_target(spelling) == want, spelling
+    assert canonical_target("maildir:link/one") == f"maildir:{tmp_path}/real/one"
+
+
+def test_runs_are_recorded_and_a_killed_one_shows_interrupted(path):
+    with Journal(path, TARGET) as journal:
+        first = journal.begin_run(RunInfo("inject", ["inject", "p"], "/p", "ab"))
+        journal.mark_done([Row("alice@x", "INBOX", "k1", "name1")], first)
+        journal.end_run(first, RunStatus.DONE, 0, appended=1)
+        journal.begin_run(RunInfo("inject"))   # then the process dies
+    with Journal.open_readonly(path, TARGET) as journal:
+        done, killed = journal.runs()
+        assert journal.written(first, "alice@x") == [Written("alice@x", "INBOX", "k1", "name1", "", "")]
+    assert (done.status, done.appended, done.exit_code, done.target) == (RunStatus.DONE, 1, 0, TARGET)
+    assert killed.status is RunStatus.INTERRUPTED
+
+
+def test_windows_are_remembered(path):
+    with Journal(path, TARGET) as journal:
+        assert journal.remembered_windows() == []
+        journal.remember_windows([(1.0, 2.0), (3.5, 4.0)])
+    with Journal(path, TARGET) as journal:
+        assert journal.remembered_windows() == [(1.0, 2.0), (3.5, 4.0)]

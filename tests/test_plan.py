@@ -11,9 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from restore.errors import UsageError
+from restore.errors import RefusedItem, UsageError
+from restore.identity import facts_of
 from restore.mailnames import invalid_folder_reason
-from restore.plan import PlanEntry, parse_line, read_plan, write_plan
+from restore.plan import (
+    PlanEntry,
+    PlanHeader,
+    Seal,
+    load_plan,
+    parse_line,
+    read_plan,
+    save_plan,
+    write_plan,
+)
 
 ENTRY = PlanEntry(
     user="alice@example.com", folder="INBOX", source="eml:/srv/gateway",
@@ -155,3 +165,49 @@ def test_ordinary_folders_are_accepted(folder):
 @pytest.mark.parametrize("folder", ["", " INBOX", "INBOX/", "a//b", "..", "a/./b", "x\x00y"])
 def test_unsafe_folders_are_rejected(folder):
     assert invalid_folder_reason(folder) is not None
+
+
+# -- the header that seals a plan ------------------------------------------------------
+
+
+def test_the_header_line_round_trips_and_is_not_an_entry(tmp_path):
+    header = PlanHeader(("eml:/srv/gateway", "mbox:/srv/old"), "message-id", 1512764000.0)
+    path = tmp_path / "plan.jsonl"
+    save_plan(str(path), [ENTRY], header)
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first["mailrestore_plan"] == 2 and "user" not in first
+    loaded = load_plan(str(path))
+    assert (loaded.entries, loaded.bad, loaded.header) == ([ENTRY], [], header)
+
+
+def test_concatenated_plans_add_up_their_archives(tmp_path):
+    path = tmp_path / "plan.jsonl"
+    with path.open("w") as fh:
+        write_plan(fh, [ENTRY], PlanHeader(("eml:/a",)))
+        write_plan(fh, [ENTRY], PlanHeader(("eml:/b",)))
+    assert load_plan(str(path)).header.archives == ("eml:/a", "eml:/b")
+
+
+def test_the_seal_knows_an_archive_however_spelled(tmp_path):
+    (tmp_path / "gw").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "gw")
+    seal = Seal([f"eml:{tmp_path}/gw"])
+    for source in (f"eml:{tmp_path}/gw/", f"eml:{tmp_path}//gw", f"eml:{tmp_path}/link"):
+        assert seal.archive_of(replace(ENTRY, source=source)) == f"eml:{tmp_path}/gw"
+    for source in (f"mbox:{tmp_path}/gw", f"eml:{tmp_path}", "eml:/etc", "nonsense"):
+        with pytest.raises(RefusedItem, match="not one of the plan's archives"):
+            seal.archive_of(replace(ENTRY, source=source))
+    with pytest.raises(RefusedItem, match="no fingerprint"):
+        seal.archive_of(replace(ENTRY, source=f"eml:{tmp_path}/gw", fingerprint=""))
+
+
+def test_the_seal_tells_a_changed_item_by_headers_or_body():
+    data = b"Message-ID: <a@b>\nDate: Fri, 08 Dec 2017 21:13:05 +0000\nFrom: x@y\n\nbody\n"
+    facts = facts_of(data)
+    entry = replace(ENTRY, fingerprint=facts.key, digest=facts.strict_key)
+    Seal.check(entry, data.replace(b"\n", b"\r\n"))   # line endings are not a change
+    with pytest.raises(RefusedItem, match="changed since the diff"):
+        Seal.check(entry, data.replace(b"body", b"other body"))
+    with pytest.raises(RefusedItem, match="changed since the diff"):
+        Seal.check(entry, data.replace(b"<a@b>", b"<c@d>"))
+    Seal.check(replace(entry, digest=""), data.replace(b"body", b"other body"))  # no digest: headers
