@@ -48,6 +48,7 @@ CHUNK_BYTES = 8 * 1024 * 1024
 FETCH_CHUNK = 20  # candidates whose full bytes are fetched at once by find()
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
+_RECORDED = re.compile(r"APPENDUID (\d+) (\d+)")     # a target id: where one message went
 _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}
 # A keyword is an IMAP atom: no space, control, ( ) { % * " \ ]
 _KEYWORD = re.compile(r'[^\x00-\x20\x7f(){%*"\\\]]+')
@@ -333,13 +334,13 @@ class ImapSession(TargetSession):
             uidvalidity = selected.get(b"UIDVALIDITY", 0)
             wanted: dict[int, tuple[int, str, str]] = {}
             for index, (target_id, fingerprint, digest) in enumerate(batch):
-                recorded, uids = _parse_appenduid(target_id)
-                if len(uids) != 1:
+                recorded = _RECORDED.fullmatch(target_id)
+                if recorded is None:
                     outcomes[index] = "no UID recorded (the server gave no APPENDUID): left alone"
-                elif recorded != uidvalidity:
+                elif int(recorded.group(1)) != uidvalidity:
                     outcomes[index] = "folder recreated since (UIDVALIDITY changed): left alone"
                 else:
-                    wanted[uids[0]] = (index, fingerprint, digest)
+                    wanted[int(recorded.group(2))] = (index, fingerprint, digest)
             doomed: list[int] = []
             order = sorted(wanted)
             for start in range(0, len(order), FETCH_CHUNK):
