@@ -46,6 +46,7 @@ FINDINGS = {
     "inject": "Done, but some messages could not be written.",
     "restore": "Done, but something was unreadable or unroutable, or could not be written.",
     "audit": "Mail is missing from the mailboxes, or some items were unreadable or unroutable.",
+    "undo": "Done, but some messages were left alone: moved, deleted or changed since the run.",
 }
 AUDIT_NAGIOS = ("With \\fB\\-\\-format nagios\\fR the Nagios plugin convention applies instead: "
                 "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with one status line.")
