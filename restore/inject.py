@@ -187,21 +187,10 @@ class _Context:
             return None
         return self.read_ahead.submit(_load, batch, self.read_source)
 
-    def journal_pending(self, rows: list[Row]) -> None:
-        if self.journal and not self.dry_run:
-            self.journal.mark_pending(rows, self.run)
-
-    def journal_done(self, rows: list[Row]) -> None:
-        if self.journal and not self.dry_run:
-            self.journal.mark_done(rows, self.run)
-
-    def journal_present(self, rows: list[Row]) -> None:
-        if self.journal and not self.dry_run:
-            self.journal.mark_present(rows, self.run)
-
-    def journal_failed(self, rows: list[Row]) -> None:
-        if self.journal and not self.dry_run:
-            self.journal.mark_failed(rows, self.run)
+    def record(self, state: State, rows: list[Row]) -> None:
+        """Journal ``rows`` in ``state`` for this run; a dry run journals nothing."""
+        if self.journal and not self.dry_run and rows:
+            self.journal.mark(state, rows, self.run)
 
     def journal_created(self, user: str, session: TargetSession) -> None:
         created = session.take_created()
@@ -446,7 +435,7 @@ class _UserRun:
                 present.append(delivery)
             else:
                 ready.append((delivery, message))
-        self.ctx.journal_present([d.row() for d in present])
+        self.ctx.record(State.PRESENT, [d.row() for d in present])
         self.ctx.tally.add(self.user, present=len(present))
         return ready
 
@@ -492,11 +481,11 @@ class _UserRun:
             else:
                 unknown.append((delivery, message))
         if found:
-            self.ctx.journal_done([d.row(d.planned_id) for d in found])
+            self.ctx.record(State.DONE, [d.row(d.planned_id) for d in found])
             written = sum(delivery.attempted for delivery in found)
             self.ctx.tally.add(self.user, appended=written, present=len(found) - written)
         if theirs:
-            self.ctx.journal_present([d.row(d.planned_id) for d in theirs])
+            self.ctx.record(State.PRESENT, [d.row(d.planned_id) for d in theirs])
             self.ctx.tally.add(self.user, present=len(theirs))
         ready += self._not_held(unknown)
         ready.sort(key=lambda pair: (pair[0].received, pair[0].entry.ref))
@@ -527,7 +516,7 @@ class _UserRun:
             delivery.planned_id, delivery.in_doubt = message.planned_id, True
             delivery.attempted = True
         # The journal must know the promised names before the target holds anything.
-        self.ctx.journal_pending([d.row(d.planned_id) for d in deliveries])
+        self.ctx.record(State.PENDING, [d.row(d.planned_id) for d in deliveries])
         outcomes = session.append(folder, messages)
         self.ctx.journal_created(self.user, session)
         done, refused, warnings = [], [], []
@@ -542,7 +531,7 @@ class _UserRun:
                 delivery.in_doubt = False  # refused: the target holds nothing of it
                 refused.append((delivery, outcome.reason))
         self._fail(refused)
-        self.ctx.journal_done([d.row(d.planned_id) for d in done])
+        self.ctx.record(State.DONE, [d.row(d.planned_id) for d in done])
         self.ctx.tally.add(self.user, appended=len(done), warnings=warnings)
 
     def fail_all(self, reason: str) -> None:
@@ -552,7 +541,7 @@ class _UserRun:
         for delivery, _ in failures:
             delivery.settled = True
         # In-doubt rows stay pending: the next run must look before writing.
-        self.ctx.journal_failed(
+        self.ctx.record(State.FAILED,
             [delivery.row(reason) for delivery, reason in failures if not delivery.in_doubt])
         self.ctx.tally.add(
             self.user, failed=[Problem(d.entry.ref, reason, user=self.user) for d, reason in failures])

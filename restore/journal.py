@@ -462,6 +462,12 @@ class Journal:
                 " WHERE user = ?", (user,)).fetchall()
         return {(f, k): Record(State(s), p, t, r, n) for f, k, s, p, t, r, n in rows}
 
+    def mark(self, state: State, rows: Iterable[Row], run: int | None = None) -> None:
+        """``mark_pending``, ``mark_done``, ``mark_present`` or ``mark_failed``, by ``state``."""
+        marks = {State.PENDING: self.mark_pending, State.DONE: self.mark_done,
+                 State.PRESENT: self.mark_present, State.FAILED: self.mark_failed}
+        marks[state](rows, run)
+
     def mark_pending(self, rows: Iterable[Row], run: int | None = None) -> None:
         """About to write: ``detail`` is the id the target promised (may be empty)."""
         self._upsert(
