@@ -23,8 +23,8 @@ journal_options = [
 
 
 def with_journal_options(func: Any) -> Any:
-    for option in reversed(journal_options):
-        func = option(func)
+    for decorate in reversed(journal_options):
+        func = decorate(func)
     return func
 
 
