@@ -67,7 +67,8 @@ def test_inject_report_counts_the_plan_and_a_dry_run_restores_nothing(tmp_path):
     plan = tmp_path / "gap.jsonl"
     mailrestore(env, "diff", "--archive", incident.archives[0], "--replica", incident.replica,
                 "--alias-map", str(incident.alias_map), "--plan", str(plan))
-    lines = [json.loads(line) for line in plan.read_text().splitlines()]
+    # the plan's lines after its header (which names the archives)
+    lines = [json.loads(line) for line in plan.read_text().splitlines()[1:]]
     inject = ["inject", str(plan), "--to", incident.replica, "--report", str(tmp_path / "i.csv")]
 
     assert mailrestore(env, *inject, "--dry-run").returncode == 0
