@@ -39,6 +39,43 @@ MAX_ADDRESS = 254
 MAX_NAME = 255          # bytes in one directory entry's name
 
 
+# -- file names that are not UTF-8 ------------------------------------------------
+#
+# A file name is bytes; Python lists it as text with each byte that is not
+# UTF-8 as a lone surrogate (os.fsdecode), which SQLite, JSON and a terminal
+# all refuse. Every ref, folder and location a store hands out is therefore
+# the name's *text*: such a byte written ``\xff``, and a backslash that would
+# read as one written ``\x5c``. ``name_text`` and ``fs_name`` are exact
+# inverses, and a name that is UTF-8 without such a backslash (nearly every
+# name) is its own text.
+
+_ESCAPED = re.compile(r"\\x(5c|[89a-f][0-9a-f])")
+_NEEDS_ESCAPE = re.compile(r"[\udc80-\udcff]|\\(?=x(?:5c|[89a-f][0-9a-f]))")
+
+
+def name_text(name: str) -> str:
+    """A file name (as ``os.listdir`` gives it) as text that SQLite, JSON and terminals accept."""
+    if "\\" not in name and (name.isascii() or not _has_surrogate(name)):
+        return name
+    return _NEEDS_ESCAPE.sub(lambda m: "\\x5c" if m.group() == "\\" else f"\\x{ord(m.group()) - 0xDC00:02x}",
+                             name)
+
+
+def fs_name(text: str) -> str:
+    """The file name ``name_text`` made ``text`` from."""
+    if "\\" not in text:
+        return text
+    return _ESCAPED.sub(lambda m: "\\" if m.group(1) == "5c" else chr(0xDC00 + int(m.group(1), 16)), text)
+
+
+def _has_surrogate(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 # -- addresses and mailboxes ---------------------------------------------------
 
 def normalize_address(addr: str) -> str:
@@ -60,6 +97,8 @@ def invalid_mailbox_reason(user: str) -> str | None:
         return "contains a NUL byte"
     if any(unicodedata.category(c) == "Cc" for c in user):   # C0, DEL and C1 (U+0080-U+009F)
         return "contains a control character"
+    if not user.isascii() and _has_surrogate(user):    # a directory name that is not UTF-8
+        return "not UTF-8"
     if "/" in user or "\\" in user:
         return "contains a path separator"
     if ".." in user:

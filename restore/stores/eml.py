@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 
 from restore.errors import UnreadableItem
+from restore.mailnames import name_text
 from restore.stores.base import Item, Store, Unit, UnitGroup, Unreadable
 from restore.stores.files import (
     Found,
@@ -93,7 +94,8 @@ class EmlStore(Store):
                 continue
             subdirs = []
             for entry in visible:
-                entry_rel = f"{rel}/{entry.name}" if rel else entry.name
+                name = name_text(entry.name)
+                entry_rel = f"{rel}/{name}" if rel else name
                 if entry.is_symlink():
                     found = self.root.examine_listed(entry.path, entry_rel)
                     if isinstance(found, str):
@@ -117,8 +119,7 @@ class EmlStore(Store):
         for unit in units:
             try:
                 # A listed unit's path was checked by the listing just now.
-                path = (os.path.join(self.root.path, unit.path) if unit.path
-                        else self.root.locate(unit.ref))
+                path = self.root.path_of(unit.path) if unit.path else self.root.locate(unit.ref)
                 data, st = read_message_file(path, unit.ref)
             except UnreadableItem as exc:
                 yield Unreadable(unit, exc.where, exc.reason)

@@ -9,6 +9,10 @@ the archive.
 Walks go one directory at a time (``os.scandir``), in sorted name order so
 that reports are stable, and skip hidden entries (names starting with
 ``.``), where mail software keeps index, lock and temporary files.
+
+A file name that is not UTF-8 is read like any other; the refs and
+locations it gets are its text (``mailnames.name_text``: ``bad\\xffname.eml``),
+and a ref leads back to the exact file.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from restore.errors import StoreError, UnreadableItem
-from restore.mailnames import is_inside
+from restore.mailnames import fs_name, is_inside, name_text
 from restore.stores.compression import READ_SIZE, CorruptData, detect, read_all
 from restore.stores.sniff import HEADER_FIELD, HEADER_SCAN, not_a_message_reason
 
@@ -86,7 +90,12 @@ class StoreRoot:
         self._real_dirs: dict[str, str] = {}
 
     def rel(self, path: str) -> str:
-        return os.path.relpath(path, self.path).replace(os.sep, "/")
+        """``path`` relative to the root, as text (``mailnames.name_text``): what refs hold."""
+        return name_text(os.path.relpath(path, self.path).replace(os.sep, "/"))
+
+    def path_of(self, rel: str) -> str:
+        """The path of a listed entry's ``rel`` (checked when it was listed)."""
+        return os.path.join(self.path, fs_name(rel))
 
     def contains(self, path: str) -> bool:
         """Whether ``path``, symlinks resolved, lies under the root."""
@@ -111,7 +120,7 @@ class StoreRoot:
 
     def locate(self, ref: str) -> str:
         """The absolute path a ref names; raises UnreadableItem if it leaves the root."""
-        parts = ref.split("/")
+        parts = fs_name(ref).split("/")
         if not ref or "\x00" in ref or ref.startswith("/") or ".." in parts or "" in parts:
             raise UnreadableItem(ref, NOT_INSIDE)
         path = os.path.join(self.path, *parts)
@@ -151,7 +160,7 @@ class StoreRoot:
         prefix = "" if rel == "." else rel + "/"
         for name in names:  # names only: a directory of 100k entries stays a few MB
             path = os.path.join(directory, name)
-            found = self.examine_listed(path, prefix + name)
+            found = self.examine_listed(path, prefix + name_text(name))
             if isinstance(found, str):
                 yield from self._walk(path, found, seen)
             else:

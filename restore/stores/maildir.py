@@ -45,10 +45,12 @@ from restore.errors import StoreError, UnreadableItem
 from restore.mailnames import (
     INFO_SEPARATOR,
     PathTemplate,
+    fs_name,
     invalid_mailbox_reason,
     is_template,
     maildir_folder,
     message_stem,
+    name_text,
 )
 from restore.selection import EVERYONE, UserSelection
 from restore.stores.base import Item, Store, Unit, UnitGroup, Unreadable
@@ -206,7 +208,7 @@ class MaildirStore(Store):
                 if problem := self.root.entry_problem(entry):
                     yield Refused(self.root.rel(entry.path), problem)
                 elif os.path.isdir(os.path.join(entry.path, "cur")):
-                    yield entry.path, maildir_folder(entry.name)
+                    yield entry.path, maildir_folder(name_text(entry.name))
 
     def _message_dir(
         self, directory: str, folder: str, user: str | None
@@ -239,8 +241,8 @@ class MaildirStore(Store):
                 if stamped:
                     yield self._message_file(fd, directory, rel, name, folder, user)
                 else:
-                    yield Unit(f"{rel}/{message_stem(name)}", "", folder, user, 0, 0,
-                               f"{rel}/{name}")
+                    text = name_text(name)
+                    yield Unit(f"{rel}/{message_stem(text)}", "", folder, user, 0, 0, f"{rel}/{text}")
         except OSError as exc:
             yield Unreadable(Unit(rel, "", folder, user), rel,
                              f"cannot list directory: {failure_reason(exc)}")
@@ -250,9 +252,11 @@ class MaildirStore(Store):
     def _message_file(
         self, fd: int | None, directory: str, rel: str, name: str, folder: str, user: str | None
     ) -> Unit | Unreadable:
-        """A listed entry as a stamped unit, or why it is no message file to read."""
-        where = f"{rel}/{name}"
-        ref = f"{rel}/{message_stem(name)}"
+        """A listed entry (``rel``: its directory's, as text) as a stamped unit, or why it is no
+        message file to read."""
+        text = name_text(name)
+        where = f"{rel}/{text}"
+        ref = f"{rel}/{message_stem(text)}"
         problem = None
         try:
             # relative to the open directory (when there is one): no path walk
@@ -297,7 +301,7 @@ class MaildirStore(Store):
         anything else (a symlink, a failed read) is examined as a stamped
         listing would have, and then read as a stamped unit is.
         """
-        path = os.path.join(self.root.path, unit.path)
+        path = self.root.path_of(unit.path)
         try:
             data, st = read_message_file(path, unit.ref, follow_symlinks=False)
         except UnreadableItem:
@@ -318,10 +322,11 @@ class MaildirStore(Store):
 
     def _read(self, unit: Unit) -> tuple[bytes, os.stat_result]:
         if unit.path:  # found and checked by the listing just now
+            path = self.root.path_of(unit.path)
             try:
-                return read_message_file(os.path.join(self.root.path, unit.path), unit.ref)
+                return read_message_file(path, unit.ref)
             except UnreadableItem:
-                if os.path.lexists(os.path.join(self.root.path, unit.path)):
+                if os.path.lexists(path):
                     raise
                 # renamed (flags set, or moved to cur/) since it was listed
         return read_message_file(self._find(unit.ref), unit.ref)
@@ -339,6 +344,7 @@ class MaildirStore(Store):
         folder_dir = self.root.locate(head) if head else self.root.path
         if self._index_dir != folder_dir:
             self._index, self._index_dir = self._build_index(folder_dir), folder_dir
+        stem = fs_name(stem)
         name = self._index.get(stem)
         if name is None or not os.path.lexists(os.path.join(folder_dir, name)):
             # moved to cur/ or flags changed since the folder was indexed

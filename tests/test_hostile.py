@@ -1,0 +1,105 @@
+"""Issue #12: hostile input, one case at a time, as an administrator meets it (a subprocess).
+
+Each test is one case of the issue: the run goes on, says which item and
+why in one line, never shows a traceback, and never reads or writes beyond
+what it was given. The corpus of many such items at once is
+tests/test_hostile_corpus.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from restore.plan import load_plan
+
+RECEIVED = datetime(2017, 12, 8, 12, 0, tzinfo=UTC)
+ALICE = "alice@example.com"
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The CLI's environment: its catalog, journal and locks live in tmp_path."""
+    env = dict(os.environ)
+    for name in ("CACHE", "STATE", "DATA", "CONFIG"):
+        env[f"XDG_{name}_HOME"] = str(tmp_path / "xdg" / name.lower())
+    env["HOME"] = str(tmp_path / "home")
+    env.pop("MAILRESTORE_PASSWORD", None)
+    return {**env, **extra}
+
+
+def mailrestore(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "restore", *args], capture_output=True, text=True,
+                          env=env_for(tmp_path, **env), timeout=120, stdin=subprocess.DEVNULL)
+
+
+def no_traceback(run: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in run.stderr + run.stdout, run.stderr
+
+
+def message(mail_factory, **kwargs) -> bytes:
+    return mail_factory.make_message(received=RECEIVED, envelope_to=ALICE, **kwargs)
+
+
+def alice_maildir(tmp_path: Path, mail_factory, messages=()) -> tuple[str, Path]:
+    """A per-user replica holding alice's Maildir; its spec and her Maildir."""
+    root = tmp_path / "vmail"
+    spec = "maildir:" + mail_factory.write_maildir_tree(root, {ALICE: {"INBOX": list(messages)}})
+    return spec, root / "example.com" / "alice" / "Maildir"
+
+
+# -- names that are not UTF-8 -------------------------------------------------------
+
+
+def test_names_that_are_not_utf8_are_carried_shown_escaped_and_restored(tmp_path, mail_factory):
+    archive = tmp_path / "gw"
+    day = archive / "2017" / "12" / "08"
+    day.mkdir(parents=True)
+    lost = message(mail_factory, subject="lost")
+    (day / os.fsdecode(b"bad\xffname.eml")).write_bytes(lost)
+    kept = message(mail_factory, subject="kept")
+    (day / "good.eml").write_bytes(kept)
+    replica, maildir = alice_maildir(tmp_path, mail_factory)
+    # The replica holds "kept" under a name that is not UTF-8 either.
+    (maildir / "cur" / os.fsdecode(b"1512734400.M1P1.h\xfe:2,S")).write_bytes(kept)
+    pair = ["--archive", f"eml:{archive}", "--replica", replica,
+            "--since", "2017-12-08T00:00:00Z", "--until", "2017-12-09T00:00:00Z"]
+
+    scan = mailrestore(tmp_path, "scan", f"eml:{archive}", "--json")
+    no_traceback(scan)
+    assert scan.returncode == 0, scan.stderr
+    assert json.loads(scan.stdout)["messages"] == 2
+
+    diff = mailrestore(tmp_path, "diff", *pair, "--plan", str(tmp_path / "plan.jsonl"))
+    no_traceback(diff)
+    assert diff.returncode == 1, diff.stderr      # one missing
+    entries, bad = load_plan(str(tmp_path / "plan.jsonl"))
+    assert not bad
+    [entry] = entries
+    assert entry.ref == "2017/12/08/bad\\xffname.eml"    # shown escaped, and it round-trips:
+
+    inject = mailrestore(tmp_path, "inject", str(tmp_path / "plan.jsonl"), "--to", replica, "--json")
+    no_traceback(inject)
+    assert inject.returncode == 0, inject.stderr
+    assert json.loads(inject.stdout)["appended"] == 1
+    [written] = (maildir / "new").iterdir()
+    assert written.read_bytes() == lost
+
+    audit = mailrestore(tmp_path, "audit", "--archive", f"eml:{archive}", "--replica", replica,
+                        "--now", "2017-12-08T18:00:00Z", "--format", "nagios")
+    no_traceback(audit)
+    assert audit.stdout.startswith("MAILRESTORE OK - "), audit.stdout
+    assert audit.returncode == 0
+
+
+def test_an_unreadable_item_with_a_name_that_is_not_utf8_is_named_escaped(tmp_path, mail_factory):
+    archive = tmp_path / "gw"
+    archive.mkdir()
+    (archive / os.fsdecode(b"junk\xe9.eml")).write_bytes(b"\x00\x01 not a message")
+    scan = mailrestore(tmp_path, "scan", f"eml:{archive}")
+    no_traceback(scan)
+    assert scan.returncode == 1
+    assert "junk\\xe9.eml: binary data, not a message" in scan.stdout
