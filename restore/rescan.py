@@ -127,6 +127,8 @@ class _Rescan:
 
         db.execute("BEGIN")
         try:
+            # Listing problems outside any keyed group are found again by every scan.
+            db.execute("DELETE FROM problems WHERE store=? AND unit=''", (store_id,))
             with BatchReader(read, apply, READ_BATCH, workers, parallel=store.parallel_safe) as reader:
                 grouping_checked = False
                 recorded = dict(db.execute(
@@ -145,8 +147,6 @@ class _Rescan:
                 db.execute(f"UPDATE groups SET units=(SELECT COUNT(*) FROM units WHERE store=?{in_group})"
                            " WHERE store=? AND key=?", (store_id, *bounds, store_id, key))
             self._drop_gone_groups(store, store_id, stats)
-            # listing problems outside any group are re-found by every scan
-            db.execute("DELETE FROM problems WHERE store=? AND unit=''", (store_id,))
             db.executemany(
                 "INSERT INTO problems VALUES (?, '', ?, ?)",
                 [(store_id, p.where, p.reason) for p in listing_problems],

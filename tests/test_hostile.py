@@ -103,3 +103,20 @@ def test_an_unreadable_item_with_a_name_that_is_not_utf8_is_named_escaped(tmp_pa
     no_traceback(scan)
     assert scan.returncode == 1
     assert "junk\\xe9.eml: binary data, not a message" in scan.stdout
+
+
+# -- symlinks out of the store ---------------------------------------------------------
+
+
+def test_an_mbox_directory_reports_a_symlink_out_of_its_root_once(tmp_path, mail_factory):
+    archive = tmp_path / "mbox"
+    mail_factory.write_mbox(archive / "inbox", [message(mail_factory)])
+    (archive / "evil").symlink_to("/etc/passwd")
+    for _ in range(2):      # a first scan and a re-scan say the same
+        scan = mailrestore(tmp_path, "scan", f"mbox:{archive}", "--json")
+        no_traceback(scan)
+        doc = json.loads(scan.stdout)
+        assert doc["messages"] == 1
+        assert [(p["where"].rsplit("/", 1)[1], p["reason"]) for p in doc["problems"]] == [
+            ("evil", "symlink pointing outside the store root")]
+        assert scan.returncode == 1
