@@ -120,3 +120,14 @@ def test_an_mbox_directory_reports_a_symlink_out_of_its_root_once(tmp_path, mail
         assert [(p["where"].rsplit("/", 1)[1], p["reason"]) for p in doc["problems"]] == [
             ("evil", "symlink pointing outside the store root")]
         assert scan.returncode == 1
+
+
+def test_an_eml_tree_reports_a_symlink_out_of_its_root_once(tmp_path, mail_factory):
+    archive = tmp_path / "gw"
+    [path] = mail_factory.write_eml_tree(archive, [message(mail_factory)])
+    (path.parent / "evil.eml").symlink_to("/etc/passwd")
+    scan = mailrestore(tmp_path, "scan", f"eml:{archive}", "--json")
+    no_traceback(scan)
+    doc = json.loads(scan.stdout)
+    assert (doc["messages"], doc["unreadable"]) == (1, 1)
+    assert [p["reason"] for p in doc["problems"]] == ["symlink pointing outside the store root"]

@@ -97,11 +97,11 @@ class EmlStore(Store):
                 name = name_text(entry.name)
                 entry_rel = f"{rel}/{name}" if rel else name
                 if entry.is_symlink():
+                    # A symlink to a directory inside the root is a subdirectory; any
+                    # other is one of this directory's files, which its walk reports.
                     found = self.root.examine_listed(entry.path, entry_rel)
                     if isinstance(found, str):
                         subdirs.append((entry.path, found))
-                    elif isinstance(found, Refused) and found.reason != "not a regular file":
-                        leaves.append(found)
                 elif entry.is_dir(follow_symlinks=False):
                     subdirs.append((entry.path, entry_rel))
             has_files = len(subdirs) < len(visible)
