@@ -39,7 +39,14 @@ from urllib.parse import quote, unquote, urlsplit
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from restore.errors import CannotRunError, MailrestoreError, TransientError, UsageError
+from restore.errors import (
+    CannotRunError,
+    MailrestoreError,
+    PermanentError,
+    TransientError,
+    UsageError,
+)
+from restore.mailnames import imap_login_name
 
 DEFAULT_PORTS = {"imap": 143, "imaps": 993}
 MASTER_SEPARATOR = "*"  # Dovecot's auth_master_user_separator default
@@ -186,7 +193,9 @@ def try_login(
 ) -> str | None:
     """Log in as ``user``, through the URL's LOGIN as admin when it names someone else.
 
-    A refused login returns the server's reason (``refused`` words it).
+    A refused login returns the server's reason (``refused`` words it). A
+    user whose name the server cannot take (``mailnames.imap_login_name``)
+    raises PermanentError with the reason: that user alone has no mailbox here.
     Raises ``error`` only when the attempt itself failed, or ``unreachable``
     (when given) when the server went away or is briefly unavailable: a
     server restarting closes connections in the middle of LOGIN.
@@ -196,17 +205,17 @@ def try_login(
     if not user:
         raise UsageError(f"no user to log in as on {address.where}: give imap://LOGIN@HOST")
     try:
-        if admin in (None, user):
-            client.login(user, password)
-            return None
-        if b"AUTH=PLAIN" in client.capabilities():
-            try:
-                client.plain_login(admin, password, authorization_identity=user)
-                return None
-            except LoginError:
-                pass  # some servers allow only the master-user form; try it next
-        client.login(f"{user}{MASTER_SEPARATOR}{admin}", password)
+        capabilities = client.capabilities()
+        # A name that is not ASCII needs both: imaplib sends LOGIN arguments in ASCII.
+        plain = b"AUTH=PLAIN" in capabilities
+        try:
+            name = imap_login_name(user, utf8=plain and b"UTF8=ACCEPT" in capabilities)
+        except ValueError as exc:
+            raise PermanentError(user, f"cannot log in as {user} on {address.where}: {exc}") from None
+        _login(client, admin if admin != user else None, name, password, plain)
         return None
+    except PermanentError:
+        raise
     except LoginError as exc:
         reason = _redact(server_text(exc), password)
         # imapclient reports a connection dropped during LOGIN as a refusal too;
@@ -219,6 +228,25 @@ def try_login(
     raise (unreachable if unreachable and away else error)(
         f"IMAP login to {address.where} failed for {_who(address, user)}: {reason}"
     ) from None
+
+
+def _login(client: IMAPClient, admin: str | None, name: str, password: str, plain: bool) -> None:
+    """Log in as ``name`` (as the server takes it), through ``admin`` when given."""
+    if admin is None:
+        if name.isascii():
+            client.login(name, password)
+        else:
+            client.plain_login(name, password)
+        return
+    if plain:
+        try:
+            client.plain_login(admin, password, authorization_identity=name)
+            return
+        except LoginError:
+            if not name.isascii():
+                raise
+            # some servers allow only the master-user form; try it next
+    client.login(f"{name}{MASTER_SEPARATOR}{admin}", password)
 
 
 def _away(exc: BaseException | None) -> bool:

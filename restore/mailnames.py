@@ -114,6 +114,25 @@ def invalid_mailbox_reason(user: str) -> str | None:
     return None
 
 
+def imap_login_name(user: str, *, utf8: bool) -> str:
+    """``user`` as an IMAP server can take it in a login; ValueError with the reason if it cannot.
+
+    A server with UTF8=ACCEPT (RFC 6855) takes the address as it is; else a
+    domain that is not ASCII goes in its IDNA form (``exämple.com`` ->
+    ``xn--exmple-cua.com``), as mail servers name such domains, and a local
+    part that is not ASCII has no name the server could take.
+    """
+    if utf8 or user.isascii():
+        return user
+    local, at, domain = user.rpartition("@")
+    if not at or not local.isascii():
+        raise ValueError("the local part is not ASCII and the server offers no UTF8=ACCEPT")
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as exc:
+        raise ValueError(f"{domain!r} is not a valid domain name ({exc})") from None
+
+
 # -- folders -------------------------------------------------------------------
 
 def invalid_folder_reason(folder: str) -> str | None:

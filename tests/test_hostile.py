@@ -131,3 +131,41 @@ def test_an_eml_tree_reports_a_symlink_out_of_its_root_once(tmp_path, mail_facto
     doc = json.loads(scan.stdout)
     assert (doc["messages"], doc["unreadable"]) == (1, 1)
     assert [p["reason"] for p in doc["problems"]] == ["symlink pointing outside the store root"]
+
+
+# -- recipients with a domain that is not ASCII, over IMAP ------------------------------
+
+
+def test_an_idn_recipient_is_read_and_restored_over_imap_by_its_punycode_name(
+        tmp_path, mail_factory, dovecot_server):
+    # Dovecot 2.3 offers no UTF8=ACCEPT: the mailbox is known by its IDNA name.
+    dovecot_server.add_user("ida@xn--exmple-cua.com")
+    dovecot_server.add_user("carol@example.com")
+    archive = tmp_path / "gw"
+    lost = mail_factory.make_message(received=RECEIVED, envelope_to="ida@exämple.com")
+    other = mail_factory.make_message(received=RECEIVED, envelope_to="carol@example.com")
+    stranger = mail_factory.make_message(received=RECEIVED, envelope_to="jörg@exämple.com")
+    mail_factory.write_eml_tree(archive, [lost, other, stranger])
+    imap = f"imap://{dovecot_server.master_user}@{dovecot_server.host}:{dovecot_server.port}"
+    password = {"MAILRESTORE_PASSWORD": dovecot_server.master_pass}
+    window = ["--since", "2017-12-08T00:00:00Z", "--until", "2017-12-09T00:00:00Z"]
+
+    diff = mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", imap,
+                       *window, "--json", **password)
+    no_traceback(diff)
+    assert diff.returncode == 1, diff.stderr     # findings, never "could not run"
+    doc = json.loads(diff.stdout)
+    assert {u["user"]: u["missing"] for u in doc["users"]} == {"ida@exämple.com": 1,
+                                                                "carol@example.com": 1}
+    [unroutable] = [p for p in doc["problems"] if p["class"] == "unroutable"]
+    assert unroutable["user"] == "jörg@exämple.com"
+    [why] = [p for p in doc["problems"] if p["class"] == "replica-unreadable"]
+    assert "jörg@exämple.com" in why["where"] and "UTF8=ACCEPT" in why["reason"]
+
+    restore = mailrestore(tmp_path, "restore", "--archive", f"eml:{archive}", "--replica", imap,
+                          "--to", imap, *window, "--json", **password)
+    no_traceback(restore)
+    assert json.loads(restore.stdout)["appended"] == 2, restore.stderr
+    again = mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", imap,
+                        *window, "--json", **password)
+    assert json.loads(again.stdout)["counts"]["missing"] == 0, again.stdout

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from restore.mailnames import fs_name, invalid_mailbox_reason, name_text
+from restore.mailnames import fs_name, imap_login_name, invalid_mailbox_reason, name_text
 
 
 @given(st.binary(max_size=40))
@@ -35,3 +36,13 @@ def test_bytes_that_are_not_utf8_show_as_escapes():
 
 def test_a_user_whose_name_is_not_utf8_has_no_mailbox():
     assert invalid_mailbox_reason(os.fsdecode(b"b\xffob@example.com")) == "not UTF-8"
+
+
+def test_an_address_on_the_wire_is_itself_with_utf8_else_its_idna_form():
+    assert imap_login_name("ida@exämple.com", utf8=True) == "ida@exämple.com"
+    assert imap_login_name("ida@exämple.com", utf8=False) == "ida@xn--exmple-cua.com"
+    assert imap_login_name("ida@example.com", utf8=False) == "ida@example.com"
+    with pytest.raises(ValueError, match="UTF8=ACCEPT"):
+        imap_login_name("jörg@example.com", utf8=False)
+    with pytest.raises(ValueError, match="not a valid domain"):
+        imap_login_name("ida@" + "ä" * 70 + ".com", utf8=False)

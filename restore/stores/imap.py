@@ -5,7 +5,8 @@
 user through the admin (Dovecot master user or SASL PLAIN authorization
 identity, see ``restore.imapconn``). Without ``users`` it reads the URL's
 LOGIN's own mailbox. A user whose login is refused has no mailbox here and
-is left out of ``users()``; when every login is refused the password is the
+is left out of ``users()`` (one whose name the server cannot take, see
+``imapconn.try_login``, is also listed unreadable with the reason); when every login is refused the password is the
 likelier culprit, and the store cannot be read at all (``StoreError``).
 
 A unit is one message: its ref is ``USER/FOLDER/UIDVALIDITY/UID``, the folder
@@ -36,7 +37,7 @@ from typing import TypeVar
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
-from restore.errors import StoreError, TransientError, UnreadableItem, UsageError
+from restore.errors import PermanentError, StoreError, TransientError, UnreadableItem, UsageError
 from restore.identity import normalize_message_id, split_message
 from restore.imapconn import (
     close_quietly,
@@ -166,6 +167,7 @@ class ImapStore(Store):
         self._wanted = [u for u in dict.fromkeys(wanted) if u and not invalid_mailbox_reason(u)]
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._refusals: dict[str, str] = {}
+        self._unaddressable: dict[str, str] = {}
         self._present: set[str] | None = None
         self._folders: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()  # open_ref may be called from inject's workers
@@ -183,6 +185,8 @@ class ImapStore(Store):
         present: set[str] = set()
         for user in self._wanted:
             if self._session(user) is None:
+                if user in self._unaddressable:     # said once: the diff names it unroutable
+                    yield Unreadable(Unit(user, "", user=user), user, self._unaddressable[user])
                 continue
             present.add(user)
             try:
@@ -327,6 +331,10 @@ class ImapStore(Store):
                          error=StoreError)
         try:
             refusal = try_login(client, self.address, user, self._password, error=StoreError)
+        except PermanentError as exc:       # a name this server cannot take
+            close_quietly(client)
+            self._refusals[user] = self._unaddressable[user] = exc.reason
+            return None
         except BaseException:
             close_quietly(client)
             raise
