@@ -416,6 +416,30 @@ def test_mbox_from_lines_split_only_after_a_blank_line(tmp_path):
     assert len(mbox_view(path)) == 3
 
 
+def test_mbox_a_from_line_needs_the_form_mbox_writers_emit(tmp_path):
+    """``From SENDER DATE`` with an asctime date splits; a body line merely starting "From " does not."""
+    path = tmp_path / "mboxo"
+    first = (b"From alice@example.com Fri Dec  8 21:13:05 2017\nSubject: meetings\n\nHello,\n\n"
+             b"From now on we meet on Mondays.\n\nFrom: the board\n\n")
+    second = b"From MAILER-DAEMON Sat Dec  9 08:00:00 2017\nSubject: two\n\nbody\n\n"
+    third = b"From bob@example.com Sat Dec 09 08:00 +0100 2017\nSubject: three\n\nbody\n"
+    path.write_bytes(first + second + third)
+    store = open_store(f"mbox:{path}")
+    items, problems = scan(store)
+    assert not problems
+    assert [i.data for i in items] == [
+        b"Subject: meetings\n\nHello,\n\nFrom now on we meet on Mondays.\n\nFrom: the board\n",
+        b"Subject: two\n\nbody\n",
+        b"Subject: three\n\nbody\n",
+    ]
+    assert [i.ref for i in items] == ["mboxo:0", f"mboxo:{len(first)}",
+                                      f"mboxo:{len(first) + len(second)}"]
+    assert [store.open_ref(i.ref) for i in items] == [i.data for i in items]
+    inside = first.index(b"From now on")
+    with pytest.raises(UnreadableItem, match="no message starts at offset"):
+        store.open_ref(f"mboxo:{inside}")
+
+
 def test_mbox_directory_glob_and_junk(tmp_path, mail_factory):
     root = tmp_path / "mboxes"
     mail_factory.write_mbox(root / "inbox", [mail_factory.make_message()])

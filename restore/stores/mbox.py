@@ -1,9 +1,12 @@
 """mbox reader: one file, a directory tree of them, or a glob; gzip/zstd streamed.
 
-Splitting rule (mboxo/mboxrd, as written by MTAs and Dovecot): a message
-starts at a line beginning with ``From `` that is the first line of the file
-or follows an empty line. A ``From `` line without an empty line before it
-is body text. A message is the bytes after its ``From `` line up to the next
+Splitting rule (mboxo/mboxrd, as written by MTAs, Dovecot and Python's
+``mailbox``; RFC 4155): a message starts at a ``From `` line of the form
+mbox writers emit, ``From SENDER DATE`` with an asctime date (``Fri Dec  8
+21:13:05 2017``, a zone before the year allowed), that is the first line of
+the file or follows an empty line. Any other line, "From now on we meet on
+Mondays." after an empty line included, is body text. (The first line of a
+file need only start with ``From ``: nothing precedes it to cut.) A message is the bytes after its ``From `` line up to the next
 one, less the one empty line that separates messages (also at the end of
 the file); one ``>`` is removed from lines matching ``^>+From `` (mboxrd
 unquoting). A file whose first line is not a ``From `` line is not an mbox
@@ -60,29 +63,34 @@ FROM_LINE = b"From "
 BLANK_LINES = (b"\n", b"\r\n")
 QUOTED_FROM = re.compile(rb">+From ")
 MONTHS = {m.encode(): i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
-# "From alice@example.com Fri Dec  8 21:13:05 2017": search, since the sender
-# part may itself hold spaces.
-ASCTIME = re.compile(
-    rb"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+([A-Z][a-z]{2})\s+(\d{1,2})\s+"
-    rb"(\d{1,2}):(\d{2})(?::(\d{2}))?\s+(\d{4})"
+# "From alice@example.com Fri Dec  8 21:13:05 2017" (the sender may hold
+# spaces, a zone may precede the year, text may follow it: "remote from x").
+FROM_LINE_FORM = re.compile(
+    rb"From .*?(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) +(" + b"|".join(MONTHS) + rb") +(\d{1,2}) +"
+    rb"(\d{1,2}):(\d{2})(?::(\d{2}))?(?: +(?:([+-]\d{4})|[A-Z]{1,5}))? +(\d{4})(?:\s|$)"
 )
 GLOB_CHARS = re.compile(r"[*?\[]")
 NOT_MBOX = "not an mbox (does not start with a 'From ' line)"
 
 
+def is_from_line(line: bytes) -> bool:
+    """Whether ``line`` is a ``From `` line of the form mbox writers emit (see the module doc)."""
+    return line.startswith(FROM_LINE) and FROM_LINE_FORM.match(line) is not None
+
+
 def from_line_date(line: bytes) -> float | None:
-    """Epoch seconds of a ``From `` line's asctime date (UTC), or None."""
-    m = ASCTIME.search(line)
-    if not m or m.group(1) not in MONTHS:
+    """Epoch seconds of a ``From `` line's asctime date (UTC unless it names an offset), or None."""
+    m = FROM_LINE_FORM.match(line)
+    if not m:
         return None
+    month, day, hour, minute, second, offset, year = m.groups()
     try:
-        when = datetime(
-            int(m.group(6)), MONTHS[m.group(1)], int(m.group(2)),
-            int(m.group(3)), int(m.group(4)), int(m.group(5) or 0), tzinfo=UTC,
-        )
+        when = datetime(int(year), MONTHS[month], int(day), int(hour), int(minute), int(second or 0),
+                        tzinfo=UTC)
     except ValueError:
         return None
-    return when.timestamp()
+    east = 0 if offset is None else (int(offset[1:3]) * 3600 + int(offset[3:]) * 60)
+    return when.timestamp() - (-east if offset and offset.startswith(b"-") else east)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +140,7 @@ class MboxReader:
             first = self._stream.readline()
         self.current = self.end = offset
         self._first = first
-        return not first or first.startswith(FROM_LINE)
+        return not first or (first.startswith(FROM_LINE) if offset == 0 else is_from_line(first))
 
     def _skip(self, count: int) -> bool:
         # decompressed in bounded chunks that are dropped at once: a skip costs no memory
@@ -166,7 +174,7 @@ def _message_lines(readline: Callable[[], bytes]) -> tuple[list[bytes], bytes]:
     lines: list[bytes] = []
     after_blank = False
     for line in iter(readline, b""):
-        if after_blank and line.startswith(FROM_LINE):
+        if after_blank and is_from_line(line):
             return lines, line
         lines.append(line)
         after_blank = line in BLANK_LINES
