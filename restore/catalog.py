@@ -23,7 +23,7 @@ from restore.errors import CatalogBusy, CatalogError, Problem, UsageError
 from restore.identity import facts_of, received_time
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.rescan import Progress, ScanStats, read_batch, rescan
-from restore.stores.base import Item, Store
+from restore.stores.base import DEFAULT_MAX_MESSAGE_SIZE, Item, Store
 
 # Bump when identity or the schema changes what a scan records: an older
 # catalog is then emptied and rebuilt rather than trusted.
@@ -187,9 +187,15 @@ class Catalog:
     # -- stores --------------------------------------------------------------
 
     @_guarded
-    def register(self, spec: str, envelope_headers: Iterable[str]) -> int:
-        """The catalog id of a store read with these envelope headers, new on first sight."""
-        settings = json.dumps(sorted({h.lower() for h in envelope_headers}))
+    def register(self, spec: str, envelope_headers: Iterable[str],
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> int:
+        """The catalog id of a store read with these settings, new on first sight.
+
+        An item too large under one --max-message-size may be read under another.
+        """
+        headers = sorted({h.lower() for h in envelope_headers})
+        settings = json.dumps(headers if max_message_size == DEFAULT_MAX_MESSAGE_SIZE
+                              else {"headers": headers, "max_message_size": max_message_size})
         self.db.execute("INSERT OR IGNORE INTO stores (spec, settings) VALUES (?, ?)", (spec, settings))
         row = self.db.execute(
             "SELECT id FROM stores WHERE spec=? AND settings=?", (spec, settings)
@@ -210,7 +216,7 @@ class Catalog:
         ``workers - 1`` worker processes (default: one per CPU; 1 reads in-process).
         """
         headers = tuple(h.lower() for h in envelope_headers)
-        store_id = self.register(store.spec, headers)
+        store_id = self.register(store.spec, headers, store.max_message_size)
         read = partial(read_batch, store, store_id, headers, message_row)
         stats = rescan(self.db, store, store_id, read, INSERT_MESSAGE, progress, workers)
         stats.messages = self.summary(store_id)["messages"]

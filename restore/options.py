@@ -52,12 +52,35 @@ def _stack(*decorators: F) -> F:
     return apply
 
 
+class Size(click.ParamType):
+    """A size in bytes: ``256M``, ``1G``, ``500K`` (powers of 1024) or a plain number."""
+
+    name = "size"
+    UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        number, unit = (text[:-1], text[-1]) if text[-1:] in self.UNITS else (text, "")
+        if not number.isdigit() or int(number) == 0:
+            self.fail(f"{value!r}: expected a size like 256M, 1G or 500K", param, ctx)
+        return int(number) * self.UNITS[unit]
+
+
+max_message_size_option = option(
+    "--max-message-size", type=Size(), default="256M", show_default=True, metavar="SIZE",
+    stage="sources",
+    help="A message bigger than this (decompressed) is unreadable, 'too large'; read without "
+    "holding more than this.")
+
 catalog_option = option(
     "--catalog", type=click.Path(dir_okay=False), stage="sources",
     help="Fingerprint cache (SQLite). Default: the user cache directory.")
 
 reading_options = _stack(
     catalog_option,
+    max_message_size_option,
     option("--alias-map", type=click.Path(dir_okay=False), stage="matching",
            help="File of 'alias@domain user@domain' lines (# comments); applied once."),
     option("--recipient-header", "recipient_headers", multiple=True, metavar="NAME",

@@ -198,7 +198,8 @@ def inject_plan(
     journal = (Journal.open_readonly(path, canonical) if settings.dry_run
                else Journal(path, canonical))
     sources = SourceReader(seal, StoreOptions(password=settings.password,
-                                              insecure=settings.insecure))
+                                              insecure=settings.insecure,
+                                              max_message_size=job.store_options.max_message_size))
     try:
         check = _target_check(job, target, settings, sorted({e.user for e in entries}),
                               seal.match if seal else job.settings.match, scanned_target)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from restore.stores.compression import CorruptData, detect, open_stream, read_all
 from restore.stores.sniff import not_a_message_reason
 
+LIMIT = 2**30
 DATA = b"Subject: x\n\n" + bytes(range(256)) * 400
 
 
@@ -29,8 +30,8 @@ def test_format_is_told_by_magic_bytes_not_by_name(tmp_path):
     plain_named_gz = tmp_path / "message.gz"
     plain_named_gz.write_bytes(DATA)
     assert detect(disguised.read_bytes()) == "zstd"
-    assert read_all(disguised) == DATA
-    assert read_all(plain_named_gz) == DATA
+    assert read_all(disguised, LIMIT) == DATA
+    assert read_all(plain_named_gz, LIMIT) == DATA
 
 
 @pytest.mark.parametrize("kind", ["gz", "zst"])
@@ -38,7 +39,7 @@ def test_concatenated_members_are_read_in_turn(tmp_path, kind):
     path = tmp_path / f"box.{kind}"
     compress = COMPRESSORS[kind]
     path.write_bytes(compress(b"first\n") + compress(b"second\n") + compress(DATA))
-    assert read_all(path) == b"first\nsecond\n" + DATA
+    assert read_all(path, LIMIT) == b"first\nsecond\n" + DATA
 
 
 @pytest.mark.parametrize(
@@ -50,7 +51,7 @@ def test_truncated_stream_is_unreadable_not_shortened(tmp_path, kind, reason, ke
     path = tmp_path / "cut"
     path.write_bytes(whole[: int(len(whole) * keep)])
     with pytest.raises(CorruptData, match=reason):
-        read_all(path)
+        read_all(path, LIMIT)
 
 
 @pytest.mark.parametrize("kind", ["gz", "zst"])
@@ -59,7 +60,7 @@ def test_truncated_second_member_is_unreadable(tmp_path, kind):
     path = tmp_path / "cut"
     path.write_bytes(compress(DATA) + compress(DATA)[:-6])
     with pytest.raises(CorruptData, match="truncated"):
-        read_all(path)
+        read_all(path, LIMIT)
 
 
 @pytest.mark.parametrize("kind", ["gz", "zst"])
@@ -69,7 +70,7 @@ def test_corrupt_data_is_unreadable_with_reason(tmp_path, kind):
     path = tmp_path / "damaged"
     path.write_bytes(bytes(damaged))
     with pytest.raises(CorruptData, match="corrupt"):
-        read_all(path)
+        read_all(path, LIMIT)
 
 
 @pytest.mark.parametrize("kind", ["gz", "zst"])
@@ -77,7 +78,7 @@ def test_trailing_garbage_is_unreadable(tmp_path, kind):
     path = tmp_path / "tail"
     path.write_bytes(COMPRESSORS[kind](DATA) + b"not compressed")
     with pytest.raises(CorruptData, match="trailing data"):
-        read_all(path)
+        read_all(path, LIMIT)
 
 
 @pytest.mark.parametrize("kind", ["gz", "zst"])
@@ -86,14 +87,22 @@ def test_highly_compressed_data_is_read_in_full(tmp_path, kind):
     path.write_bytes(COMPRESSORS[kind](b"\0" * 3_000_000 + b"end"))
     with open_stream(path) as stream:
         assert len(stream.read(4096)) == 4096
-    assert read_all(path) == b"\0" * 3_000_000 + b"end"
+    assert read_all(path, LIMIT) == b"\0" * 3_000_000 + b"end"
+
+
+@pytest.mark.parametrize("kind", ["gz", "zst"])
+def test_data_that_expands_past_the_limit_is_refused_unread(tmp_path, kind):
+    path = tmp_path / "bomb"
+    path.write_bytes(COMPRESSORS[kind](b"\0" * 3_000_000))
+    assert read_all(path, 3_000_000) == b"\0" * 3_000_000
+    assert read_all(path, 2_999_999) is None
 
 
 def test_fifo_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(CorruptData, match="not a regular file"):
-        read_all(fifo)
+        read_all(fifo, LIMIT)
 
 
 @settings(max_examples=40, deadline=None)

@@ -169,3 +169,36 @@ def test_an_idn_recipient_is_read_and_restored_over_imap_by_its_punycode_name(
     again = mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", imap,
                         *window, "--json", **password)
     assert json.loads(again.stdout)["counts"]["missing"] == 0, again.stdout
+
+
+# -- an item that expands past --max-message-size --------------------------------------
+
+
+def test_an_item_past_the_size_limit_is_unreadable_and_a_larger_limit_reads_it(tmp_path, mail_factory):
+    archive = tmp_path / "gw"
+    big = message(mail_factory, body="x" * 3_000_000 + "\n")
+    small = message(mail_factory)
+    mail_factory.write_eml_tree(archive, [big, small], compress="gz")
+    replica, maildir = alice_maildir(tmp_path, mail_factory)
+    window = ["--since", "2017-12-08T00:00:00Z", "--until", "2017-12-09T00:00:00Z"]
+    diff = mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", replica,
+                       *window, "--max-message-size", "1M", "--json", "--plan", str(tmp_path / "p"))
+    no_traceback(diff)
+    doc = json.loads(diff.stdout)
+    assert (doc["counts"]["missing"], doc["counts"]["unreadable"]) == (1, 1)
+    [problem] = doc["problems"]
+    assert problem["where"].endswith("0001.eml.gz") or problem["where"].endswith(".eml.gz")
+    assert problem["reason"] == "too large: more than 1 MiB (--max-message-size)"
+    # The catalog remembers what the limit was: a larger one reads the item.
+    again = mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", replica,
+                        *window, "--max-message-size", "4M", "--json")
+    assert json.loads(again.stdout)["counts"]["missing"] == 2, again.stderr
+    # inject re-reads the archive under the same limit
+    mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", replica,
+                *window, "--max-message-size", "4M", "--plan", str(tmp_path / "p"))
+    inject = mailrestore(tmp_path, "inject", str(tmp_path / "p"), "--to", replica,
+                         "--max-message-size", "1M", "--json")
+    no_traceback(inject)
+    doc = json.loads(inject.stdout)
+    assert (doc["appended"], doc["failed"]) == (1, 1), inject.stderr
+    assert "too large" in doc["problems"][0]["reason"]

@@ -41,8 +41,8 @@ class _CountedStream:
         self._counter.bytes_read += len(data)
         return data
 
-    def readline(self):
-        line = self._stream.readline()
+    def readline(self, size=-1):
+        line = self._stream.readline(size)
         self._counter.bytes_read += len(line)
         return line
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from restore.errors import StoreError, UnreadableItem
 from restore.mailnames import decode_mutf7
-from restore.stores import Item, Unit, Unreadable, open_store
+from restore.stores import Item, StoreOptions, Unit, Unreadable, open_store
 from restore.stores.mbox import MboxStore
 
 WHEN = datetime(2017, 12, 8, 21, 13, 5, tzinfo=UTC)
@@ -438,6 +438,45 @@ def test_mbox_a_from_line_needs_the_form_mbox_writers_emit(tmp_path):
     inside = first.index(b"From now on")
     with pytest.raises(UnreadableItem, match="no message starts at offset"):
         store.open_ref(f"mboxo:{inside}")
+
+
+@pytest.mark.parametrize("compress", [None, "gz", "zst"])
+def test_an_item_over_the_size_limit_is_unreadable_too_large(tmp_path, mail_factory, compress):
+    small = mail_factory.make_message()
+    big = mail_factory.make_message(body="x" * 100 + "\n" + "\0" * 300_000)
+    mail_factory.write_eml_tree(tmp_path / "eml", [small, big], compress=compress)
+    mail_factory.write_mbox(tmp_path / "box", [small, big, small], compress=compress)
+    for spec in (f"eml:{tmp_path / 'eml'}", f"mbox:{tmp_path / 'box'}"):
+        store = open_store(spec, StoreOptions(max_message_size=200_000))
+        items, problems = scan(store)
+        assert [i.data for i in items] == [small] * (len(items))
+        assert len(items) == (1 if spec.startswith("eml") else 2)
+        [(where, reason)] = problems.items()
+        assert reason == "too large: more than 200,000 bytes (--max-message-size)"
+        with pytest.raises(UnreadableItem, match="too large"):
+            store.open_ref(where)
+        assert [store.open_ref(i.ref) for i in items] == [i.data for i in items]
+        store.close()
+
+
+def test_mbox_a_long_line_is_read_in_pieces_and_kept_as_it_is(tmp_path):
+    path = tmp_path / "long"
+    line = b"a" * 65536 + b">From the middle of a line\n"     # a piece boundary just before ">From"
+    first = b"From a@x Fri Dec  8 21:13:05 2017\nSubject: long\n\n" + line + b"\n"
+    second = b"From b@x Fri Dec  8 22:13:05 2017\nSubject: next\n\nbody\n"
+    path.write_bytes(first + second)
+    store = open_store(f"mbox:{path}")
+    items, problems = scan(store)
+    assert not problems
+    assert [(i.ref, i.data) for i in items] == [
+        ("long:0", b"Subject: long\n\n" + line), (f"long:{len(first)}", b"Subject: next\n\nbody\n")]
+    # under a limit of a few pieces, a line of many more is skipped unheld, the next message kept
+    store = open_store(f"mbox:{path}", StoreOptions(max_message_size=65536 * 3))
+    path.write_bytes(first.replace(line, line * 8) + second)
+    items, problems = scan(store)
+    assert [i.data for i in items] == [b"Subject: next\n\nbody\n"]
+    assert list(problems.values()) == ["too large: more than 196,608 bytes (--max-message-size)"]
+    assert items[0].ref == f"long:{len(first) + 7 * len(line)}"
 
 
 def test_mbox_directory_glob_and_junk(tmp_path, mail_factory):

@@ -14,6 +14,7 @@ from restore.pipeline import Job
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap
 from restore.selection import UserSelection
 from restore.stores import StoreOptions
+from restore.stores.base import DEFAULT_MAX_MESSAGE_SIZE
 from restore.times import parse_time_option
 
 
@@ -49,7 +50,8 @@ def store_options(opts: dict, *specs: str | None, users: UserSelection | None = 
         password = get_password(opts.get("password_file"), imap_spec)
     users = users if users is not None else selection(opts)
     return StoreOptions(password=password, insecure=bool(opts.get("insecure")),
-                        users=users.listed(), selection=users, match=opts.get("match") or "auto")
+                        users=users.listed(), selection=users, match=opts.get("match") or "auto",
+                        max_message_size=opts.get("max_message_size") or DEFAULT_MAX_MESSAGE_SIZE)
 
 
 def make_job(opts: dict, *specs: str | None, progress: bool = True) -> Job:

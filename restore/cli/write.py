@@ -17,6 +17,7 @@ from restore.options import (
     imap_options,
     inject_options,
     json_option,
+    max_message_size_option,
     option,
     pair_options,
     reading_options,
@@ -89,6 +90,7 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
         help="Maildir: create the mailbox of a user the target does not have yet.")
 @catalog_option
 @inject_options
+@max_message_size_option
 @imap_options
 @selection_options
 @report_option

@@ -40,21 +40,25 @@ def open_store(spec: str, options: StoreOptions | None = None) -> Store:
     """Open a store for reading; raises UsageError for bad syntax, StoreError if absent."""
     kind, where = split_spec(spec)
     options = options or StoreOptions()
+    store: Store
     if kind == "maildir":
         from restore.stores.maildir import MaildirStore
 
-        return MaildirStore(spec, where, options.selection)
-    if kind == "mbox":
+        store = MaildirStore(spec, where, options.selection)
+    elif kind == "mbox":
         from restore.stores.mbox import MboxStore
 
-        return MboxStore(spec, where)
-    if kind == "eml":
+        store = MboxStore(spec, where)
+    elif kind == "eml":
         from restore.stores.eml import EmlStore
 
-        return EmlStore(spec, where)
-    from restore.stores.imap import ImapStore
+        store = EmlStore(spec, where)
+    else:
+        from restore.stores.imap import ImapStore
 
-    return ImapStore(spec, options)
+        store = ImapStore(spec, options)
+    store.max_message_size = options.max_message_size
+    return store
 
 
 def item_location(spec: str, location: str) -> str:

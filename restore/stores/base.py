@@ -91,11 +91,28 @@ class UnitGroup:
     unstamped: Callable[[], Iterable[Unit | Unreadable]] | None = None
 
 
+# Well above real mail (providers cap messages at 25 to 150 MB, base64 included)
+# and what one item may hold in memory while it is read: a 2 MB .eml.gz that
+# expands to 1 GB is refused once 256 MiB of it are out, never read whole.
+DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024 * 1024
+
+
+def too_large(limit: int) -> str:
+    """The reason an item bigger than ``limit`` bytes (decompressed) is unreadable."""
+    size = f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit:,} bytes"
+    return f"too large: more than {size} (--max-message-size)"
+
+
 class Store(ABC):
-    """A place messages live. ``spec`` is the STORE argument as the user wrote it."""
+    """A place messages live. ``spec`` is the STORE argument as the user wrote it.
+
+    A message bigger than ``max_message_size`` bytes (decompressed) is
+    unreadable (``too_large``), found out while it is read, never held whole.
+    """
 
     kind: str = ""
     parallel_safe: bool = False
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 
     def __init__(self, spec: str):
         self.spec = spec
@@ -155,3 +172,4 @@ class StoreOptions:
     selection: UserSelection = EVERYONE  # per-user stores list only these users' mailboxes
     timeout: float = 60.0
     match: str = "auto"                  # IMAP: "strict" fetches whole messages, not headers only
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE   # file stores: bigger items are unreadable

@@ -76,10 +76,20 @@ def open_stream(path: str | os.PathLike[str]) -> BinaryIO:
         raise
 
 
-def read_all(path: str | os.PathLike[str]) -> bytes:
-    """The whole decompressed content of one file (one message: bounded by its size)."""
+def read_all(path: str | os.PathLike[str], limit: int) -> bytes | None:
+    """The whole decompressed content of one file, or None once it is more than ``limit`` bytes.
+
+    Read a chunk at a time: a small file that expands hugely (a
+    decompression bomb) costs ``limit`` bytes of memory at most.
+    """
+    chunks, size = [], 0
     with open_stream(path) as stream:
-        return stream.read()
+        while chunk := stream.read(READ_SIZE):
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class _Member:

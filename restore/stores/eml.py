@@ -120,7 +120,7 @@ class EmlStore(Store):
             try:
                 # A listed unit's path was checked by the listing just now.
                 path = self.root.path_of(unit.path) if unit.path else self.root.locate(unit.ref)
-                data, st = read_message_file(path, unit.ref)
+                data, st = read_message_file(path, unit.ref, self.max_message_size)
             except UnreadableItem as exc:
                 yield Unreadable(unit, exc.where, exc.reason)
             except OSError as exc:
@@ -129,7 +129,7 @@ class EmlStore(Store):
                 yield Item(unit, unit.ref, data, st.st_mtime)
 
     def open_ref(self, ref: str) -> bytes:
-        return read_message(self.root.locate(ref), ref)
+        return read_message(self.root.locate(ref), ref, self.max_message_size)
 
 
 def _unit(found: Found | Refused) -> Unit | Unreadable:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from restore.errors import StoreError, UnreadableItem
 from restore.mailnames import fs_name, is_inside, name_text
+from restore.stores.base import too_large
 from restore.stores.compression import READ_SIZE, CorruptData, detect, read_all
 from restore.stores.sniff import HEADER_FIELD, HEADER_SCAN, not_a_message_reason
 
@@ -192,23 +193,31 @@ def failure_reason(exc: CorruptData | OSError) -> str:
     return str(exc)
 
 
-def read_message(path: str, where: str) -> bytes:
+def read_message(path: str, where: str, limit: int) -> bytes:
     """One message file's bytes, decompressed; raises UnreadableItem with the reason."""
-    return read_message_file(path, where)[0]
+    return read_message_file(path, where, limit)[0]
 
 
-def read_message_file(path: str, where: str, *, follow_symlinks: bool = True
+def read_message_file(path: str, where: str, limit: int, *, follow_symlinks: bool = True
                       ) -> tuple[bytes, os.stat_result]:
     """A message file's bytes, decompressed, and the file's stat; raises UnreadableItem.
 
     A plain file is read with bare system calls (the bulk of a scan); a
-    compressed one goes through ``compression``. Without ``follow_symlinks``
-    a symlink is refused (``ELOOP``), unread, so that the caller can vet it.
+    compressed one goes through ``compression``. More than ``limit`` bytes
+    (decompressed) is ``too_large``, found without holding more than that.
+    Without ``follow_symlinks`` a symlink is refused (``ELOOP``), unread, so
+    that the caller can vet it.
     """
     try:
-        data, st = _read_plain(path, 0 if follow_symlinks else os.O_NOFOLLOW)
+        read = _read_plain(path, 0 if follow_symlinks else os.O_NOFOLLOW, limit)
+        if read is None:
+            raise UnreadableItem(where, too_large(limit))
+        data, st = read
         if detect(data):
-            data = read_all(path)
+            whole = read_all(path, limit)
+            if whole is None:
+                raise UnreadableItem(where, too_large(limit))
+            data = whole
     except (CorruptData, OSError) as exc:
         raise UnreadableItem(where, failure_reason(exc)) from None
     reason = _not_a_message_reason(data)
@@ -235,20 +244,28 @@ def _not_a_message_reason(data: bytes) -> str | None:
     return not_a_message_reason(data)
 
 
-def _read_plain(path: str, flags: int) -> tuple[bytes, os.stat_result]:
-    """Opened as ``compression.open_regular`` does: read-only, never blocking on a FIFO."""
+def _read_plain(path: str, flags: int, limit: int) -> tuple[bytes, os.stat_result] | None:
+    """Opened as ``compression.open_regular`` does: read-only, never blocking on a FIFO.
+
+    None, unread, when the file holds more than ``limit`` bytes.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise CorruptData("not a regular file")
+        if st.st_size > limit:
+            return None
         # The whole file in one call, and one byte more to see whether it grew since the fstat.
         data = os.read(fd, st.st_size + 1)
         if len(data) == st.st_size:   # all of it: a message file is written once, never grown
             return data, st
-        chunks = [data]
+        chunks, size = [data], len(data)
         while chunk := os.read(fd, READ_SIZE):
             chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return None
         return b"".join(chunks), st
     finally:
         os.close(fd)

@@ -303,7 +303,7 @@ class MaildirStore(Store):
         """
         path = self.root.path_of(unit.path)
         try:
-            data, st = read_message_file(path, unit.ref, follow_symlinks=False)
+            data, st = read_message_file(path, unit.ref, self.max_message_size, follow_symlinks=False)
         except UnreadableItem:
             directory, name = os.path.split(path)
             rel = unit.path.rpartition("/")[0]
@@ -314,7 +314,7 @@ class MaildirStore(Store):
                 return examined
             # renamed (flags set, or moved to cur/) since it was listed
             try:
-                data, st = read_message_file(self._find(unit.ref), unit.ref)
+                data, st = read_message_file(self._find(unit.ref), unit.ref, self.max_message_size)
             except UnreadableItem as exc:
                 return Unreadable(unit, exc.where, exc.reason)
         return Item(Unit(unit.ref, stamp(st), unit.folder, unit.user, 0, st.st_size, unit.path),
@@ -324,15 +324,15 @@ class MaildirStore(Store):
         if unit.path:  # found and checked by the listing just now
             path = self.root.path_of(unit.path)
             try:
-                return read_message_file(path, unit.ref)
+                return read_message_file(path, unit.ref, self.max_message_size)
             except UnreadableItem:
                 if os.path.lexists(path):
                     raise
                 # renamed (flags set, or moved to cur/) since it was listed
-        return read_message_file(self._find(unit.ref), unit.ref)
+        return read_message_file(self._find(unit.ref), unit.ref, self.max_message_size)
 
     def open_ref(self, ref: str) -> bytes:
-        return read_message(self._find(ref), ref)
+        return read_message(self._find(ref), ref, self.max_message_size)
 
     def _find(self, ref: str) -> str:
         """The message file a ref names, in ``cur/`` or ``new/``, whatever its flags."""

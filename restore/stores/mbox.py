@@ -28,6 +28,10 @@ is read again from offset 0 — the caller sees that from the first item's
 offset being below ``unit.resume``. After a unit has been read to its end
 without error, ``end_offset(unit)`` gives the offset to resume from next time.
 
+A message bigger than ``max_message_size`` is reported unreadable ("too
+large") and read past in pieces, never held; lines are read at most
+``LINE_PIECE`` bytes at a time, so even a gigabyte without a line end is not.
+
 A compressed stream damaged midway: the messages before the damage are
 good (each was closed by the next ``From `` line); the message being read is
 reported unreadable with the reason, and the rest of the file is lost.
@@ -43,11 +47,13 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from itertools import islice
 from typing import BinaryIO
 
 from restore.errors import StoreError, UnreadableItem
 from restore.mailnames import mbox_folder
-from restore.stores.base import Item, Store, Unit, Unreadable
+from restore.stores.base import Item, Store, Unit, Unreadable, too_large
 from restore.stores.compression import READ_SIZE, CorruptData, open_stream
 from restore.stores.files import (
     Found,
@@ -93,11 +99,16 @@ def from_line_date(line: bytes) -> float | None:
     return when.timestamp() - (-east if offset and offset.startswith(b"-") else east)
 
 
+# Lines are read at most this much at a time: a "line" of a gigabyte (a
+# decompression bomb of zeros) is read in pieces, never whole.
+LINE_PIECE = 64 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class RawMessage:
     offset: int         # of the From_ line, in the decompressed stream
     from_line: bytes
-    data: bytes         # From_ line dropped, separator dropped, mboxrd unquoted
+    data: bytes | None  # From_ line dropped, separator dropped, mboxrd unquoted; None: too large
 
 
 class MboxReader:
@@ -109,8 +120,9 @@ class MboxReader:
     read forward only: ``seek`` goes on from ``current``, never back.
     """
 
-    def __init__(self, stream: BinaryIO):
+    def __init__(self, stream: BinaryIO, limit: int):
         self._stream = stream
+        self._limit = limit     # a message's largest size: a bigger one is skipped unread
         self._first: bytes | None = None  # the line read at ``current``, not used yet
         self.current = 0
         self.end = 0
@@ -131,13 +143,13 @@ class MboxReader:
             if offset > os.fstat(self._stream.fileno()).st_size:
                 return False
             self._stream.seek(offset)
-            first = self._stream.readline()
+            first = self._stream.readline(LINE_PIECE)
         elif self._first is not None and offset < self.current + len(self._first):
             first = self._first[offset - self.current :]  # the line in hand covers it
         else:
             if not self._skip(offset - self.current - len(self._first or b"")):
                 return False
-            first = self._stream.readline()
+            first = self._stream.readline(LINE_PIECE)
         self.current = self.end = offset
         self._first = first
         return not first or (first.startswith(FROM_LINE) if offset == 0 else is_from_line(first))
@@ -157,9 +169,9 @@ class MboxReader:
         if not from_line:
             return None
         self.end += len(from_line)
-        lines, self._first = _message_lines(self._stream.readline)
-        self.end += sum(map(len, lines))
-        raw = RawMessage(self.current, from_line, _body(lines))
+        lines, size, self._first = _message_lines(self._stream.readline, self._limit)
+        self.end += size
+        raw = RawMessage(self.current, from_line, None if lines is None else _body(*lines))
         self.current = self.end
         return raw
 
@@ -168,23 +180,76 @@ class MboxReader:
             yield raw
 
 
-def _message_lines(readline: Callable[[], bytes]) -> tuple[list[bytes], bytes]:
-    """The lines after a From_ line up to the next message, and that message's
-    From_ line (b"" at the end of the data)."""
+def _message_lines(readline: Callable[[int], bytes], limit: int
+                   ) -> tuple[tuple[list[bytes], set[int]] | None, int, bytes]:
+    """Read the lines after a From_ line up to the next message.
+
+    Returns the message's lines (a long one in pieces, with the indexes of
+    the pieces that continue a line), or None when they hold more than
+    ``limit`` bytes; their size; and the next message's From_ line (b"" at
+    the end of the data).
+
+    This loop runs for every line of an mbox, so its inner loop only looks
+    for the next From_ line; sizes are added up a block of lines at a time,
+    each block no longer than what could reach the limit, and the pieces of
+    long lines are told then. (So inside a block, the "\\n" that ends a line
+    of exactly k * LINE_PIECE bytes passes for a blank line: an unquoted From_
+    line right after it would start a message.)
+    """
     lines: list[bytes] = []
+    append = lines.append
+    continued: set[int] = set()
+    pieces = iter(partial(readline, LINE_PIECE), b"")
+    size = 0
     after_blank = False
-    for line in iter(readline, b""):
-        if after_blank and is_from_line(line):
-            return lines, line
-        lines.append(line)
-        after_blank = line in BLANK_LINES
-    return lines, b""
+    while True:
+        start = len(lines)
+        room = (limit - size) // LINE_PIECE
+        for line in islice(pieces, room if room > 0 else 1):
+            if after_blank and line.startswith(FROM_LINE) and FROM_LINE_FORM.match(line):  # is_from_line
+                return (lines, continued), size + _tally(lines, start, continued), line
+            append(line)
+            after_blank = line in BLANK_LINES
+        if len(lines) == start:     # the end of the data
+            return (lines, continued), size, b""
+        size += _tally(lines, start, continued)
+        if size > limit:
+            return None, *_skip_message(pieces, size, lines[-1][-1:] == b"\n")
+        if len(lines) - 1 in continued:
+            after_blank = False     # the end of a long line, not a blank line
 
 
-def _body(lines: list[bytes]) -> bytes:
-    if lines and lines[-1] in BLANK_LINES:
+def _tally(lines: list[bytes], start: int, continued: set[int]) -> int:
+    """The size of ``lines[start:]``; marks the pieces among them that continue a line."""
+    size = sum(map(len, islice(lines, start, None)))
+    first = max(start - 1, 0)       # the piece before the block may be cut short too
+    if lines and (size >= LINE_PIECE or len(lines[first]) == LINE_PIECE) and max(
+            map(len, islice(lines, first, None))) == LINE_PIECE:
+        for i in range(first + 1, len(lines)):
+            if len(lines[i - 1]) == LINE_PIECE and lines[i - 1][-1:] != b"\n":
+                continued.add(i)
+    return size
+
+
+def _skip_message(pieces: Iterator[bytes], size: int, at_start: bool) -> tuple[int, bytes]:
+    """Read on, keeping nothing, to the next message: the skipped size and its From_ line."""
+    after_blank = False
+    for piece in pieces:
+        if after_blank and is_from_line(piece):
+            return size, piece
+        size += len(piece)
+        after_blank = at_start and piece in BLANK_LINES
+        at_start = piece[-1:] == b"\n"
+    return size, b""
+
+
+def _body(lines: list[bytes], continued: set[int]) -> bytes:
+    if lines and lines[-1] in BLANK_LINES and len(lines) - 1 not in continued:
         lines.pop()
-    return b"".join(line[1:] if QUOTED_FROM.match(line) else line for line in lines)
+    if continued:   # a piece that continues a line is no line start to unquote
+        return b"".join(line[1:] if i not in continued and QUOTED_FROM.match(line) else line
+                        for i, line in enumerate(lines))
+    return b"".join([line[1:] if QUOTED_FROM.match(line) else line for line in lines])
 
 
 class ReaderPool:
@@ -205,12 +270,12 @@ class ReaderPool:
         self._idle: list[_OpenMbox] = []  # least recently used first
         self._lock = threading.Lock()
 
-    def message_at(self, path: str, offset: int) -> RawMessage | None:
+    def message_at(self, path: str, offset: int, limit: int) -> RawMessage | None:
         """The message whose From_ line is at ``offset``, or None when none starts there.
 
         Raises CorruptData or OSError as reading the file does.
         """
-        held = self._take(path, offset)
+        held = self._take(path, offset, limit)
         try:
             raw = held.reader.message() if held.reader.seek(offset) else None
         except BaseException:
@@ -228,7 +293,7 @@ class ReaderPool:
         for held in idle:
             held.stream.close()
 
-    def _take(self, path: str, offset: int) -> _OpenMbox:
+    def _take(self, path: str, offset: int, limit: int) -> _OpenMbox:
         identity = _identity(os.stat(path))
         with self._lock:
             stale = [h for h in self._idle if h.path == path and h.identity != identity]
@@ -243,7 +308,7 @@ class ReaderPool:
         if best is not None:
             return best
         stream = open_stream(path)
-        return _OpenMbox(path, identity, stream, MboxReader(stream))
+        return _OpenMbox(path, identity, stream, MboxReader(stream, limit))
 
     def _give_back(self, held: _OpenMbox) -> None:
         with self._lock:
@@ -325,7 +390,7 @@ class MboxStore(Store):
         reader = None
         try:
             with open_stream(path) as stream:
-                reader = MboxReader(stream)
+                reader = MboxReader(stream, self.max_message_size)
                 if reader.seek(start):
                     yield from self._items(unit, reader)
                     self._ends[unit.ref] = reader.end
@@ -339,15 +404,17 @@ class MboxStore(Store):
         else:
             yield Unreadable(unit, unit.ref, NOT_MBOX)
 
-    @staticmethod
-    def _items(unit: Unit, reader: MboxReader) -> Iterator[Item | Unreadable]:
+    def _items(self, unit: Unit, reader: MboxReader) -> Iterator[Item | Unreadable]:
         for raw in reader.messages():
             ref = f"{unit.ref}:{raw.offset}"
-            reason = not_a_message_reason(raw.data)
-            if reason:
-                yield Unreadable(unit, ref, reason)
+            reason = self._not_a_message_reason(raw.data)
+            if reason or raw.data is None:
+                yield Unreadable(unit, ref, reason or "")
             else:
                 yield Item(unit, ref, raw.data, from_line_date(raw.from_line))
+
+    def _not_a_message_reason(self, data: bytes | None) -> str | None:
+        return too_large(self.max_message_size) if data is None else not_a_message_reason(data)
 
     def open_ref(self, ref: str) -> bytes:
         rel, _, offset_text = ref.rpartition(":")
@@ -356,14 +423,14 @@ class MboxStore(Store):
         offset = int(offset_text)
         path = self.root.locate(rel)
         try:
-            raw = self._readers.message_at(path, offset)
+            raw = self._readers.message_at(path, offset, self.max_message_size)
         except (CorruptData, OSError) as exc:
             raise UnreadableItem(ref, failure_reason(exc)) from None
         if raw is None:
             raise UnreadableItem(ref, f"no message starts at offset {offset}")
-        reason = not_a_message_reason(raw.data)
-        if reason:
-            raise UnreadableItem(ref, reason)
+        reason = self._not_a_message_reason(raw.data)
+        if reason or raw.data is None:
+            raise UnreadableItem(ref, reason or "")
         return raw.data
 
     def close(self) -> None:
