@@ -277,6 +277,11 @@ def plain_date_py(value: str) -> int | None:
     return _plain_date(plain.groups()) if plain else None
 
 
+# A number standing alone (not part of a time or a zone) and written with a
+# leading zero: "0000" or "0099" as a year.
+_ZERO_LED_NUMBER = re.compile(r"(?<![\w:+-])0[0-9]+(?![\w:])")
+
+
 def _general_date(value: str) -> float | None:
     # Imported here, not at the top: few dates take this path, and a warm scan
     # (which reads few messages) would spend more on the import than on scanning.
@@ -285,6 +290,10 @@ def _general_date(value: str) -> float | None:
     try:
         parsed = parsedate_tz(value)
         if parsed is None:
+            return None
+        # parsedate_tz reads any year below 100 as 1970-2069, as RFC 5322 reads a
+        # two-digit year; a year written with more digits ("0000") is what it says.
+        if any(len(n) > 2 and int(n) == parsed[0] % 100 for n in _ZERO_LED_NUMBER.findall(value)):
             return None
         year, month, day, hour, minute, second = parsed[:6]
         # datetime refuses 31 Feb, 25:61 and zones beyond 24 h, which

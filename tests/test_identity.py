@@ -358,6 +358,15 @@ def test_garbage_or_out_of_range_dates_are_none(value):
     assert received_of(value) is None
 
 
+@pytest.mark.parametrize("year", ["0000", "0099", "099", "0070"])
+def test_a_year_written_with_leading_zeros_is_read_as_written_never_as_19xx_or_20xx(year):
+    # email.utils reads any year below 100 as 1970-2069; only a two-digit year means that.
+    value = f"Fri, 08 Dec {year} 12:00:00 +0000"
+    assert parse_date(value) is None        # year 0 to 99: before any mail
+    assert received_of(value) is None
+    assert parse_date("Fri, 08 Dec 99 12:00:00 +0000") == ts(1999, 12, 8, 12, 0, 0)
+
+
 @FAST
 @given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2099, 1, 1),
                     timezones=st.builds(lambda m: timezone(timedelta(minutes=m)),
@@ -455,9 +464,12 @@ def test_c_header_scan_gives_what_the_python_scan_gives(data, envelope_headers):
 
 
 def general_parse_date(value: str) -> float | None:
-    """The rule as email.utils states it: what the fast path must agree with."""
+    """The rule as email.utils states it, but for years of more than two digits read as
+    written: what the fast path must agree with."""
     parsed = parsedate_tz(value)
     if parsed is None:
+        return None
+    if any(len(t) > 2 and int(t) == parsed[0] % 100 for t in re.findall(r"(?<![\w:+-])0\d+(?![\w:])", value)):
         return None
     try:
         zone = timezone(timedelta(seconds=parsed[9] or 0))
