@@ -202,3 +202,49 @@ def test_an_item_past_the_size_limit_is_unreadable_and_a_larger_limit_reads_it(t
     doc = json.loads(inject.stdout)
     assert (doc["appended"], doc["failed"]) == (1, 1), inject.stderr
     assert "too large" in doc["problems"][0]["reason"]
+
+
+# -- line endings: LF in Maildir, CRLF over IMAP, a bare CR too -------------------------
+
+
+def cr_only_plan(tmp_path: Path, mail_factory) -> tuple[Path, bytes]:
+    """A plan of one archived message written with bare CRs (an old Mac mailer)."""
+    archive = tmp_path / "gw"
+    data = message(mail_factory, subject="old Mac", body="line one\nline two\n").replace(b"\n", b"\r")
+    mail_factory.write_eml_tree(archive, [data])
+    replica, _ = alice_maildir(tmp_path / "empty", mail_factory)
+    mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", replica,
+                "--since", "2017-12-08T00:00:00Z", "--until", "2017-12-09T00:00:00Z",
+                "--plan", str(tmp_path / "plan.jsonl"))
+    return tmp_path / "plan.jsonl", data
+
+
+def test_a_message_with_bare_crs_is_written_with_lf_into_maildir(tmp_path, mail_factory):
+    from restore.identity import facts_of
+
+    plan, data = cr_only_plan(tmp_path, mail_factory)
+    replica, maildir = alice_maildir(tmp_path, mail_factory)
+    inject = mailrestore(tmp_path, "inject", str(plan), "--to", replica, "--json")
+    assert json.loads(inject.stdout)["appended"] == 1, inject.stderr
+    [written] = (maildir / "new").iterdir()
+    assert written.read_bytes() == data.replace(b"\r", b"\n")
+    assert facts_of(written.read_bytes()).key == facts_of(data).key     # the same message
+
+
+def test_a_message_with_bare_crs_is_appended_with_crlf_over_imap(tmp_path, mail_factory,
+                                                                  dovecot_server):
+    from imapclient import IMAPClient
+
+    dovecot_server.add_user(ALICE)
+    plan, data = cr_only_plan(tmp_path, mail_factory)
+    imap = f"imap://{dovecot_server.master_user}@{dovecot_server.host}:{dovecot_server.port}"
+    inject = mailrestore(tmp_path, "inject", str(plan), "--to", imap, "--json",
+                         MAILRESTORE_PASSWORD=dovecot_server.master_pass)
+    assert json.loads(inject.stdout)["appended"] == 1, inject.stderr
+    client = IMAPClient(dovecot_server.host, port=dovecot_server.port, ssl=False, timeout=10)
+    client.login(f"{ALICE}*{dovecot_server.master_user}", dovecot_server.master_pass)
+    client.select_folder("INBOX", readonly=True)
+    [(_, got)] = client.fetch(client.search("ALL"), ["BODY.PEEK[]", "ENVELOPE"]).items()
+    client.logout()
+    assert got[b"BODY[]"] == data.replace(b"\r", b"\r\n")
+    assert got[b"ENVELOPE"].message_id     # Dovecot sees every header line, not one

@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from imapclient import IMAPClient
 
 from restore.errors import TargetError, TransientError
-from restore.identity import fingerprint_of, is_same_message
+from restore.identity import fingerprint_of, is_same_message, normalize_newlines
 from restore.imapconn import (
     close_quietly,
     connect,
@@ -412,8 +412,8 @@ def _prepare(index: int, message: Message) -> _Pending:
 
 
 def _to_crlf(data: bytes) -> bytes:
-    """IMAP wants CRLF line ends; every other byte stays as it is."""
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    """IMAP wants CRLF line ends (a bare CR too becomes one); every other byte stays as it is."""
+    return normalize_newlines(data).replace(b"\n", b"\r\n")
 
 
 def _chunks(pending: list[_Pending]) -> Iterator[list[_Pending]]:

@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from restore.errors import PermanentError, TargetError, TransientError, UsageError
-from restore.identity import fingerprint_of, is_same_message
+from restore.identity import fingerprint_of, is_same_message, normalize_newlines
 from restore.mailnames import (
     PathTemplate,
     info_suffix,
@@ -60,8 +60,8 @@ CHANGED = "changed since it was written: left alone"
 
 
 def maildir_bytes(data: bytes) -> bytes:
-    """Maildir files hold LF line endings."""
-    return data.replace(b"\r\n", b"\n")
+    """Maildir files hold LF line endings: CRLF and a bare CR become LF (identity stays)."""
+    return normalize_newlines(data)
 
 
 def _real_path(fd: int, fallback: str) -> str:
@@ -241,8 +241,7 @@ class MaildirSession(TargetSession):
             self.mailbox_fd = -1
 
     def prepare(self, folder: str, message: Message) -> str:
-        data = message.data
-        return unique_name(len(data) - data.count(b"\r\n"))
+        return unique_name(len(maildir_bytes(message.data)))
 
     def append(self, folder: str, batch: Sequence[Message]) -> list[Outcome]:
         try:
