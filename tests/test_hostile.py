@@ -248,3 +248,23 @@ def test_a_message_with_bare_crs_is_appended_with_crlf_over_imap(tmp_path, mail_
     client.logout()
     assert got[b"BODY[]"] == data.replace(b"\r", b"\r\n")
     assert got[b"ENVELOPE"].message_id     # Dovecot sees every header line, not one
+
+
+# -- one line, no traceback ----------------------------------------------------------------
+
+
+def archive_and_replica(tmp_path: Path, mail_factory) -> list[str]:
+    """An archive of one message alice's replica lacks: the --archive/--replica arguments."""
+    archive = tmp_path / "gw"
+    mail_factory.write_eml_tree(archive, [message(mail_factory)])
+    replica, _ = alice_maildir(tmp_path, mail_factory)
+    return ["--archive", f"eml:{archive}", "--replica", replica]
+
+
+def test_timeline_svg_to_a_path_that_cannot_be_written_is_one_line(tmp_path, mail_factory):
+    pair = archive_and_replica(tmp_path, mail_factory)
+    run = mailrestore(tmp_path, "timeline", *pair, "--svg", str(tmp_path / "no" / "such" / "x.svg"))
+    no_traceback(run)
+    assert run.returncode == 2
+    [line] = run.stderr.splitlines()
+    assert line.startswith("mailrestore: --svg ") and "No such file or directory" in line
