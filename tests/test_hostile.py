@@ -268,3 +268,19 @@ def test_timeline_svg_to_a_path_that_cannot_be_written_is_one_line(tmp_path, mai
     assert run.returncode == 2
     [line] = run.stderr.splitlines()
     assert line.startswith("mailrestore: --svg ") and "No such file or directory" in line
+
+
+def test_an_invariant_failure_is_one_line_and_exit_70(tmp_path, mail_factory):
+    # The class counts never fail to add up unless there is a bug: make one.
+    pair = archive_and_replica(tmp_path, mail_factory)
+    code = ("import sys, restore.diff as d; from restore.cli import main\n"
+            "from restore.errors import InvariantError\n"
+            "def bug(*args): raise InvariantError('class counts {} do not add up to 1 pairs')\n"
+            "d._tally = bug\n"
+            "sys.argv = ['mailrestore', *sys.argv[1:]]; main()")
+    run = subprocess.run([sys.executable, "-c", code, "diff", *pair], capture_output=True, text=True,
+                         env=env_for(tmp_path), timeout=60)
+    no_traceback(run)
+    assert run.returncode == 70, run.stderr
+    [line] = run.stderr.splitlines()
+    assert line.startswith("mailrestore: ") and "do not add up" in line
