@@ -87,18 +87,23 @@ def resolve_users(
     win; otherwise the first header of ``headers`` present names the users.
     """
     aliases = aliases or AliasMap()
+    rejected: list[Rejected] = []
     if path_user:
         candidates = [normalize_address(path_user)]
     else:
         candidates = []
+        empty: list[Rejected] = []
         for name in headers:
             values = envelope.get(name.lower())
             if values:
                 candidates = header_addresses(values)
                 if candidates:
                     break
+                # present but naming nobody ("Delivered-To: <>"): said if no later header names one
+                empty.append(Rejected(values[0], f"{name} names no address"))
+        if not candidates:
+            rejected = empty[:1]
     users: list[str] = []
-    rejected: list[Rejected] = []
     for addr in candidates:
         user = aliases(addr)
         reason = invalid_mailbox_reason(user)

@@ -284,3 +284,14 @@ def test_an_invariant_failure_is_one_line_and_exit_70(tmp_path, mail_factory):
     assert run.returncode == 70, run.stderr
     [line] = run.stderr.splitlines()
     assert line.startswith("mailrestore: ") and "do not add up" in line
+
+
+def test_an_empty_delivered_to_is_named_as_the_reason(tmp_path, mail_factory):
+    archive = tmp_path / "gw"
+    data = mail_factory.make_message(received=RECEIVED, extra_headers={"Delivered-To": "<>"})
+    mail_factory.write_eml_tree(archive, [data])
+    replica, _ = alice_maildir(tmp_path, mail_factory)
+    run = mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", replica, "--json")
+    [problem] = json.loads(run.stdout)["problems"]
+    assert problem["class"] == "unroutable"
+    assert problem["reason"] == "recipient '<>' rejected: Delivered-To names no address"
