@@ -295,3 +295,16 @@ def test_an_empty_delivered_to_is_named_as_the_reason(tmp_path, mail_factory):
     [problem] = json.loads(run.stdout)["problems"]
     assert problem["class"] == "unroutable"
     assert problem["reason"] == "recipient '<>' rejected: Delivered-To names no address"
+
+
+def test_a_password_in_the_url_is_never_printed(tmp_path, mail_factory):
+    pair = archive_and_replica(tmp_path, mail_factory)
+    url = "imap://admin:s3cret@127.0.0.1:1"
+    for args in (["diff", pair[0], pair[1], "--replica", url],
+                 ["inject", str(tmp_path / "p.jsonl"), "--to", url]):
+        (tmp_path / "p.jsonl").write_text("")
+        run = mailrestore(tmp_path, *args)
+        no_traceback(run)
+        assert run.returncode == 2, run.stderr
+        assert "s3cret" not in run.stderr + run.stdout
+        assert "no password in the URL" in run.stderr

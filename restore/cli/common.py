@@ -43,11 +43,19 @@ def selection(opts: dict) -> UserSelection:
                                       opts.get("exclude_users") or ())
 
 
+def imap_password(opts: dict, url: str) -> str:
+    """The password for an IMAP URL; the URL is checked first, as it must not hold one itself."""
+    from restore.imapconn import parse_imap_url
+
+    parse_imap_url(url)     # a password in the URL is refused there, and never shown
+    return get_password(opts.get("password_file"), url)
+
+
 def store_options(opts: dict, *specs: str | None, users: UserSelection | None = None) -> StoreOptions:
     password = None
     if wants_imap(*specs):
         imap_spec = next(s for s in specs if s and s.startswith(("imap://", "imaps://")))
-        password = get_password(opts.get("password_file"), imap_spec)
+        password = imap_password(opts, imap_spec)
     users = users if users is not None else selection(opts)
     return StoreOptions(password=password, insecure=bool(opts.get("insecure")),
                         users=users.listed(), selection=users, match=opts.get("match") or "auto",
