@@ -182,7 +182,7 @@ def load_plan(path: str) -> LoadedPlan:
     bad: list[UsageError] = []
     headers: list[PlanHeader] = []
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:    # a byte-order mark, as Notepad writes, is no line
             for got in read_plan(fh, name=path, headers=headers):
                 (bad if isinstance(got, UsageError) else entries).append(got)  # type: ignore[arg-type]
     except OSError as exc:

@@ -308,3 +308,15 @@ def test_a_password_in_the_url_is_never_printed(tmp_path, mail_factory):
         assert run.returncode == 2, run.stderr
         assert "s3cret" not in run.stderr + run.stdout
         assert "no password in the URL" in run.stderr
+
+
+def test_a_plan_saved_with_a_byte_order_mark_keeps_its_first_line(tmp_path, mail_factory):
+    pair = archive_and_replica(tmp_path, mail_factory)
+    plan = tmp_path / "plan.jsonl"
+    mailrestore(tmp_path, "diff", *pair, "--since", "2017-12-08T00:00:00Z",
+                "--until", "2017-12-09T00:00:00Z", "--plan", str(plan))
+    plan.write_bytes(b"\xef\xbb\xbf" + plan.read_bytes())      # as Notepad saves it
+    run = mailrestore(tmp_path, "inject", str(plan), "--to", pair[3], "--dry-run", "--json")
+    no_traceback(run)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["appended"] == 1
