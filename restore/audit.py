@@ -92,4 +92,4 @@ def exclusive(lock_path: Path) -> AbstractContextManager[None]:
     """Hold the audit lock; a second overlapping run fails at once with LockedError."""
     return locks.held(lock_path, "the audit lock", lambda holder: (
         f"another audit of these stores is still running (pid {holder}, lock {lock_path}); "
-        "this run did nothing"), mode=0o644)
+        "this run did nothing"))

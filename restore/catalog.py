@@ -19,6 +19,7 @@ from json.encoder import encode_basestring as _json_string
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from restore import private
 from restore.errors import CatalogBusy, CatalogError, Problem, UsageError
 from restore.identity import facts_of, received_time
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
@@ -140,7 +141,8 @@ class Catalog:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_catalog_path()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private.make_dirs(self.path.parent)
+            private.create_file(self.path)   # SQLite gives its journal the mode of the database
             self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                       timeout=BUSY_SECONDS)
             # A catalog is written by one scan at a time, most of it in bulk: a

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from rich.console import CONSOLE_SVG_FORMAT, Console
 from rich.text import Text
 
+from restore import private
 from restore.errors import UsageError
 from restore.report import print_windows
 from restore.window import Window
@@ -68,7 +69,7 @@ def show(lines: list[Text], svg: str | None = None) -> None:
     if svg:
         text = out.export_svg(title="mailrestore timeline", code_format=OFFLINE_SVG_FORMAT)
         try:
-            with open(svg, "w", encoding="utf-8") as fh:
+            with private.open_text(svg) as fh:
                 fh.write(text)
         except OSError as exc:
             raise UsageError(f"--svg {svg}: {exc.strerror or exc}") from None

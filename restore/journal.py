@@ -60,7 +60,7 @@ from pathlib import Path
 
 from platformdirs import user_state_dir
 
-from restore import locks
+from restore import locks, private
 from restore.errors import CannotRunError, JournalError, MailrestoreError, UsageError
 from restore.plan import PlanEntry
 
@@ -255,6 +255,7 @@ class Journal:
             self._take_run_lock()
             try:
                 with self._guard():
+                    private.create_file(self.path)     # SQLite gives its -wal and -shm its mode
                     self.db = _connect(str(self.path))
                     self.db.execute("PRAGMA journal_mode=WAL")
                     self._create_or_migrate()
@@ -283,7 +284,7 @@ class Journal:
 
     def _take_run_lock(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private.make_dirs(self.path.parent)
         except OSError as exc:
             raise JournalError(f"journal {self.path}: cannot create its directory: "
                                f"{exc.strerror or exc}; give --state a writable place") from None
@@ -374,8 +375,9 @@ class Journal:
         """An SQLite error leaves as JournalError (exit 3): exactly-once needs the journal."""
         try:
             yield
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}; {WHAT_TO_DO}") from None
+        except (sqlite3.Error, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise JournalError(f"journal {self.path}: {reason}; {WHAT_TO_DO}") from None
 
     def __enter__(self) -> Journal:
         return self

@@ -15,18 +15,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from restore import private
 from restore.errors import CannotRunError, LockedError
 
 
-def take(path: Path, what: str, refused: Callable[[str], str], mode: int = 0o600) -> int:
+def take(path: Path, what: str, refused: Callable[[str], str]) -> int:
     """Hold the lock at ``path``: the open descriptor; closing it releases the lock.
 
     ``refused(holder pid)`` words the LockedError raised when another process
     holds it; a lock file that cannot be made raises CannotRunError naming ``what``.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+        private.make_dirs(path.parent)
+        fd = private.open_fd(path, os.O_RDWR)
     except OSError as exc:
         raise CannotRunError(
             f"cannot take {what} {path}: {exc.strerror or exc}; this run did nothing") from None
@@ -42,9 +43,9 @@ def take(path: Path, what: str, refused: Callable[[str], str], mode: int = 0o600
 
 
 @contextmanager
-def held(path: Path, what: str, refused: Callable[[str], str], mode: int = 0o600) -> Iterator[None]:
+def held(path: Path, what: str, refused: Callable[[str], str]) -> Iterator[None]:
     """``take`` for the length of a ``with`` block."""
-    fd = take(path, what, refused, mode)
+    fd = take(path, what, refused)
     try:
         yield
     finally:

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO
 
+from restore import private
 from restore.errors import RefusedItem, UsageError
 from restore.identity import MATCH_MODES, is_same_message
 from restore.mailnames import invalid_folder_reason, invalid_mailbox_reason
@@ -203,7 +204,7 @@ def save_plan(path: str, entries: Iterable[PlanEntry], header: PlanHeader | None
     """Write a plan atomically: a crash never leaves half a plan behind."""
     tmp = f"{path}.tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with private.open_text(tmp) as fh:
             n = write_plan(fh, entries, header)
         os.replace(tmp, path)
     except OSError as exc:

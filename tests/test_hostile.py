@@ -320,3 +320,32 @@ def test_a_plan_saved_with_a_byte_order_mark_keeps_its_first_line(tmp_path, mail
     no_traceback(run)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["appended"] == 1
+
+
+# -- what the tool writes about mail is private ------------------------------------------
+
+
+def test_what_the_tool_writes_about_mail_is_private_whatever_the_umask(tmp_path, mail_factory):
+    pair = archive_and_replica(tmp_path, mail_factory)
+    out = tmp_path / "out"
+    out.mkdir()
+    window = ["--since", "2017-12-08T00:00:00Z", "--until", "2017-12-09T00:00:00Z"]
+    umask = "import os, sys; os.umask(0); from restore.cli import main; sys.argv[0] = 'mailrestore'; main()"
+    for args in (["diff", *pair, *window, "--plan", str(out / "plan.jsonl")],
+                 ["inject", str(out / "plan.jsonl"), "--to", pair[3]],
+                 ["timeline", *pair, *window, "--svg", str(out / "chart.svg")],
+                 ["audit", *pair, "--now", "2017-12-08T18:00:00Z"]):
+        run = subprocess.run([sys.executable, "-c", umask, *args], capture_output=True, text=True,
+                             env=env_for(tmp_path), timeout=60)
+        no_traceback(run)
+    written = [p for p in (tmp_path / "xdg").rglob("*")] + list(out.iterdir())
+    assert {p.name for p in written} >= {"catalog.sqlite", "plan.jsonl", "chart.svg"}
+    assert any(p.name.startswith("journal-") for p in written)
+    assert any(p.name.startswith("audit-") for p in written)
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in written}
+    assert modes == {name: (oct(0o700) if (tmp_path / name).is_dir() else oct(0o600))
+                     for name in modes}
+    # restored mail keeps the Maildir's own mode
+    [restored] = (tmp_path / "vmail" / "example.com" / "alice" / "Maildir" / "new").iterdir()
+    maildir_mode = (restored.parent.parent.stat().st_mode & 0o666)
+    assert restored.stat().st_mode & 0o777 == maildir_mode
