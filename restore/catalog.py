@@ -11,6 +11,7 @@ stores are.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from restore.identity import facts_of, received_time
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.rescan import Progress, ScanStats, read_batch, rescan
 from restore.stores.base import DEFAULT_MAX_MESSAGE_SIZE, Item, Store
+
+log = logging.getLogger(__name__)
 
 # Bump when identity or the schema changes what a scan records: an older
 # catalog is then emptied and rebuilt rather than trusted.
@@ -116,6 +119,12 @@ def default_catalog_path() -> Path:
 BUSY_SECONDS = 120.0
 
 
+def _damaged(exc: sqlite3.Error) -> bool:
+    """Whether SQLite found the file damaged, or no database at all."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 def _busy(exc: sqlite3.Error) -> bool:
     """Whether SQLite gave up waiting for another connection's lock."""
     code = getattr(exc, "sqlite_errorcode", None)   # the primary code is the low byte
@@ -136,39 +145,66 @@ def _guarded(method: F) -> F:
 
 
 class Catalog:
-    """The catalog database; SQLite errors leave it as CatalogBusy or CatalogError (exit 3)."""
+    """The catalog database; SQLite errors leave it as CatalogBusy or CatalogError (exit 3).
+
+    It is only a cache. One found damaged when opened is replaced, with a
+    one-line notice, and the scans fill it again; one found damaged later is
+    removed (CatalogError), so that the next command starts afresh. Created
+    private (``restore.private``).
+    """
 
     def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path else default_catalog_path()
+        if path:
+            self.path = Path(path)
+            if not self.path.parent.is_dir():    # a typo must not leave directories behind
+                raise UsageError(f"--catalog {path}: directory {self.path.parent} does not exist")
+        else:
+            self.path = default_catalog_path()
         try:
-            private.make_dirs(self.path.parent)
-            private.create_file(self.path)   # SQLite gives its journal the mode of the database
-            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
-                                      timeout=BUSY_SECONDS)
-            # A catalog is written by one scan at a time, most of it in bulk: a
-            # rollback journal writes each page once, where a write-ahead log
-            # writes it twice (the log, then the checkpoint).
-            self.db.execute("PRAGMA page_size=16384")
-            self.db.execute("PRAGMA journal_mode=DELETE")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last commit only costs a re-read
-            self.db.execute("PRAGMA temp_store=FILE")
-            self.db.executescript(SCHEMA)
+            try:
+                self._open()
+            except sqlite3.DatabaseError as exc:
+                if not _damaged(exc):
+                    raise
+                self.db.close()
+                self._remove()
+                log.warning("mailrestore: catalog %s was damaged (%s); rebuilt: it is only a cache",
+                            self.path, exc)
+                self._open()
         except sqlite3.Error as exc:
             if _busy(exc):
                 raise CatalogBusy(self.path, BUSY_SECONDS) from None
             raise UsageError(f"catalog {self.path}: {exc}") from None
         except OSError as exc:
-            raise UsageError(f"catalog {self.path}: {exc}") from None
-        with self.guard():
-            row = self.db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-            if row is None or row[0] != str(SCHEMA_VERSION):
-                self.db.executescript(
-                    "DROP TABLE IF EXISTS stores; DROP TABLE IF EXISTS units;"
-                    " DROP TABLE IF EXISTS messages; DROP TABLE IF EXISTS problems;"
-                    " DROP TABLE IF EXISTS groups; DROP TABLE IF EXISTS summaries;")
-                self.db.executescript(SCHEMA)
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
-                                (str(SCHEMA_VERSION),))
+            raise UsageError(f"catalog {self.path}: {exc.strerror or exc}") from None
+
+    def _open(self) -> None:
+        if self.path == default_catalog_path():
+            private.make_dirs(self.path.parent)
+        private.create_file(self.path)   # SQLite gives its journal the mode of the database
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                  timeout=BUSY_SECONDS)
+        # A catalog is written by one scan at a time, most of it in bulk: a
+        # rollback journal writes each page once, where a write-ahead log
+        # writes it twice (the log, then the checkpoint).
+        self.db.execute("PRAGMA page_size=16384")
+        self.db.execute("PRAGMA journal_mode=DELETE")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last commit only costs a re-read
+        self.db.execute("PRAGMA temp_store=FILE")
+        self.db.executescript(SCHEMA)
+        row = self.db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+        if row is None or row[0] != str(SCHEMA_VERSION):
+            self.db.executescript(
+                "DROP TABLE IF EXISTS stores; DROP TABLE IF EXISTS units;"
+                " DROP TABLE IF EXISTS messages; DROP TABLE IF EXISTS problems;"
+                " DROP TABLE IF EXISTS groups; DROP TABLE IF EXISTS summaries;")
+            self.db.executescript(SCHEMA)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
+                            (str(SCHEMA_VERSION),))
+
+    def _remove(self) -> None:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     def close(self) -> None:
         self.db.close()
@@ -184,6 +220,10 @@ class Catalog:
         except sqlite3.Error as exc:
             if _busy(exc):
                 raise CatalogBusy(self.path, BUSY_SECONDS) from None
+            if _damaged(exc):
+                self._remove()
+                raise CatalogError(f"catalog {self.path} is damaged ({exc}); removed: it is only "
+                                   "a cache, run the command again to rebuild it") from None
             raise CatalogError(f"catalog {self.path}: {exc}") from None
 
     # -- stores --------------------------------------------------------------

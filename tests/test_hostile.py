@@ -322,6 +322,32 @@ def test_a_plan_saved_with_a_byte_order_mark_keeps_its_first_line(tmp_path, mail
     assert json.loads(run.stdout)["appended"] == 1
 
 
+def test_catalog_in_a_directory_that_does_not_exist_is_an_error_and_creates_nothing(tmp_path,
+                                                                                 mail_factory):
+    pair = archive_and_replica(tmp_path, mail_factory)
+    run = mailrestore(tmp_path, "diff", *pair, "--catalog", str(tmp_path / "nonexistent" / "dir" / "x"))
+    no_traceback(run)
+    assert run.returncode == 2
+    assert not (tmp_path / "nonexistent").exists()
+    [line] = run.stderr.splitlines()
+    assert "--catalog" in line and "does not exist" in line
+
+
+def test_a_damaged_catalog_is_rebuilt_with_a_notice(tmp_path, mail_factory):
+    pair = archive_and_replica(tmp_path, mail_factory)
+    catalog = tmp_path / "catalog.sqlite"
+    first = mailrestore(tmp_path, "diff", *pair, "--catalog", str(catalog), "--json")
+    for damage in (b"garbage" * 100, catalog.read_bytes()[:3000], b""):
+        catalog.write_bytes(damage)
+        run = mailrestore(tmp_path, "diff", *pair, "--catalog", str(catalog), "--json")
+        no_traceback(run)
+        assert run.returncode == first.returncode
+        assert json.loads(run.stdout)["counts"] == json.loads(first.stdout)["counts"]
+        if damage:
+            [notice] = run.stderr.splitlines()
+            assert "rebuilt" in notice and str(catalog) in notice
+
+
 # -- what the tool writes about mail is private ------------------------------------------
 
 
