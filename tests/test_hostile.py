@@ -375,3 +375,42 @@ def test_what_the_tool_writes_about_mail_is_private_whatever_the_umask(tmp_path,
     [restored] = (tmp_path / "vmail" / "example.com" / "alice" / "Maildir" / "new").iterdir()
     maildir_mode = (restored.parent.parent.stat().st_mode & 0o666)
     assert restored.stat().st_mode & 0o777 == maildir_mode
+
+
+# -- a target that cannot be written ----------------------------------------------------------
+
+
+def test_a_read_only_target_is_one_error_and_exit_3(tmp_path, mail_factory):
+    # As root nothing is read-only by its mode: the run is made as nobody then.
+    import shutil
+    import stat
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="ro"))
+    try:
+        base.chmod(0o755)
+        archive = base / "gw"
+        mail_factory.write_eml_tree(archive, [message(mail_factory, subject=f"m{i}") for i in range(49)])
+        replica, maildir = alice_maildir(base, mail_factory)
+        for path in [base, *base.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        state = base / "state"
+        state.mkdir(mode=0o777)
+        state.chmod(0o777)
+        as_user = [] if os.geteuid() else ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if os.geteuid():
+            for sub in ("cur", "new", "tmp"):
+                (maildir / sub).chmod(0o555)
+        env = {**env_for(tmp_path), **{f"XDG_{n}_HOME": str(state / n) for n in ("CACHE", "STATE")}}
+        run = subprocess.run([*as_user, sys.executable, "-m", "restore", "restore", "--archive",
+                              f"eml:{archive}", "--replica", replica, "--to", replica,
+                              "--since", "2017-12-08T00:00:00Z", "--until", "2017-12-09T00:00:00Z"],
+                             capture_output=True, text=True, env=env, timeout=120, cwd=base)
+        no_traceback(run)
+        assert run.returncode == 3, run.stdout + run.stderr
+        [line] = run.stderr.splitlines()
+        assert line.startswith("mailrestore: ") and f"cannot write to {maildir}" in line, line
+        assert not any((maildir / "new").iterdir())
+        assert stat.S_IMODE((maildir / "new").stat().st_mode) in (0o755, 0o555)
+    finally:
+        shutil.rmtree(base)

@@ -130,16 +130,24 @@ class MaildirTarget(Target):
         fd = self._open_mailbox(user, self.create_missing, created)
         if fd is None:
             raise PermanentError(user, NO_MAILBOX)
-        return MaildirSession(self, user, self.mailbox_path(user), fd, created)
+        path = self.mailbox_path(user)
+        try:
+            self._check_writable(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return MaildirSession(self, user, path, fd, created)
 
     def probe(self, user: str) -> str | None:
         try:
             fd = self._open_mailbox(user, False, [])
+            if fd is not None:
+                os.close(fd)
+                self._check_writable(self.mailbox_path(user))
         except (PermanentError, TargetError) as exc:
             return exc.reason if isinstance(exc, PermanentError) else str(exc)
         if fd is None:
             return None if self.create_missing else NO_MAILBOX
-        os.close(fd)
         return None
 
     def _open_mailbox(self, user: str, create: bool, created: list[str]) -> int | None:
@@ -170,6 +178,19 @@ class MaildirTarget(Target):
     def relative(self, path: str) -> str:
         """``path`` (under the mail root) relative to it, as the journal records it."""
         return path[len(self.root):].lstrip("/")
+
+    def _check_writable(self, maildir: str) -> None:
+        """TargetError when this process may not write into ``maildir``: said once, not per message.
+
+        A read-only mount or a mailbox of another user is the target's
+        problem as a whole, not one message's.
+        """
+        for path in (maildir, f"{maildir}/tmp"):
+            effective = os.access in os.supports_effective_ids
+            if os.path.isdir(path) and not os.access(path, os.W_OK, effective_ids=effective):
+                read_only = os.statvfs(path).f_flag & os.ST_RDONLY
+                raise TargetError(f"{self.spec}: cannot write to {path}: "
+                                  + ("read-only file system" if read_only else "permission denied"))
 
     def _open_dir(self, parent: int, name: str, path: str, *, create: bool, user: str,
                   mode: int = 0o700, owner: os.stat_result | None = None,
