@@ -16,6 +16,7 @@ CannotRunError         3     the job cannot start or go on at all:
     CatalogBusy        3         another command kept the catalog past the wait
   JournalError         3       the journal cannot be read or written
 InvariantError         70    a bug: the class counts do not add up (EX_SOFTWARE)
+Interrupted            130   Ctrl-C (SIGINT) while appending; says what was written so far
 TransientError         -     a connection dropped; retried, and never reaches main()
 ItemError              -     one item failed: the run records a ``Problem`` and goes on
   UnreadableItem       -       an archive item cannot be read
@@ -89,6 +90,16 @@ class InvariantError(MailrestoreError):
     """The class counts do not add up: a bug, never to be papered over."""
 
     exit_code = 70    # EX_SOFTWARE (sysexits.h): an internal error, not the user's
+
+
+class Interrupted(MailrestoreError):
+    """Ctrl-C stopped an inject after the batches in hand; ``done`` is what it wrote until then."""
+
+    exit_code = 130     # 128 + SIGINT, as shells report it
+
+    def __init__(self, message: str, done: object = None):
+        super().__init__(message)
+        self.done = done
 
 
 class TransientError(MailrestoreError):

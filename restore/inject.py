@@ -23,7 +23,9 @@ the batch in flight being in doubt. A user the target refuses
 (``PermanentError``, e.g. no mailbox) fails that user's messages. A
 ``TargetError`` on the first session opened means the target itself is
 unusable (login refused, no mail root) and ends the run, as does a target
-that keeps failing after the retries (``TargetUnavailable``).
+that keeps failing after the retries (``TargetUnavailable``). Ctrl-C lets
+every worker finish the batch in hand and raises ``Interrupted`` with what
+was written.
 
 The journal is never marked ``failed`` for a message whose presence is
 unknown (in doubt): it stays ``pending`` so the next run checks first.
@@ -45,6 +47,7 @@ from itertools import groupby
 from typing import Protocol, TypeVar
 
 from restore.errors import (
+    Interrupted,
     ItemError,
     PermanentError,
     Problem,
@@ -247,7 +250,13 @@ def inject(
     if not dry_run:
         first_session, runs = _first_session(runs)
     if runs:
-        _run_pool(runs, first_session, jobs, ctx)
+        try:
+            _run_pool(runs, first_session, jobs, ctx)
+        except KeyboardInterrupt:
+            result = tally.result   # the workers finished their batches: the journal is exact
+            raise Interrupted(f"interrupted: {result.appended:,} appended, {result.already_present:,}"
+                              f" already present, {result.failed:,} failed so far; the journal keeps"
+                              " them", result) from None
     return tally.result
 
 

@@ -414,3 +414,37 @@ def test_a_read_only_target_is_one_error_and_exit_3(tmp_path, mail_factory):
         assert stat.S_IMODE((maildir / "new").stat().st_mode) in (0o755, 0o555)
     finally:
         shutil.rmtree(base)
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_inject_says_what_was_written_and_how_to_go_on(tmp_path, mail_factory):
+    import shlex
+    import signal
+    import time
+
+    archive = tmp_path / "gw"
+    mail_factory.write_eml_tree(archive, [message(mail_factory, subject=f"m{i}") for i in range(2000)])
+    replica, maildir = alice_maildir(tmp_path, mail_factory)
+    plan = tmp_path / "plan.jsonl"
+    mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", replica, "--since",
+                "2017-12-08T00:00:00Z", "--until", "2017-12-09T00:00:00Z", "--plan", str(plan))
+    args = ["inject", str(plan), "--to", replica, "--jobs", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "restore", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env_for(tmp_path))
+    deadline = time.monotonic() + 60
+    while len(os.listdir(maildir / "new")) < 100 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    written = len(os.listdir(maildir / "new"))
+    assert proc.returncode == 130 and 0 < written < 2000, (proc.returncode, written, err)
+    summary, resume = err.strip().splitlines()[-2:]
+    assert f"{written:,} appended" in summary
+    assert resume.endswith(shlex.join(["mailrestore", *args]))
+    again = mailrestore(tmp_path, *args, "--json")
+    doc = json.loads(again.stdout)
+    assert (doc["appended"], doc["already_present"]) == (2000 - written, written)
+    assert len(os.listdir(maildir / "new")) == 2000

@@ -11,6 +11,7 @@ exit codes (SPEC.md and ``restore.errors``).
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
@@ -20,7 +21,7 @@ from restore import audit as auditing
 from restore.cli import audit, compare, completion, demo, runs, scan, write
 from restore.cli import config as configuration
 from restore.cli.command import PipelineGroup
-from restore.errors import MailrestoreError
+from restore.errors import Interrupted, MailrestoreError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -71,6 +72,12 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("Interrupted.", err=True)
         status = 130
+    except Interrupted as exc:
+        click.echo(f"mailrestore: {exc}", err=True)
+        # The journal makes the same command finish the job, writing nothing twice.
+        click.echo(f"To go on, run the same command again: {shlex.join(['mailrestore', *sys.argv[1:]])}",
+                   err=True)
+        status = exc.exit_code
     except click.ClickException as exc:
         if nagios:
             # Nagios reads exit 2 as CRITICAL: a typo in a check must say UNKNOWN.
