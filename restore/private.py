@@ -45,12 +45,12 @@ def create_file(path: str | Path) -> None:
     os.close(open_fd(path, os.O_RDWR))
 
 
-def open_text(path: str | Path) -> IO[str]:
+def open_text(path: str | Path, newline: str | None = None) -> IO[str]:
     """``path`` opened for writing UTF-8 text, emptied, created 0600; raises OSError."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
         _tighten(fd)
-        return open(fd, "w", encoding="utf-8")
+        return open(fd, "w", encoding="utf-8", newline=newline)
     except BaseException:
         os.close(fd)
         raise

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from restore import private
 from restore.errors import UsageError
 from restore.times import plain
 
@@ -97,7 +98,7 @@ def add_inject(rows: Rows, result: InjectResult) -> Rows:
 def write(path: str, rows: Mapping[str, UserRow]) -> int:
     """Write the report, users in order; the number of user rows."""
     try:
-        with open(path, "w", encoding="utf-8", newline="") as fh:
+        with private.open_text(path, newline="") as fh:    # csv writes its own line ends
             out = csv.writer(fh)        # the excel dialect: RFC 4180's commas, quotes and CRLF
             out.writerow(HEADER)
             out.writerows(rows[user].cells() for user in sorted(rows))

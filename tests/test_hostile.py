@@ -357,7 +357,8 @@ def test_what_the_tool_writes_about_mail_is_private_whatever_the_umask(tmp_path,
     out.mkdir()
     window = ["--since", "2017-12-08T00:00:00Z", "--until", "2017-12-09T00:00:00Z"]
     umask = "import os, sys; os.umask(0); from restore.cli import main; sys.argv[0] = 'mailrestore'; main()"
-    for args in (["diff", *pair, *window, "--plan", str(out / "plan.jsonl")],
+    for args in (["diff", *pair, *window, "--plan", str(out / "plan.jsonl"),
+                  "--report", str(out / "users.csv")],
                  ["inject", str(out / "plan.jsonl"), "--to", pair[3]],
                  ["timeline", *pair, *window, "--svg", str(out / "chart.svg")],
                  ["audit", *pair, "--now", "2017-12-08T18:00:00Z"]):
@@ -365,7 +366,7 @@ def test_what_the_tool_writes_about_mail_is_private_whatever_the_umask(tmp_path,
                              env=env_for(tmp_path), timeout=60)
         no_traceback(run)
     written = [p for p in (tmp_path / "xdg").rglob("*")] + list(out.iterdir())
-    assert {p.name for p in written} >= {"catalog.sqlite", "plan.jsonl", "chart.svg"}
+    assert {p.name for p in written} >= {"catalog.sqlite", "plan.jsonl", "chart.svg", "users.csv"}
     assert any(p.name.startswith("journal-") for p in written)
     assert any(p.name.startswith("audit-") for p in written)
     modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in written}
