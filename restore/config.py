@@ -98,7 +98,10 @@ def load(known: Known, path: str | None = None, profile: str | None = None,
     environ = os.environ if environ is None else environ
     where = Path(path).expanduser() if path is not None else default_path()
     doc: dict = {}
-    found = where.is_file()
+    try:
+        found = where.is_file()
+    except OSError as exc:      # a directory on the way that may not be searched
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
     if found:
         doc = _parse(where)
     elif path is not None:

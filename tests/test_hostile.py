@@ -402,7 +402,8 @@ def test_a_read_only_target_is_one_error_and_exit_3(tmp_path, mail_factory):
         if os.geteuid():
             for sub in ("cur", "new", "tmp"):
                 (maildir / sub).chmod(0o555)
-        env = {**env_for(tmp_path), **{f"XDG_{n}_HOME": str(state / n) for n in ("CACHE", "STATE")}}
+        env = {**env_for(tmp_path),
+               **{f"XDG_{n}_HOME": str(state / n) for n in ("CACHE", "STATE", "CONFIG", "DATA")}}
         run = subprocess.run([*as_user, sys.executable, "-m", "restore", "restore", "--archive",
                               f"eml:{archive}", "--replica", replica, "--to", replica,
                               "--since", "2017-12-08T00:00:00Z", "--until", "2017-12-09T00:00:00Z"],
@@ -449,3 +450,26 @@ def test_ctrl_c_during_inject_says_what_was_written_and_how_to_go_on(tmp_path, m
     doc = json.loads(again.stdout)
     assert (doc["appended"], doc["already_present"]) == (2000 - written, written)
     assert len(os.listdir(maildir / "new")) == 2000
+
+
+def test_a_configuration_directory_that_cannot_be_searched_is_one_line(tmp_path, mail_factory):
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="cf"))
+    try:
+        locked = base / "locked"
+        locked.mkdir(mode=0o700)
+        locked.chmod(0o700 if os.geteuid() == 0 else 0o000)    # root: nobody may not search it
+        as_user = [] if os.geteuid() else ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        base.chmod(0o755)
+        run = subprocess.run([*as_user, sys.executable, "-m", "restore", "scan", "eml:/nonexistent"],
+                             capture_output=True, text=True, cwd=base, timeout=60,
+                             env={**env_for(tmp_path), "XDG_CONFIG_HOME": str(locked / "config")})
+        no_traceback(run)
+        assert run.returncode == 2
+        [line] = run.stderr.splitlines()
+        assert "config.toml" in line and "Permission denied" in line
+    finally:
+        (base / "locked").chmod(0o700)
+        shutil.rmtree(base)
