@@ -97,6 +97,10 @@ def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry | Pl
         raise UsageError(f"{where}: not JSON ({exc.msg})") from None
     if not isinstance(obj, dict):
         raise UsageError(f"{where}: expected a JSON object")
+    try:    # JSON may escape a lone surrogate ("\\ud800"), which no file name, journal or report holds
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{where}: not valid text (a lone surrogate escaped in the JSON)") from None
     if HEADER_FIELD in obj:
         return _parse_header(obj, where)
     missing = [f for f in ("user", "source", "ref", "received") if not obj.get(f)]
@@ -118,7 +122,7 @@ def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry | Pl
         raise UsageError(f"{where}: received {obj['received']!r} is not an ISO 8601 time") from None
     try:
         size = int(obj.get("size") or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(f"{where}: size {obj.get('size')!r} is not a number") from None
     if size < 0:
         raise UsageError(f"{where}: size {size} is negative")

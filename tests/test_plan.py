@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from restore.errors import RefusedItem, UsageError
@@ -211,3 +211,42 @@ def test_the_seal_tells_a_changed_item_by_headers_or_body():
     with pytest.raises(RefusedItem, match="changed since the diff"):
         Seal.check(entry, data.replace(b"<a@b>", b"<c@d>"))
     Seal.check(replace(entry, digest=""), data.replace(b"body", b"other body"))  # no digest: headers
+
+
+# -- fuzz: plan lines as scripts and editors leave them ------------------------------------------
+
+PLAN_PIECES = ['{', '}', '"mailrestore_plan": 1, ', '"archives": ', '"user": ', '"folder": ', '"source": ', '"ref": ', '"received": ', '"size": ',
+               '"alice@example.com"', '"../x"', '"INBOX"', '"eml:/srv/gw"', '"a/b.eml"',
+               '"2017-12-08T12:00:00+00:00"', '"2017-12-08T12:00:00"', '"0000-00-00"', '-1', '1e999',
+               'null', 'true', '[]', ', ', '"\\u0000"', '"\\ud800"', '\ufeff', '\x00', ' ', '\n', '#']
+
+
+VALID = ('{"user": "alice@example.com", "source": "eml:/srv/gw", "ref": "a.eml", '
+         '"received": "2017-12-08T12:00:00+00:00"')
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.one_of(st.lists(st.sampled_from(PLAN_PIECES), max_size=30).map("".join), st.text(max_size=200),
+                 st.lists(st.sampled_from(PLAN_PIECES), max_size=4).map(lambda p: VALID + ", " + "".join(p))))
+@example(VALID + ', "size": 1e999}')
+@example(VALID.replace('"a.eml"', '"a\\ud800.eml"') + "}")
+@example(VALID.replace('"eml:/srv/gw"', '"eml:/srv/\\udcff"') + "}")
+@example(VALID + ', "message_id": "<\\udc80@x>"}')
+def test_any_plan_line_is_an_entry_or_a_usage_error(line):
+    try:
+        entry = parse_line(line, 1)
+    except UsageError:
+        return
+    if isinstance(entry, PlanHeader):
+        return
+    assert invalid_folder_reason(entry.folder) is None
+    assert entry.size >= 0
+    entry.to_json().encode("utf-8")     # what the journal and the reports must be able to hold
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.lists(st.sampled_from(PLAN_PIECES), max_size=20).map("".join),
+                          st.text(max_size=60)), max_size=8))
+def test_reading_any_plan_never_raises(lines):
+    for got in read_plan(io.StringIO("\n".join(lines))):
+        assert isinstance(got, (PlanEntry, UsageError))
