@@ -228,3 +228,26 @@ def test_plain_envelope_values_read_like_the_full_parser(value):
     from restore.recipients import header_addresses
 
     assert header_addresses([value]) == [normalize_address(a) for _, a in getaddresses([value])]
+
+
+# -- fuzz: raw header bytes, as the internet writes them --------------------------------------
+
+HEADER_PIECES = [b"X-Envelope-To:", b"Delivered-To:", b"Envelope-To:", b"X-Original-To:", b"To:",
+                 b"Received:", b"Date:", b" ", b"\t", b"\n", b"\r\n", b"\r", b"<", b">", b"<>", b",",
+                 b";", b"@", b"..", b"/", b"\\", b"\x00", b"\x01", b"\xff", b"\xc3\xa4", b"alice",
+                 b"example.com", b"ex\xc3\xa4mple.com", b"=?utf-8?q?x?=", b'"a b"', b"(comment)",
+                 b"Fri, 08 Dec 0000 12:00:00 +0000", b"Fri, 8 Dec 2017 25:61:00 +9999", b"\n\n"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(st.lists(st.sampled_from(HEADER_PIECES), max_size=40).map(b"".join),
+                 st.binary(max_size=400)))
+def test_raw_header_bytes_never_raise_through_identity_recipients_and_received_time(data):
+    from restore.identity import facts_of, received_time
+
+    facts = facts_of(data, DEFAULT_RECIPIENT_HEADERS)
+    received, source = received_time(facts, None)
+    assert received is None or 0 <= received < 4102444800
+    users, rejected = resolve_users(None, facts.envelope)
+    assert all(invalid_mailbox_reason(u) is None for u in users)
+    assert all(r.reason for r in rejected)
