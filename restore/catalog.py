@@ -191,16 +191,20 @@ class Catalog:
         self.db.execute("PRAGMA journal_mode=DELETE")
         self.db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last commit only costs a re-read
         self.db.execute("PRAGMA temp_store=FILE")
-        self.db.executescript(SCHEMA)
+        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:     # someone else's data: never dropped
+            raise UsageError(f"catalog {self.path} is not a mailrestore catalog (an SQLite database "
+                             "with other tables); give --catalog a file of its own")
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
         row = self.db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
         if row is None or row[0] != str(SCHEMA_VERSION):
             self.db.executescript(
                 "DROP TABLE IF EXISTS stores; DROP TABLE IF EXISTS units;"
                 " DROP TABLE IF EXISTS messages; DROP TABLE IF EXISTS problems;"
                 " DROP TABLE IF EXISTS groups; DROP TABLE IF EXISTS summaries;")
-            self.db.executescript(SCHEMA)
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
                             (str(SCHEMA_VERSION),))
+        self.db.executescript(SCHEMA)
 
     def _remove(self) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):
