@@ -38,7 +38,8 @@ EXIT_STATUS = [
     ("2", "Usage error: bad option, bad STORE syntax, malformed plan."),
     ("3", "Could not run: store not found, connection or login failed."),
     ("70", "Internal error: a bug (the class counts did not add up); please report it."),
-    ("130", "Interrupted. What was already written is in the journal; re-run to finish."),
+    ("130", "Interrupted. What was already written is in the journal and said; the same "
+            "command, run again, finishes the job."),
 ]
 FINDINGS = {
     "scan": "Done, but some items were unreadable.",
@@ -53,8 +54,10 @@ AUDIT_NAGIOS = ("With \\fB\\-\\-format nagios\\fR the Nagios plugin convention a
 
 # FILES entries, shown on the pages of commands that take the option.
 FILES = {
-    "catalog": "The fingerprint cache (SQLite), by default in the user cache directory. "
-               "Only a cache: deleting it costs a full re-read of the stores, nothing else.",
+    "catalog": "The fingerprint cache (SQLite), by default in the user cache directory, "
+               "private to the user (0600). Only a cache: deleting it costs a full re-read of "
+               "the stores, nothing else, and a damaged one is rebuilt with a notice. Its "
+               "directory must exist.",
     "state": "The journal (SQLite) of the messages already written, by default per target "
              "in the user state directory. Keep it until the job is finished: it is what "
              "makes a re-run write every message exactly once.",
