@@ -15,6 +15,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from restore.plan import load_plan
 
 RECEIVED = datetime(2017, 12, 8, 12, 0, tzinfo=UTC)
@@ -473,3 +475,21 @@ def test_a_configuration_directory_that_cannot_be_searched_is_one_line(tmp_path,
     finally:
         (base / "locked").chmod(0o700)
         shutil.rmtree(base)
+
+
+# -- a plan that names a source outside the archives --------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="#9 seals a plan to the archives it was made from; until "
+                   "then inject reads any source a plan names")
+def test_a_plan_line_naming_a_source_outside_the_archive_writes_nothing(tmp_path, mail_factory):
+    pair = archive_and_replica(tmp_path, mail_factory)
+    plan = tmp_path / "plan.jsonl"
+    mailrestore(tmp_path, "diff", *pair, "--since", "2017-12-08T00:00:00Z",
+                "--until", "2017-12-09T00:00:00Z", "--plan", str(plan))
+    [line] = plan.read_text().splitlines()
+    entry = json.loads(line)
+    plan.write_text(json.dumps({**entry, "source": "eml:/etc", "ref": "passwd", "fingerprint": ""}) + "\n")
+    run = mailrestore(tmp_path, "inject", str(plan), "--to", pair[3], "--json")
+    no_traceback(run)
+    assert json.loads(run.stdout)["appended"] == 0
