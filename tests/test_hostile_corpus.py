@@ -200,7 +200,8 @@ def check_diff(corpus: Corpus, doc: dict, plan: Path) -> None:
                           for item in corpus.of("replica") for e in item["expect"])
     assert sorted((p["where"], p["reason"]) for p in problems
                   if p["class"] == "replica-unreadable") == want_replica
-    entries = [json.loads(line) for line in plan.read_text(encoding="utf-8").splitlines()]
+    entries = [entry for entry in map(json.loads, plan.read_text(encoding="utf-8").splitlines())
+               if "mailrestore_plan" not in entry]     # the header line
     assert sorted((e["source"], e["ref"], e["user"]) for e in entries) == sorted(
         (corpus.stores[k], e["where"], e["user"]) for k, e in expected if e["class"] == "missing")
 
