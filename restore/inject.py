@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,7 @@ from restore.errors import (
 )
 from restore.journal import Journal, Row, State, entry_key
 from restore.plan import PlanEntry
+from restore.ratelimit import TokenBucket
 from restore.targets.base import Message, Target, TargetSession
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,14 @@ class InjectResult:
     would_write: list[PlanEntry] = field(default_factory=list)   # dry run: the first it would write
     journal: str = ""            # the journal used (path), "" when none
     run: int | None = None       # its run id
+    seconds: float = 0.0         # spent writing: from the first user's start to the last's end
+
+    @property
+    def rate(self) -> float | None:
+        """Messages appended per second of writing; None for a dry run."""
+        if self.dry_run:
+            return None
+        return self.appended / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, object]:
         """The ``inject --json`` document (SPEC.md)."""
@@ -110,6 +120,8 @@ class InjectResult:
             "dry_run": self.dry_run,
             "journal": self.journal or None,
             "run": self.run,
+            "seconds": round(self.seconds, 3),
+            "rate": None if self.rate is None else round(self.rate, 2),
             "users": [
                 {"user": user, "appended": c.appended, "already_present": c.already_present,
                  "failed": c.failed}
@@ -123,10 +135,19 @@ class InjectResult:
 class _Tally:
     """The result, updated by every worker; reports progress as messages settle."""
 
-    def __init__(self, dry_run: bool, progress: Callable[[int], None] | None):
+    def __init__(self, dry_run: bool, progress: Callable[[int], None] | None,
+                 show_rate: Callable[[float], None] | None = None):
         self.result = InjectResult(dry_run=dry_run)
         self.progress = progress
+        self.show_rate = show_rate
+        self.started = time.monotonic()
         self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def finish(self) -> None:
+        self.result.seconds = time.monotonic() - self.started
 
     def add(self, user: str, *, appended: int = 0, present: int = 0,
             failed: Sequence[Problem] = (), warnings: Sequence[Problem] = (),
@@ -147,6 +168,8 @@ class _Tally:
             result.warnings.extend(warnings)
             if self.progress and appended + present + len(failed):
                 self.progress(appended + present + len(failed))
+            if self.show_rate and appended:
+                self.show_rate(result.appended / max(time.monotonic() - self.started, 1e-3))
 
 
 @dataclass
@@ -184,6 +207,7 @@ class _Context:
     stop: threading.Event = field(default_factory=threading.Event)
     # Reads the archive items of a user's next batch while this one is written.
     read_ahead: ThreadPoolExecutor | None = None
+    pace: TokenBucket | None = None     # --max-rate, shared by every worker
 
     def prefetch(self, batch: list[_Delivery]) -> Future[None] | None:
         if self.read_ahead is None:
@@ -224,6 +248,8 @@ def inject(
     check: TargetCheck | None = None,
     run: int | None = None,
     progress: Callable[[int], None] | None = None,
+    show_rate: Callable[[float], None] | None = None,
+    max_rate: float | None = None,
     batch_size: int = BATCH_SIZE,
     retry_delays: Sequence[float] = RETRY_DELAYS,
 ) -> InjectResult:
@@ -233,11 +259,17 @@ def inject(
     target holds already (None: only the journal is trusted). ``run`` is
     the journal's id of this run, recorded on every row it writes.
     ``progress`` is called with the number of messages settled since its
-    last call (``tqdm.update``). With ``dry_run`` nothing is written, not
+    last call (``tqdm.update``), ``show_rate`` with the messages appended
+    per second so far. ``max_rate``: messages per second appended across
+    all workers at most (a batch holds at most a second's worth, so the
+    pace is even). With ``dry_run`` nothing is written, not
     even the journal (pass one opened with ``Journal.open_readonly``, or
     None): the result counts as ``appended`` what a run would write.
     """
-    tally = _Tally(dry_run, progress)
+    tally = _Tally(dry_run, progress, show_rate)
+    rate = None if dry_run else max_rate
+    if rate:
+        batch_size = max(1, min(batch_size, int(rate)))
     ctx = _Context(target, journal, flags, read_source, tally, batch_size, retry_delays,
                    check, run, dry_run)
     runs = [_UserRun(user, group, folder, ctx) for user, group in _by_user(entries).items()]
@@ -250,6 +282,10 @@ def inject(
     if not dry_run:
         first_session, runs = _first_session(runs)
     if runs:
+        if rate:
+            # Filled from now, not from before the users' sessions opened.
+            ctx.pace = TokenBucket(rate, burst=batch_size)
+        tally.start()
         try:
             _run_pool(runs, first_session, jobs, ctx)
         except KeyboardInterrupt:
@@ -257,6 +293,8 @@ def inject(
             raise Interrupted(f"interrupted: {result.appended:,} appended, {result.already_present:,}"
                               f" already present, {result.failed:,} failed so far; the journal keeps"
                               " them", result) from None
+        finally:
+            tally.finish()
     return tally.result
 
 
@@ -519,6 +557,8 @@ class _UserRun:
 
     def _append(self, session: TargetSession, folder: str,
                 pairs: list[tuple[_Delivery, Message]]) -> None:
+        if self.ctx.pace and not self.ctx.pace.take(len(pairs), self.ctx.stop):
+            return      # stopping: this batch was not started, nothing of it is in doubt
         deliveries = [delivery for delivery, _ in pairs]
         messages = [replace(m, planned_id=session.prepare(folder, m)) for _, m in pairs]
         for delivery, message in zip(deliveries, messages, strict=True):

@@ -144,6 +144,10 @@ inject_options = _stack(
            help="Folder to append to (default: the plan's, INBOX); created if missing."),
     option("--flags", default="", metavar="F", stage="writing",
            help="Flags for restored mail, e.g. '\\Seen' (default none: shows as unread)."),
+    option("--max-rate", type=click.FloatRange(min=0, min_open=True), default=None, metavar="N",
+           stage="writing",
+           help="Append at most N messages per second across all jobs (default: as fast as "
+           "the target takes them), to spare a live server."),
     # Not dir_okay=False: a directory is a journal error (one line, exit 3) like any other.
     option("--state", type=click.Path(), stage="writing",
            help="Journal (SQLite) of messages done. Default: per target in the user state "

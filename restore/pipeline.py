@@ -38,6 +38,9 @@ class ProgressBar:
     def update(self, n: int) -> None:
         pass
 
+    def show_rate(self, per_second: float) -> None:
+        """Show the messages appended per second so far."""
+
     def close(self) -> None:
         pass
 
@@ -166,6 +169,7 @@ class InjectSettings:
     folder: str | None = None
     flags: tuple[str, ...] = ()
     dry_run: bool = False
+    max_rate: float | None = None       # messages appended per second, across all jobs
 
 
 def inject_plan(
@@ -177,6 +181,7 @@ def inject_plan(
     run_info: RunInfo,
     scanned_target: ScannedStore | None = None,
     progress: Callable[[int], None] | None = None,
+    show_rate: Callable[[float], None] | None = None,
 ) -> InjectResult:
     """Open the target and its journal, read the target into the catalog, and inject.
 
@@ -207,7 +212,8 @@ def inject_plan(
         try:
             result = inject(entries, target, journal, jobs=settings.jobs, folder=settings.folder,
                             flags=settings.flags, dry_run=settings.dry_run,
-                            read_source=sources.read, check=check, run=run, progress=progress)
+                            read_source=sources.read, check=check, run=run, progress=progress,
+                            show_rate=show_rate, max_rate=settings.max_rate)
         except BaseException as exc:
             if journal is not None and run is not None:
                 interrupted = isinstance(exc, KeyboardInterrupt)

@@ -61,6 +61,9 @@ class TqdmBar(ProgressBar):
     def update(self, n: int) -> None:
         self.bar.update(n)
 
+    def show_rate(self, per_second: float) -> None:
+        self.bar.set_postfix_str(f"appended {per_second:,.1f}/s", refresh=False)
+
     def close(self) -> None:
         self.bar.close()
 
@@ -240,6 +243,9 @@ def print_inject(result, target: str, not_selected: int = 0) -> None:
             out.print(f"... and {len(rows) - SHOW_USERS:,} more users (all in --json)")
     out.print(bold("Totals:"), f"{result.appended:,} {verb}, {result.already_present:,} already "
               f"present (journal or target), {result.failed:,} {failing}")
+    if result.rate is not None and result.appended:
+        out.print(f"Rate: {result.rate:,.1f} messages appended per second "
+                  f"({result.appended:,} in {result.seconds:,.1f} s of writing)")
     if not_selected:
         out.print(f"{plural(not_selected, 'plan line')} for users not selected: left out.")
     if result.journal:

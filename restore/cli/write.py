@@ -40,12 +40,14 @@ def run_inject(entries: list[PlanEntry], opts: dict, job: Job, seal: Seal, run_i
         target=opts["target"], password=job.store_options.password,
         insecure=bool(opts["insecure"]), create_missing=bool(opts.get("create_missing")),
         state=opts["state"], jobs=opts["jobs"], folder=opts["folder"],
-        flags=tuple(opts["flags"].split()) if opts["flags"] else (), dry_run=opts["dry_run"])
+        flags=tuple(opts["flags"].split()) if opts["flags"] else (), dry_run=opts["dry_run"],
+        max_rate=opts["max_rate"])
     bar = report.progress_factory(not opts["as_json"])(
         "checking" if settings.dry_run else "appending", len(entries))
     try:
         return inject_plan(entries, settings, job, seal=seal, run_info=run_info,
-                           scanned_target=scanned_target, progress=bar.update)
+                           scanned_target=scanned_target, progress=bar.update,
+                           show_rate=bar.show_rate)
     finally:
         bar.close()
 
