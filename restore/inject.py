@@ -103,6 +103,8 @@ class InjectResult:
     journal: str = ""            # the journal used (path), "" when none
     run: int | None = None       # its run id
     seconds: float = 0.0         # spent writing: from the first user's start to the last's end
+    stopped: str = ""            # why the run stopped early (--bad-item-limit), "" when it did not
+    left: int = 0                # messages a stopped run did not get to: the resume's
 
     @property
     def rate(self) -> float | None:
@@ -122,6 +124,7 @@ class InjectResult:
             "run": self.run,
             "seconds": round(self.seconds, 3),
             "rate": None if self.rate is None else round(self.rate, 2),
+            "stopped": {"reason": self.stopped, "left": self.left} if self.stopped else None,
             "users": [
                 {"user": user, "appended": c.appended, "already_present": c.already_present,
                  "failed": c.failed}
@@ -133,13 +136,20 @@ class InjectResult:
 
 
 class _Tally:
-    """The result, updated by every worker; reports progress as messages settle."""
+    """The result, updated by every worker; reports progress as messages settle.
+
+    After ``bad_item_limit`` failed messages it sets ``stop``: no worker
+    starts another batch; those in flight finish and are journaled.
+    """
 
     def __init__(self, dry_run: bool, progress: Callable[[int], None] | None,
-                 show_rate: Callable[[float], None] | None = None):
+                 show_rate: Callable[[float], None] | None = None,
+                 bad_item_limit: int | None = None):
         self.result = InjectResult(dry_run=dry_run)
         self.progress = progress
         self.show_rate = show_rate
+        self.bad_item_limit = bad_item_limit
+        self.stop = threading.Event()
         self.started = time.monotonic()
         self.lock = threading.Lock()
 
@@ -166,6 +176,10 @@ class _Tally:
             result.failed += len(failed)
             result.problems.extend(failed)
             result.warnings.extend(warnings)
+            limit = self.bad_item_limit
+            if failed and limit is not None and result.failed >= limit and not result.stopped:
+                result.stopped = f"bad-item limit reached: --bad-item-limit {limit}, {result.failed:,} failed"
+                self.stop.set()
             if self.progress and appended + present + len(failed):
                 self.progress(appended + present + len(failed))
             if self.show_rate and appended:
@@ -250,6 +264,7 @@ def inject(
     progress: Callable[[int], None] | None = None,
     show_rate: Callable[[float], None] | None = None,
     max_rate: float | None = None,
+    bad_item_limit: int | None = None,
     batch_size: int = BATCH_SIZE,
     retry_delays: Sequence[float] = RETRY_DELAYS,
 ) -> InjectResult:
@@ -262,16 +277,17 @@ def inject(
     last call (``tqdm.update``), ``show_rate`` with the messages appended
     per second so far. ``max_rate``: messages per second appended across
     all workers at most (a batch holds at most a second's worth, so the
-    pace is even). With ``dry_run`` nothing is written, not
+    pace is even). ``bad_item_limit``: stop cleanly once that many messages
+    failed (``result.stopped``; a dry run goes on). With ``dry_run`` nothing is written, not
     even the journal (pass one opened with ``Journal.open_readonly``, or
     None): the result counts as ``appended`` what a run would write.
     """
-    tally = _Tally(dry_run, progress, show_rate)
+    tally = _Tally(dry_run, progress, show_rate, None if dry_run else bad_item_limit)
     rate = None if dry_run else max_rate
     if rate:
         batch_size = max(1, min(batch_size, int(rate)))
     ctx = _Context(target, journal, flags, read_source, tally, batch_size, retry_delays,
-                   check, run, dry_run)
+                   check, run, dry_run, stop=tally.stop)
     runs = [_UserRun(user, group, folder, ctx) for user, group in _by_user(entries).items()]
     # Biggest mailboxes first, so no single late start draws the run out.
     runs.sort(key=lambda run: (-len(run.deliveries), run.user))
@@ -295,6 +311,7 @@ def inject(
                               " them", result) from None
         finally:
             tally.finish()
+        tally.result.left = sum(not d.settled for user_run in runs for d in user_run.deliveries)
     return tally.result
 
 
@@ -425,6 +442,8 @@ class _UserRun:
             self.dry_run()
             return
         try:
+            if self.ctx.stop.is_set():
+                return      # stopped before this user's turn: left for the resume
             if session is None:
                 session = self.open_session()
             self.ctx.journal_created(self.user, session)
@@ -432,6 +451,8 @@ class _UserRun:
                 session = self._batch(session, batch)
                 self.retries = 0
         except TargetUnavailable:
+            if self.ctx.tally.result.stopped:
+                return      # stopping anyway: the batch in doubt stays pending for the resume
             raise
         except (PermanentError, TargetError) as exc:
             # The target refuses this user only: the others go on.

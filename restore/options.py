@@ -148,6 +148,10 @@ inject_options = _stack(
            stage="writing",
            help="Append at most N messages per second across all jobs (default: as fast as "
            "the target takes them), to spare a live server."),
+    option("--bad-item-limit", type=click.IntRange(min=1), default=None, metavar="N",
+           stage="writing",
+           help="Stop cleanly after N messages failed (refused by the target, unreadable, "
+           "refused by the plan's seal) and print the command that resumes (default: go on)."),
     # Not dir_okay=False: a directory is a journal error (one line, exit 3) like any other.
     option("--state", type=click.Path(), stage="writing",
            help="Journal (SQLite) of messages done. Default: per target in the user state "

@@ -170,6 +170,7 @@ class InjectSettings:
     flags: tuple[str, ...] = ()
     dry_run: bool = False
     max_rate: float | None = None       # messages appended per second, across all jobs
+    bad_item_limit: int | None = None   # stop cleanly after this many failed messages
 
 
 def inject_plan(
@@ -213,7 +214,8 @@ def inject_plan(
             result = inject(entries, target, journal, jobs=settings.jobs, folder=settings.folder,
                             flags=settings.flags, dry_run=settings.dry_run,
                             read_source=sources.read, check=check, run=run, progress=progress,
-                            show_rate=show_rate, max_rate=settings.max_rate)
+                            show_rate=show_rate, max_rate=settings.max_rate,
+                            bad_item_limit=settings.bad_item_limit)
         except BaseException as exc:
             if journal is not None and run is not None:
                 interrupted = isinstance(exc, KeyboardInterrupt)

@@ -222,7 +222,7 @@ def print_audit(result, findings: list[dict]) -> None:
     sys.stdout.write("".join(f"{line}\n" for line in lines))
 
 
-def print_inject(result, target: str, not_selected: int = 0) -> None:
+def print_inject(result, target: str, not_selected: int = 0, resume: str | None = None) -> None:
     out = console()
     dry = result.dry_run
     verb, failing = ("would append", "would fail") if dry else ("appended", "failed")
@@ -258,9 +258,16 @@ def print_inject(result, target: str, not_selected: int = 0) -> None:
             out.print(f"  {p.user or '-'}  {p.where}: {p.reason}")
         if len(result.problems) > SHOW_PROBLEMS:
             out.print(f"  ... {len(result.problems) - SHOW_PROBLEMS:,} more (all in --json)")
-        if not dry:
+        if not dry and not result.stopped:
             out.print("Fix the cause (quota, mailbox, archive item) and run the same command "
                       "again: what is done is journaled and will not be written twice.")
+    if result.stopped:
+        out.print()
+        out.print(bold("Stopped:"), f"{result.stopped}; {plural(result.left, 'message')} not "
+                  "attempted. Fix the cause (quota, mailbox, archive item) and resume with the "
+                  "same command: what is done is journaled and will not be written twice.")
+        if resume:
+            out.print(f"  {resume}")
     for w in result.warnings[:SHOW_PROBLEMS]:
         out.print(f"  warning  {w.user}  {w.where}: {w.reason}")
     if dry:

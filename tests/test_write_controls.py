@@ -7,6 +7,7 @@ into the real Dovecot, and what the target holds is read back.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 
@@ -91,3 +92,103 @@ def test_max_rate_must_be_a_positive_number(tmp_path):
                           env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--max-rate" in done.stderr
+
+
+# -- --bad-item-limit ------------------------------------------------------------------
+
+
+def stopped_then_resumed(command: list[str], env: dict[str, str], total: int, repair) -> dict:
+    """Run ``command``; it stops on its limit. Repair, run the printed command: it completes."""
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    assert first.returncode == 1, first.stderr
+    report = json.loads(first.stdout)
+    stopped = report["stopped"]
+    assert stopped and "bad-item limit" in stopped["reason"], report
+    assert report["failed"] >= 3 and len(report["problems"]) == report["failed"]
+    assert stopped["left"] > 0, "the limit did not stop anything"
+    assert report["appended"] + report["already_present"] + report["failed"] + stopped["left"] \
+        == total
+    # The resume command is the command line as typed.
+    resume = shlex.split(stopped["resume"])
+    assert resume[0] == "mailrestore" and resume[1:] == command[3:]
+
+    repair()
+    second = subprocess.run([*command[:3], *resume[1:]], env=env, capture_output=True, text=True,
+                            timeout=120)
+
+    assert second.returncode == 0, second.stderr
+    again = json.loads(second.stdout)
+    assert again["stopped"] is None and again["failed"] == 0
+    assert again["appended"] == report["failed"] + stopped["left"]
+    assert again["already_present"] == report["appended"] + report["already_present"]
+    return report
+
+
+def test_bad_item_limit_stops_on_unreadable_and_changed_items_and_the_resume_completes(tmp_path):
+    users = ["alice@example.com", "bob@example.com", "carol@example.com"]
+    entries = write_archive(tmp_path / "archive", users[:1], 30)
+    entries += write_archive(tmp_path / "archive", users[1:], 20)
+    target = f"maildir:{make_mailboxes(tmp_path / 'vmail', users)}"
+    plan = write_plan_file(tmp_path / "plan.jsonl", entries)
+    # alice has the most mail, so her batch goes first: three items gone, two changed.
+    archive = tmp_path / "archive"
+    gone = [archive / e.ref for e in entries[:3]]
+    changed = [archive / e.ref for e in entries[3:5]]
+    originals = {path: path.read_bytes() for path in gone + changed}
+    for path in gone:
+        path.rename(path.with_suffix(".away"))
+    for path in changed:
+        path.write_bytes(originals[path].replace(b"body", b"BODY"))
+
+    def repair() -> None:
+        for path, data in originals.items():
+            path.with_suffix(".away").unlink(missing_ok=True)
+            path.write_bytes(data)
+
+    command = inject_command(plan, target, tmp_path / "journal.sqlite", "--jobs", "2",
+                             "--bad-item-limit", "3")
+    report = stopped_then_resumed(command, cli_env(tmp_path), len(entries), repair)
+
+    reasons = " ".join(p["reason"] for p in report["problems"])
+    assert "cannot read archive item" in reasons and "changed since the diff" in reasons
+    assert message_ids(tmp_path / "vmail") == {e.message_id: 1 for e in entries}
+
+
+def test_bad_item_limit_stops_on_server_refusals_and_the_resume_completes(
+    tmp_path, dovecot_server, new_dovecot_user
+):
+    full = new_dovecot_user(quota="2K")
+    others = [new_dovecot_user() for _ in range(3)]
+    entries = write_archive(tmp_path / "archive", [full], 30)
+    entries += write_archive(tmp_path / "archive", others, 20)
+    plan = write_plan_file(tmp_path / "plan.jsonl", entries)
+    command = inject_command(plan, master_url(dovecot_server), tmp_path / "journal.sqlite",
+                             "--jobs", "2", "--bad-item-limit", "3")
+
+    report = stopped_then_resumed(command, imap_env(tmp_path, dovecot_server.master_pass),
+                                  len(entries), lambda: dovecot_server.set_quota(full, "0"))
+
+    assert {p["user"] for p in report["problems"]} == {full}
+    assert all("quota" in p["reason"].lower() for p in report["problems"])
+    assert_each_once(dovecot_server, entries)
+
+
+def test_a_stopped_run_prints_its_failures_and_the_command_that_resumes(tmp_path):
+    users = ["alice@example.com", "bob@example.com"]
+    entries = write_archive(tmp_path / "archive", users, 10)
+    target = f"maildir:{make_mailboxes(tmp_path / 'vmail', users)}"
+    plan = write_plan_file(tmp_path / "plan.jsonl", entries)
+    (tmp_path / "archive" / entries[0].ref).unlink()
+    command = inject_command(plan, target, tmp_path / "journal.sqlite", "--jobs", "1",
+                             "--bad-item-limit", "1")
+    command.remove("--json")
+
+    done = subprocess.run(command, env=cli_env(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+
+    assert done.returncode == 1, done.stderr
+    assert entries[0].ref in done.stdout
+    assert "bad-item limit reached: --bad-item-limit 1, 1 failed" in done.stdout
+    assert "10 messages not attempted" in done.stdout    # the other user's
+    assert f"  mailrestore {shlex.join(command[3:])}\n" in done.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from typing import TYPE_CHECKING, Any, cast
 
 import click
@@ -41,7 +42,7 @@ def run_inject(entries: list[PlanEntry], opts: dict, job: Job, seal: Seal, run_i
         insecure=bool(opts["insecure"]), create_missing=bool(opts.get("create_missing")),
         state=opts["state"], jobs=opts["jobs"], folder=opts["folder"],
         flags=tuple(opts["flags"].split()) if opts["flags"] else (), dry_run=opts["dry_run"],
-        max_rate=opts["max_rate"])
+        max_rate=opts["max_rate"], bad_item_limit=opts["bad_item_limit"])
     bar = report.progress_factory(not opts["as_json"])(
         "checking" if settings.dry_run else "appending", len(entries))
     try:
@@ -61,8 +62,12 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
     """
     reported = usercsv.write(opts["report_file"], usercsv.add_inject(rows, result)) \
         if opts["report_file"] else 0
+    # The same command resumes: the journal makes it skip what is done.
+    resume = "mailrestore " + shlex.join(public_argv()) if result.stopped else None
     if opts["as_json"]:
         doc = result.as_dict()
+        if resume:
+            doc["stopped"] = {**cast("dict", doc["stopped"]), "resume": resume}
         doc["not_selected"] = not_selected
         if opts["report_file"]:
             doc["report"] = {"file": opts["report_file"], "users": reported}
@@ -74,7 +79,7 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
                    "problems": cast("list[dict]", doc["problems"]) + found}
         report.print_json(doc)
     else:
-        report.print_inject(result, opts["target"], not_selected)
+        report.print_inject(result, opts["target"], not_selected, resume)
         if opts["report_file"]:
             report.print_report_written(opts["report_file"], reported)
     failed = result.failed or (diff is not None and diff.counts["unreadable"] + diff.counts["unroutable"])
