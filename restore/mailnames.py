@@ -30,7 +30,7 @@ import os
 import re
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from restore.errors import UsageError
@@ -247,16 +247,43 @@ def unique_name(size: int) -> str:
     )
 
 
-def info_suffix(flags: Sequence[str]) -> tuple[str, list[str]]:
-    """``":2,FS"`` for the flags Maildir can store, and the flags it cannot (keywords)."""
+def info_suffix(flags: Sequence[str], keyword_letters: Mapping[str, str] | None = None
+                ) -> tuple[str, list[str]]:
+    """``":2,FSa"`` for the flags Maildir can store, and the flags it cannot.
+
+    ``keyword_letters``: the letter (a..z) of each keyword in the folder's
+    ``dovecot-keywords``; a keyword without one cannot be stored.
+    """
     letters, unknown = set(), []
+    keyword_letters = keyword_letters or {}
     for flag in flags:
-        letter = FLAG_LETTERS.get(flag.lower())
+        letter = FLAG_LETTERS.get(flag.lower()) or keyword_letters.get(flag)
         if letter:
             letters.add(letter)
         else:
             unknown.append(flag)
     return (":2," + "".join(sorted(letters)) if letters else ""), unknown
+
+
+# An IMAP keyword is an atom (RFC 3501): printable ASCII but ( ) { % * " \ ] and space.
+_KEYWORD = re.compile(r"[\x21\x23\x24\x26\x27\x2b-\x5b\x5e-\x7a\x7c-\x7e]+")
+
+
+def keyword_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an IMAP keyword, or None when it can."""
+    if not name:
+        return "empty"
+    if name.startswith("\\"):
+        return "a system flag, not a keyword"
+    if _KEYWORD.fullmatch(name):
+        return None
+    bad = next(ch for ch in name if not _KEYWORD.fullmatch(ch))
+    return (f"{bad!r} is not allowed (a keyword is printable ASCII without spaces "
+            'and ( ) { % * " \\ ])')
+
+
+def is_keyword(flag: str) -> bool:
+    return keyword_problem(flag) is None
 
 
 # -- paths ---------------------------------------------------------------------

@@ -148,6 +148,9 @@ inject_options = _stack(
            stage="writing",
            help="Append at most N messages per second across all jobs (default: as fast as "
            "the target takes them), to spare a live server."),
+    option("--keyword", metavar="NAME", stage="writing",
+           help="Mark restored mail with the IMAP keyword NAME (e.g. '$Restored') so users can "
+           "search for it; in Maildir as Dovecot stores keywords (dovecot-keywords)."),
     option("--bad-item-limit", type=click.IntRange(min=1), default=None, metavar="N",
            stage="writing",
            help="Stop cleanly after N messages failed (refused by the target, unreadable, "

@@ -14,7 +14,7 @@ from imapclient import IMAPClient
 from restore.errors import TargetError, TransientError, UsageError
 from restore.identity import fingerprint_of
 from restore.targets.base import Message
-from restore.targets.imap import ImapTarget
+from restore.targets.imap import ImapTarget, keyword_refusal
 
 RECEIVED = datetime(2017, 12, 8, 21, 13, 5, tzinfo=UTC).timestamp()
 SECRET = "s3cret-Pa55word"
@@ -110,6 +110,16 @@ def test_given_flags_are_set(master_target, dovecot_user, reader):
     uid = int(outcome.target_id.split()[2])
     flags = set(reader(dovecot_user).get_flags([uid])[uid])
     assert {b"\\Seen", b"restored"} <= flags
+
+
+def test_a_keyword_the_folder_does_not_store_is_refused_before_writing():
+    system = (b"\\Answered", b"\\Flagged", b"\\Deleted", b"\\Seen", b"\\Draft")
+    assert keyword_refusal((*system, b"\\*"), ["$Restored"]) is None
+    assert keyword_refusal((*system, b"$restored"), ["$Restored", "\\Seen"]) is None
+    # EXAMINE (read-only) lists no PERMANENTFLAGS: that says nothing about keywords.
+    assert keyword_refusal((), ["$Restored"]) is None
+    refusal = keyword_refusal(system, ["$Restored", "\\Seen"])
+    assert refusal is not None and "keyword $Restored" in refusal and "\\Seen" not in refusal.split("(")[0]
 
 
 def test_a_missing_folder_is_created_and_an_existing_one_keeps_its_uidvalidity(

@@ -91,13 +91,53 @@ def test_a_name_already_in_new_is_refused_and_the_existing_file_kept(target, vma
     assert (new / name).read_bytes() == b"someone else's mail"
 
 
-def test_flags_deliver_into_cur_with_info_and_keywords_warn(target, vmail):
-    _, outcome = deliver(target, "alice@example.com", msg=message(flags=("\\Seen", "\\Flagged", "$Junk")))
-    assert outcome.ok and outcome.target_id.endswith(":2,FS")
-    assert (vmail / "example.com/alice/Maildir/cur" / outcome.target_id).exists()
-    assert "$Junk" in outcome.warning
-    [stored] = assert_maildir_agrees(vmail / "example.com/alice/Maildir")
-    assert (stored.subdir, stored.flags, stored.delivered) == ("cur", "FS", RECEIVED)
+def test_flags_deliver_into_cur_with_info_keywords_as_dovecot_letters(target, vmail):
+    _, outcome = deliver(target, "alice@example.com",
+                         msg=message(flags=("\\Seen", "\\Flagged", "$Junk", "\\Recent")))
+    maildir = vmail / "example.com/alice/Maildir"
+    assert outcome.ok and outcome.target_id.endswith(":2,FSa")
+    assert (maildir / "cur" / outcome.target_id).exists()
+    assert (maildir / "dovecot-keywords").read_bytes() == b"0 $Junk\n"
+    # \\Recent is the server's to set: not a keyword, so it cannot be stored.
+    assert outcome.warning == "flags not stored in Maildir: \\Recent"
+    [stored] = assert_maildir_agrees(maildir)
+    assert (stored.subdir, stored.flags, stored.delivered) == ("cur", "FSa", RECEIVED)
+
+
+def test_a_keyword_reuses_its_letter_or_takes_the_lowest_free_one(target, vmail):
+    maildir = vmail / "example.com/alice/Maildir"
+    (maildir / "dovecot-keywords").write_bytes(b"0 $Junk\n2 $Restored\n3 NonJunk")
+    _, restored = deliver(target, "alice@example.com", msg=message(flags=("$Restored",)))
+    _, label = deliver(target, "alice@example.com", msg=message(flags=("$Label1",)))
+    assert restored.target_id.endswith(":2,c") and label.target_id.endswith(":2,b")
+    # What was there is kept byte for byte; the new keyword is added as Dovecot would.
+    assert (maildir / "dovecot-keywords").read_bytes() == \
+        b"0 $Junk\n2 $Restored\n3 NonJunk\n1 $Label1\n"
+    assert oct((maildir / "dovecot-keywords").stat().st_mode & 0o777) == oct(0o600)
+    assert not (maildir / "dovecot-keywords.lock").exists()
+
+
+def test_a_keyword_in_a_subfolder_goes_to_that_folders_file(target, vmail):
+    _, outcome = deliver(target, "alice@example.com", folder="Archive",
+                         msg=message(flags=("$Restored",)))
+    folder = vmail / "example.com/alice/Maildir/.Archive"
+    assert (folder / "cur" / outcome.target_id).exists()
+    assert (folder / "dovecot-keywords").read_bytes() == b"0 $Restored\n"
+    assert not (vmail / "example.com/alice/Maildir/dovecot-keywords").exists()
+
+
+def test_when_all_26_letters_are_taken_the_message_is_refused_and_nothing_written(target, vmail):
+    maildir = vmail / "example.com/alice/Maildir"
+    full = "".join(f"{n} label{n}\n" for n in range(26)).encode()
+    (maildir / "dovecot-keywords").write_bytes(full)
+    _, outcome = deliver(target, "alice@example.com", msg=message(flags=("$Restored",)))
+    assert not outcome.ok and "all 26 keyword letters are taken" in outcome.reason
+    assert "$Restored" in outcome.reason
+    assert (maildir / "dovecot-keywords").read_bytes() == full
+    assert tree(maildir) == {"cur", "new", "tmp", "dovecot-keywords"}
+    # A keyword already there still has its letter.
+    _, known = deliver(target, "alice@example.com", msg=message(flags=("label25",)))
+    assert known.ok and known.target_id.endswith(":2,z")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files away")

@@ -13,7 +13,9 @@ import time
 
 import pytest
 from crashy import message_ids, write_archive
-from test_exactly_once import cli_env, write_plan_file
+from dovecot import Dovecot
+from imapclient import IMAPClient
+from test_exactly_once import cli_env, mailrestore, tree_digest, write_plan_file
 from test_inject import make_mailboxes
 from test_inject_imap import assert_each_once, inject_command, master_url
 from test_inject_imap import cli_env as imap_env
@@ -192,3 +194,103 @@ def test_a_stopped_run_prints_its_failures_and_the_command_that_resumes(tmp_path
     assert "bad-item limit reached: --bad-item-limit 1, 1 failed" in done.stdout
     assert "10 messages not attempted" in done.stdout    # the other user's
     assert f"  mailrestore {shlex.join(command[3:])}\n" in done.stdout
+
+
+# -- --keyword ---------------------------------------------------------------------------
+
+
+def flags_by_message_id(server: Dovecot, user: str) -> dict[str, set[bytes]]:
+    """FLAGS of every message in ``user``'s INBOX as Dovecot serves them, by Message-ID."""
+    client = IMAPClient(server.host, port=server.port, ssl=False, timeout=30)
+    try:
+        client.login(user, server.password_of(user))
+        client.select_folder("INBOX", readonly=True)
+        fetched = client.fetch(client.search(), ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+    finally:
+        client.logout()
+    found = {}
+    for item in fetched.values():
+        header = item[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().strip()
+        # \Recent is the session's, not the message's: left out.
+        found[header.split(":", 1)[1].strip()] = set(item[b"FLAGS"]) - {b"\\Recent"}
+    return found
+
+
+def test_keyword_is_an_imap_keyword_of_mail_appended_to_dovecot(
+    tmp_path, dovecot_server, new_dovecot_user
+):
+    user = new_dovecot_user()
+    entries = write_archive(tmp_path / "archive", [user], 5)
+    plan = write_plan_file(tmp_path / "plan.jsonl", entries)
+    done = subprocess.run(
+        inject_command(plan, master_url(dovecot_server), tmp_path / "journal.sqlite",
+                       "--keyword", "$Restored"),
+        env=imap_env(tmp_path, dovecot_server.master_pass), capture_output=True, text=True,
+        timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["appended"] == 5 and report["warnings"] == []
+    flags = flags_by_message_id(dovecot_server, user)
+    assert flags == {e.message_id: {b"$Restored"} for e in entries}
+
+
+def test_keyword_written_into_maildir_is_read_by_dovecot_as_that_keyword(
+    tmp_path, dovecot_server, new_dovecot_user
+):
+    user = new_dovecot_user()
+    # The user's own keyword, set over IMAP: Dovecot writes dovecot-keywords itself.
+    client = IMAPClient(dovecot_server.host, port=dovecot_server.port, ssl=False, timeout=30)
+    client.login(user, dovecot_server.password_of(user))
+    client.append("INBOX", b"Message-ID: <own@test>\r\nSubject: mine\r\n\r\nmine\r\n",
+                  flags=("$Label1", "NonJunk"))
+    client.logout()
+    keywords = dovecot_server.maildir(user) / "dovecot-keywords"
+    assert keywords.read_bytes() == b"0 $Label1\n1 NonJunk\n"
+
+    entries = write_archive(tmp_path / "archive", [user], 5)
+    plan = write_plan_file(tmp_path / "plan.jsonl", entries)
+    target = f"maildir:{dovecot_server.base}/mail/%u/Maildir"
+    done = subprocess.run(
+        inject_command(plan, target, tmp_path / "journal.sqlite", "--keyword", "$Restored",
+                       "--flags", "\\Seen"),
+        env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["appended"] == 5
+    assert keywords.read_bytes() == b"0 $Label1\n1 NonJunk\n2 $Restored\n"
+    names = [p.name for p in (dovecot_server.maildir(user) / "cur").iterdir()]
+    assert sum(name.endswith(":2,Sc") for name in names) == 5, names
+    flags = flags_by_message_id(dovecot_server, user)
+    assert flags.pop("<own@test>") == {b"$Label1", b"NonJunk"}
+    assert flags == {e.message_id: {b"$Restored", b"\\Seen"} for e in entries}
+
+
+def test_undo_removes_mail_written_with_a_keyword_and_the_keywords_file_it_made(tmp_path):
+    users = ["alice@example.com", "bob@example.com"]
+    entries = write_archive(tmp_path / "archive", users, 5)
+    target = f"maildir:{make_mailboxes(tmp_path / 'vmail', users)}"
+    plan = write_plan_file(tmp_path / "plan.jsonl", entries)
+    env = cli_env(tmp_path)
+    before = tree_digest(tmp_path / "vmail")
+    done = subprocess.run(inject_command(plan, target, tmp_path / "j.sqlite", "--keyword",
+                                         "$Restored", "--folder", "Restored"),
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cur = list((tmp_path / "vmail").glob("*/*/Maildir/.Restored/cur/*:2,a"))
+    assert len(cur) == 10
+
+    undone = mailrestore(env, "undo", "1", "--state", str(tmp_path / "j.sqlite"), "--json")
+
+    assert undone.returncode == 0, undone.stderr
+    assert json.loads(undone.stdout)["removed"] == 10
+    assert tree_digest(tmp_path / "vmail") == before
+
+
+@pytest.mark.parametrize("keyword", ["two words", "\\Seen", "(x)", "ünï", "a]b", ""])
+def test_a_keyword_that_is_not_an_imap_atom_is_refused_in_one_line(tmp_path, keyword):
+    done = mailrestore(cli_env(tmp_path), "inject", str(tmp_path / "plan.jsonl"), "--to",
+                       f"maildir:{tmp_path}", "--keyword", keyword)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "is not an IMAP keyword" in done.stderr
+    assert not (tmp_path / "plan.jsonl").exists()

@@ -13,6 +13,7 @@ from restore.cli.command import command
 from restore.cli.common import make_job, public_argv, same_target, selection
 from restore.errors import Problem, UsageError
 from restore.journal import RunInfo, file_sha256
+from restore.mailnames import keyword_problem
 from restore.options import (
     catalog_option,
     imap_options,
@@ -34,6 +35,18 @@ if TYPE_CHECKING:
     from restore.inject import InjectResult
 
 
+def write_flags(opts: dict) -> tuple[str, ...]:
+    """The flags restored mail gets (--flags, --keyword); UsageError for a bad keyword."""
+    flags = tuple(opts["flags"].split()) if opts["flags"] else ()
+    keyword = opts["keyword"]
+    if keyword is None:
+        return flags
+    problem = keyword_problem(keyword)
+    if problem:
+        raise UsageError(f"--keyword {keyword!r} is not an IMAP keyword: {problem}")
+    return flags if keyword in flags else (*flags, keyword)
+
+
 def run_inject(entries: list[PlanEntry], opts: dict, job: Job, seal: Seal, run_info: RunInfo,
                scanned_target: ScannedStore | None = None) -> InjectResult:
     """Append ``entries`` to the --to target exactly once, with a progress bar on a terminal."""
@@ -41,7 +54,7 @@ def run_inject(entries: list[PlanEntry], opts: dict, job: Job, seal: Seal, run_i
         target=opts["target"], password=job.store_options.password,
         insecure=bool(opts["insecure"]), create_missing=bool(opts.get("create_missing")),
         state=opts["state"], jobs=opts["jobs"], folder=opts["folder"],
-        flags=tuple(opts["flags"].split()) if opts["flags"] else (), dry_run=opts["dry_run"],
+        flags=write_flags(opts), dry_run=opts["dry_run"],
         max_rate=opts["max_rate"], bad_item_limit=opts["bad_item_limit"])
     bar = report.progress_factory(not opts["as_json"])(
         "checking" if settings.dry_run else "appending", len(entries))
@@ -113,6 +126,7 @@ def inject(**opts: Any) -> int:
     still have the plan's fingerprint. Exit 1 when some messages could not
     be written or plan lines were refused.
     """
+    write_flags(opts)       # a bad --keyword is refused before anything is read
     plan = load_plan(opts["plan"])
     archives = opts["archives"] or (plan.header.archives if plan.header else ())
     if not archives:
@@ -157,6 +171,7 @@ def restore(**opts: Any) -> int:
     exactly as `diff --plan` and `inject` would. Exit 1 when some messages
     could not be written or archive items were unreadable or unroutable.
     """
+    write_flags(opts)
     job = make_job(opts, opts["replica"], opts["target"], *opts["archives"])
     result = job.diff(opts["archives"], opts["replica"])
     entries = list(result.plan())

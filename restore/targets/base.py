@@ -26,8 +26,9 @@ returns its target id or None. ``planned_id`` is what ``prepare`` promised.
 *before* writing (Maildir: the unique file name it will use; IMAP: "").
 
 ``session.take_created()`` returns what the session created since the last
-call (folders; for Maildir also the directories and ``maildirfolder``
-files, as paths relative to the mail root), oldest first, for the journal.
+call (folders; for Maildir also the directories, ``maildirfolder`` and
+``dovecot-keywords`` files, as paths relative to the mail root), oldest
+first, for the journal.
 
 ``target.probe(user)`` says, writing nothing, why ``user``'s mailbox could
 not be written (no mailbox, and it would not be created), or None: what a

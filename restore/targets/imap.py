@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import imaplib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -41,6 +41,7 @@ from restore.imapconn import (
     server_text,
     try_login,
 )
+from restore.mailnames import is_keyword
 from restore.targets.base import Message, Outcome, Target, TargetSession
 
 CHUNK_MESSAGES = 100
@@ -50,8 +51,6 @@ FETCH_CHUNK = 20  # candidates whose full bytes are fetched at once by find()
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 _RECORDED = re.compile(r"APPENDUID (\d+) (\d+)")     # a target id: where one message went
 _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}
-# A keyword is an IMAP atom: no space, control, ( ) { % * " \ ]
-_KEYWORD = re.compile(r'[^\x00-\x20\x7f(){%*"\\\]]+')
 
 
 class ImapTarget(Target):
@@ -121,6 +120,7 @@ class ImapSession(TargetSession):
         self._existing: set[str] = set()
         self._selected: str | None = None
         self._uidvalidity = 0
+        self._permanent_flags: tuple[bytes, ...] = ()
         self._created: list[str] = []
 
     def take_created(self) -> list[str]:
@@ -150,6 +150,11 @@ class ImapSession(TargetSession):
                 raise
             except imaplib.IMAP4.error as exc:
                 reason = f"cannot open folder {folder!r}: {server_text(exc)}"
+                return [outcome or Outcome(ok=False, reason=reason) for outcome in outcomes]
+            refusal = keyword_refusal(self._permanent_flags,
+                                      {flag for item in pending for flag in item.flags})
+            if refusal:
+                reason = f"folder {folder!r}: {refusal}"
                 return [outcome or Outcome(ok=False, reason=reason) for outcome in outcomes]
             for chunk in _chunks(pending):
                 if self._multiappend and len(chunk) > 1:
@@ -195,33 +200,36 @@ class ImapSession(TargetSession):
         return results
 
     def _check_dates(self, chunk: list[_Pending], results: list[Outcome]) -> None:
-        """Warn where the server stored another INTERNALDATE than the one sent."""
+        """Warn where the server stored another INTERNALDATE than the one sent, or lost a keyword."""
         wanted = {}
         for position, (item, outcome) in enumerate(zip(chunk, results, strict=True)):
             if outcome.ok and outcome.target_id:
                 uid = int(outcome.target_id.rsplit(" ", 1)[1])
-                wanted[uid] = (position, item.internal_date)
+                wanted[uid] = (position, item)
         if not wanted:
             return
+        keywords = any(not flag.startswith("\\") for item in chunk for flag in item.flags)
         try:
-            stored = self._client.fetch(sorted(wanted), ["INTERNALDATE"])
+            stored = self._client.fetch(sorted(wanted),
+                                        ["INTERNALDATE", "FLAGS"] if keywords else ["INTERNALDATE"])
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error:
             stored = {}  # each message then carries "could not be read back"
-        for uid, (position, internal_date) in wanted.items():
+        for uid, (position, item) in wanted.items():
             got = stored.get(uid, {}).get(b"INTERNALDATE")
             if got is None:
                 warning = "INTERNALDATE could not be read back"
-            elif abs(got.timestamp() - internal_date.timestamp()) >= 1:
+            elif abs(got.timestamp() - item.internal_date.timestamp()) >= 1:
                 warning = (
                     f"server ignored INTERNALDATE: stored {got.isoformat()}, "
-                    f"sent {internal_date.isoformat()}"
+                    f"sent {item.internal_date.isoformat()}"
                 )
             else:
-                continue
-            outcome = results[position]
-            results[position] = Outcome(ok=True, target_id=outcome.target_id, warning=warning)
+                warning = _lost_keywords(item.flags, stored.get(uid, {}).get(b"FLAGS"))
+            if warning:
+                outcome = results[position]
+                results[position] = Outcome(ok=True, target_id=outcome.target_id, warning=warning)
 
     # -- find --------------------------------------------------------------
 
@@ -295,6 +303,7 @@ class ImapSession(TargetSession):
             selected = self._client.select_folder(mailbox, readonly=True)
             self._selected = mailbox
             self._uidvalidity = selected.get(b"UIDVALIDITY", 0)
+            self._permanent_flags = tuple(selected.get(b"PERMANENTFLAGS", ()))
 
     def _create(self, mailbox: str) -> bool:
         """Create ``mailbox``; False when another session created it meanwhile."""
@@ -398,9 +407,7 @@ class ImapSession(TargetSession):
 def _prepare(index: int, message: Message) -> _Pending:
     """Wire form of a message; ValueError when it cannot be sent at all."""
     for flag in message.flags:
-        if flag.lower() not in _SYSTEM_FLAGS and not (
-            not flag.startswith("\\") and _KEYWORD.fullmatch(flag)
-        ):
+        if flag.lower() not in _SYSTEM_FLAGS and not is_keyword(flag):
             raise ValueError(f"invalid IMAP flag {flag!r}")
     try:
         internal_date = datetime.fromtimestamp(message.received, tz=UTC)
@@ -409,6 +416,32 @@ def _prepare(index: int, message: Message) -> _Pending:
     if not 1 <= internal_date.year <= 9999:
         raise ValueError(f"received time {message.received!r} is out of range")
     return _Pending(index, _to_crlf(message.data), tuple(message.flags), internal_date)
+
+
+def keyword_refusal(permanent_flags: Sequence[bytes], flags: Iterable[str]) -> str | None:
+    """Why the folder will not keep the keywords among ``flags``, or None.
+
+    A server lists in PERMANENTFLAGS the flags it stores, ``\\*`` when any
+    new keyword may be made. After EXAMINE (read-only) the list is empty,
+    which says nothing: the stored flags are then checked after APPEND.
+    """
+    if not permanent_flags or b"\\*" in permanent_flags:
+        return None
+    allowed = {flag.decode("ascii", "replace").lower() for flag in permanent_flags}
+    refused = sorted(f for f in flags if not f.startswith("\\") and f.lower() not in allowed)
+    if not refused:
+        return None
+    return (f"the server does not store keyword {' '.join(refused)} here (PERMANENTFLAGS "
+            f"{' '.join(f.decode('ascii', 'replace') for f in permanent_flags)})")
+
+
+def _lost_keywords(sent: Sequence[str], stored: Sequence[bytes] | None) -> str:
+    """A warning when a keyword sent is not among the flags the server stored."""
+    if stored is None:
+        return ""
+    kept = {flag.decode("ascii", "replace").lower() for flag in stored}
+    lost = [flag for flag in sent if not flag.startswith("\\") and flag.lower() not in kept]
+    return f"server did not keep keyword {' '.join(lost)}" if lost else ""
 
 
 def _to_crlf(data: bytes) -> bytes:

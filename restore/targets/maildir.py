@@ -14,7 +14,8 @@ Delivery follows the Maildir rules, plus what crash safety needs:
 2. create ``tmp/NAME`` with O_EXCL, write LF-terminated bytes, set the
    mtime to the received time (Dovecot caches the received date the first
    time it sees the file, so it must be right before the rename), fsync;
-3. hard-link into ``new/`` (or ``cur/NAME:2,FLAGS`` when flags are given),
+3. hard-link into ``new/`` (or ``cur/NAME:2,FLAGS`` when flags are given,
+   keywords as Dovecot's letters: ``restore.targets.dovecot_keywords``),
    which refuses an existing name, then unlink the tmp file;
 4. fsync ``new/`` once per batch, before ``append`` returns, so a message
    reported written survives a power cut.
@@ -27,8 +28,9 @@ nothing be created outside the mail root, even when running as root.
 Undo (``remove``) finds a message by the name it was delivered under, in
 ``new/`` or in ``cur/`` with any flags a mail client added since, checks
 that its content still has the fingerprint, unlinks it and fsyncs the
-directory. Directories this target created are listed by the session
-(``take_created``) so that undo can remove them again once empty.
+directory. Directories this target created, and a ``dovecot-keywords``
+file, are listed by the session (``take_created``) so that undo can remove
+them again once their folder is empty.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from restore.errors import PermanentError, TargetError, TransientError, UsageError
 from restore.identity import fingerprint_of, is_same_message, normalize_newlines
@@ -46,11 +48,13 @@ from restore.mailnames import (
     info_suffix,
     invalid_mailbox_reason,
     is_inside,
+    is_keyword,
     is_template,
     maildir_dirname,
     unique_name,
 )
 from restore.targets.base import Message, Outcome, Target, TargetSession
+from restore.targets.dovecot_keywords import KEYWORDS_FILE, KeywordsFull, keyword_letters
 
 NO_MAILBOX = "no mailbox"
 OUTSIDE_ROOT = "path leaves the mail root"
@@ -82,6 +86,7 @@ class _Folder:
     new: int
     cur: int
     file_mode: int
+    letters: dict[str, str] = field(default_factory=dict)   # keyword -> its dovecot-keywords letter
 
     def close(self) -> None:
         for fd in (self.tmp, self.new, self.cur, self.fd):
@@ -275,8 +280,8 @@ class MaildirSession(TargetSession):
         if box is None:  # only when not creating; here for the type checker
             return [Outcome(ok=False, reason=f"folder {folder!r} missing") for _ in batch]
         outcomes = [self._deliver(box, message) for message in batch]
-        linked_into = {box.cur if info_suffix(message.flags)[0] else box.new
-                       for message, outcome in zip(batch, outcomes, strict=True) if outcome.ok}
+        linked_into = {box.cur if ":" in outcome.target_id else box.new
+                       for outcome in outcomes if outcome.ok}
         for dir_fd in linked_into:
             try:
                 # One directory fsync per batch makes every link above durable.
@@ -289,7 +294,13 @@ class MaildirSession(TargetSession):
     def _deliver(self, box: _Folder, message: Message) -> Outcome:
         data = maildir_bytes(message.data)
         name = message.planned_id or unique_name(len(data))
-        suffix, unknown = info_suffix(message.flags)
+        try:
+            letters = self._keyword_letters(box, message.flags)
+        except KeywordsFull as exc:
+            return Outcome(ok=False, reason=f"{box.path}/{exc}")
+        except OSError as exc:
+            return Outcome(ok=False, reason=f"{box.path}/{KEYWORDS_FILE}: {exc.strerror}")
+        suffix, unknown = info_suffix(message.flags, letters)
         final_dir = box.cur if suffix else box.new
         try:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
@@ -317,6 +328,17 @@ class MaildirSession(TargetSession):
         _unlink_quietly(name, box.tmp)
         warning = f"flags not stored in Maildir: {' '.join(unknown)}" if unknown else ""
         return Outcome(ok=True, target_id=name + suffix, warning=warning)
+
+    def _keyword_letters(self, box: _Folder, flags: Sequence[str]) -> dict[str, str]:
+        """The folder's letters for the keywords among ``flags``, added to its file if new."""
+        missing = [flag for flag in flags if is_keyword(flag) and flag not in box.letters]
+        if missing:
+            existed = _exists(KEYWORDS_FILE, box.fd)
+            box.letters.update(keyword_letters(
+                box.fd, missing, box.file_mode, lambda fd: _copy_owner(fd, self.mailbox_stat)))
+            if not existed:
+                self.created.append(self.target.relative(f"{box.path}/{KEYWORDS_FILE}"))
+        return box.letters
 
     def find(self, folder: str, message: Message) -> str | None:
         """The file holding ``message`` in ``folder``: by the planned name, else by content."""
@@ -404,6 +426,14 @@ class MaildirSession(TargetSession):
                 return f"{path}: no longer empty: left alone"
             if not dry_run:
                 os.unlink(full)
+        elif parts[-1] == KEYWORDS_FILE and stat.S_ISREG(st.st_mode):
+            if dry_run:
+                return None     # the undo itself empties the folder first, or it says then why not
+            folder = os.path.dirname(full)
+            if any(os.listdir(f"{folder}/{sub}") for sub in ("cur", "new") if os.path.isdir(f"{folder}/{sub}")):
+                # Mail the run did not write may carry the letters the file names.
+                return f"{path}: the folder still holds mail: left alone"
+            os.unlink(full)
         elif stat.S_ISDIR(st.st_mode):
             if dry_run:
                 return None     # emptied first by the undo itself, or it says then why not
