@@ -11,7 +11,6 @@ exit codes (SPEC.md and ``restore.errors``).
 
 from __future__ import annotations
 
-import shlex
 import sys
 
 import click
@@ -21,6 +20,7 @@ from restore import audit as auditing
 from restore.cli import audit, compare, completion, demo, runs, scan, write
 from restore.cli import config as configuration
 from restore.cli.command import PipelineGroup
+from restore.cli.common import resume_command
 from restore.errors import Interrupted, MailrestoreError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -75,8 +75,7 @@ def main() -> None:
     except Interrupted as exc:
         click.echo(f"mailrestore: {exc}", err=True)
         # The journal makes the same command finish the job, writing nothing twice.
-        click.echo(f"To go on, run the same command again: {shlex.join(['mailrestore', *sys.argv[1:]])}",
-                   err=True)
+        click.echo(f"To go on, run the same command again: {resume_command()}", err=True)
         status = exc.exit_code
     except click.ClickException as exc:
         if nagios:

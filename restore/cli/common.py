@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 
 from restore import report
@@ -21,6 +22,11 @@ from restore.times import parse_time_option
 def public_argv() -> list[str]:
     """The command line as a run row records it: a password someone put in a URL masked."""
     return [re.sub(r"^([a-z]+://[^/:@]*):[^/@]*@", r"\1:***@", arg) for arg in sys.argv[1:]]
+
+
+def resume_command() -> str:
+    """The command line that goes on after a stop: the same one (the journal skips what is done)."""
+    return shlex.join(["mailrestore", *public_argv()])
 
 
 def same_target(replica: str, target: str) -> bool:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shlex
 from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from restore import report, usercsv
 from restore.cli.command import command
-from restore.cli.common import make_job, public_argv, same_target, selection
+from restore.cli.common import make_job, public_argv, resume_command, same_target, selection
 from restore.errors import Problem, UsageError
 from restore.journal import RunInfo, file_sha256
 from restore.mailnames import keyword_problem
@@ -75,8 +74,7 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
     """
     reported = usercsv.write(opts["report_file"], usercsv.add_inject(rows, result)) \
         if opts["report_file"] else 0
-    # The same command resumes: the journal makes it skip what is done.
-    resume = "mailrestore " + shlex.join(public_argv()) if result.stopped else None
+    resume = resume_command() if result.stopped else None
     if opts["as_json"]:
         doc = result.as_dict()
         if resume:
