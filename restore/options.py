@@ -118,9 +118,9 @@ pair_options = _stack(
 
 window_options = _stack(
     option("--since", default="auto", show_default=True, metavar="TIME|auto", stage="window",
-           help="Start of the gap (exclusive), ISO 8601."),
+           help="Start of the gap (exclusive): ISO 8601 (no offset: UTC) or a time as printed."),
     option("--until", default="auto", show_default=True, metavar="TIME|auto", stage="window",
-           help="End of the gap (inclusive), ISO 8601."),
+           help="End of the gap (inclusive): ISO 8601 (no offset: UTC) or a time as printed."),
     option("--gap", type=click.IntRange(min=1), default=None, metavar="N", stage="window",
            help="Of the gaps detected, use only the Nth (default: all of them)."),
     option("--create-missing", is_flag=True, stage="matching",

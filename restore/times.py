@@ -2,8 +2,9 @@
 
 Inside, a time is epoch seconds (a float, UTC). It becomes text only at the
 edges: ISO 8601 with an offset in JSON and plans (``iso``), a short UTC
-form for people (``human``). Read back, ISO 8601 needs an offset where a
-file holds it (``parse_iso``); on the command line a time without one is
+form for people (``human``). One parser reads both back (``parse_iso``), so
+any time the tool prints can be pasted into --since, --until and --now. A
+file's time needs an offset; on the command line a time without one is
 taken as UTC.
 """
 
@@ -19,6 +20,8 @@ from restore.errors import UsageError
 EARLIEST = 0.0                  # 1970-01-01
 LATEST = 4102444800.0           # 2100-01-01
 
+# What ``human`` appends, and ISO 8601's Z in either case: an offset of zero.
+_UTC_SUFFIX = re.compile(r"\s*(?:UTC|Z)$", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -45,12 +48,16 @@ def plain(ts: float) -> str:
 
 
 def parse_iso(text: str, *, naive_is_utc: bool = False) -> float:
-    """ISO 8601 (``Z`` or an offset) -> epoch seconds.
+    """ISO 8601 or the ``human`` form -> epoch seconds.
 
-    Raises ValueError when ``text`` is no ISO 8601 time, and NoOffset when it
-    has no offset, unless ``naive_is_utc``.
+    Accepts ``2017-12-08T16:02:00+00:00``, ``…Z``, ``2017-12-08 16:02:00 UTC``,
+    and a date or minute alone (``2017-12-08``, ``2017-12-08 16:00``: the
+    timeline's rows). Raises ValueError when ``text`` is none of these, and
+    NoOffset when it has no offset (nor ``UTC``), unless ``naive_is_utc``.
     """
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    text = text.strip()
+    utc = _UTC_SUFFIX.search(text)
+    parsed = datetime.fromisoformat(text[:utc.start()] + "+00:00" if utc else text)
     if parsed.tzinfo is None:
         if not naive_is_utc:
             raise NoOffset(f"{text!r} has no UTC offset")
@@ -66,7 +73,8 @@ def parse_time_option(value: str | None, option: str) -> float | None:
         return parse_iso(value, naive_is_utc=True)
     except ValueError:
         raise UsageError(
-            f"{option} {value!r}: expected ISO 8601, e.g. 2017-12-08T16:02:00+00:00") from None
+            f"{option} {value!r}: expected ISO 8601 (2017-12-08T16:02:00Z, an offset, or none for "
+            "UTC) or a time as printed (2017-12-08 16:02:00 UTC)") from None
 
 
 def parse_duration(text: str, option: str) -> float:

@@ -25,7 +25,7 @@ from restore.times import human, iso, parse_time_option
 @option("--grace", default="15m", show_default=True, metavar="DURATION", stage="window",
         help="Skip mail this recent: it may still be in flight.")
 @option("--now", default=None, metavar="TIME", stage="window",
-        help="Audit as if it were TIME (ISO 8601).")
+        help="Audit as if it were TIME (ISO 8601, or as printed).")
 @option("--format", "fmt", type=click.Choice(["text", "json", "nagios"]), default="text", stage="output",
         show_default=True,
         help="text: silent when clean; json: the diff's fields; nagios: one plugin status line.")
@@ -41,8 +41,8 @@ def audit(**opts: Any) -> int:
     and exit 1 when something is. Two overlapping runs never both run.
     """
     now = parse_time_option(opts["now"], "--now")
-    if now is None:  # not given, or "auto"
-        now = time.time()
+    if now is None:  # not given, or "auto": whole seconds, so the times printed are exact
+        now = float(int(time.time()))
     job = make_job({**opts, "since": None, "until": None}, opts["replica"], *opts["archives"],
                    progress=False)
     result = auditing.run(job, opts["archives"], opts["replica"], now=now, window=opts["window"],
