@@ -63,13 +63,25 @@ def require_a_mailbox(result: DiffResult) -> None:
         )
 
 
-def nagios(missing: int, warning: int, critical: int, detail: str = "") -> tuple[int, str]:
-    """One plugin status line with perfdata, and its exit code."""
-    code = 2 if missing >= critical else 1 if missing >= warning else 0
-    text = f"{missing} message{'s' if missing != 1 else ''} missing"
+def nagios(findings: dict[str, int], warning: int, critical: int,
+           detail: str = "") -> tuple[int, str]:
+    """One plugin status line with perfdata, and its exit code.
+
+    ``findings``: the count of each --fail-on class; their total meets the
+    thresholds. The perfdata always has ``missing``, with the thresholds.
+    """
+    total = sum(findings.values())
+    code = 2 if total >= critical else 1 if total >= warning else 0
+    if list(findings) == ["missing"]:
+        text = f"{total} message{'s' if total != 1 else ''} missing"
+    else:
+        text = f"{total} finding{'s' if total != 1 else ''}" + "".join(
+            f", {n} {cls}" for cls, n in findings.items())
     if detail:
         text += f" ({detail})"
-    return code, _status_line(code, f"{text} | missing={missing};{warning};{critical};0;")
+    perf = f"missing={findings.get('missing', 0)};{warning};{critical};0;" + "".join(
+        f" {cls}={n};;;0;" for cls, n in findings.items() if cls != "missing")
+    return code, _status_line(code, f"{text} | {perf}")
 
 
 def nagios_unknown(reason: str) -> tuple[int, str]:

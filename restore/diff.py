@@ -14,7 +14,7 @@ unreadable      counted once per archive item, since it has no user
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -38,6 +38,8 @@ class Class(StrEnum):
 
 
 CLASSES = [c.value for c in Class]
+# What makes a diff exit 1 unless --fail-on says otherwise: something to restore or to look at.
+FAIL_ON = (Class.MISSING.value, Class.UNROUTABLE.value, Class.UNREADABLE.value)
 BATCH = 2000
 RESOLVED_CACHE = 100_000
 
@@ -89,10 +91,9 @@ class DiffResult:
             "problems": [p.as_dict() for p in self.problems],
         }
 
-    @property
-    def findings(self) -> bool:
-        """Whether a cron job should hear about this diff (exit 1)."""
-        return any(self.counts[c] for c in (Class.MISSING, Class.UNROUTABLE, Class.UNREADABLE))
+    def fails(self, classes: Iterable[str] = FAIL_ON) -> bool:
+        """Whether any pair (or item) has one of ``classes``: exit 1 (``--fail-on``)."""
+        return any(self.counts[c] for c in classes)
 
     def plan_header(self) -> PlanHeader:
         """The plan's first line: it seals the plan to these archives (``restore.plan.Seal``)."""

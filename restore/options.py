@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from restore.diff import CLASSES
 from restore.identity import MATCH_MODES
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 
@@ -127,6 +128,24 @@ window_options = _stack(
            help="Plan mail for users with no mailbox on the replica instead of "
            "reporting them unroutable."),
 )
+
+def _classes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    names = [] if value.strip() == "none" else [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CLASSES]
+    if unknown or (not names and value.strip() != "none"):
+        raise click.BadParameter(
+            f"{value!r}: expected classes from {', '.join(CLASSES)}, comma-separated, or none")
+    return tuple(names)
+
+
+def fail_on_option(default: str, what: str) -> F:
+    """``--fail-on CLASSES``: which classes make the command exit 1."""
+    return option(
+        "--fail-on", default=default, show_default=True, metavar="CLASSES", callback=_classes,
+        stage="output",
+        help=f"Exit 1 when any {what} has one of these classes (comma-separated; 'none': "
+        f"never). E.g. --fail-on missing: is the gap closed?")
+
 
 json_option = option("--json", "as_json", is_flag=True, stage="output",
                      help="Print one JSON document.")

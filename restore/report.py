@@ -196,29 +196,39 @@ def print_problems(out: Console, problems: list[Problem]) -> None:
         out.print(f"  ... {len(others) - SHOW_PROBLEMS:,} more (all in --json)")
 
 
-def print_audit(result, findings: list[dict]) -> None:
+def print_audit(result, findings: list[dict], others: dict[str, int]) -> None:
     """The cron mail: short, and enough to act on.
 
-    Plain text, not rich markup: Message-IDs are written by strangers, and a
-    ``[/]`` or ``:smile:`` in one must print as it is.
+    ``findings``: the missing mail per user; ``others``: the counts of the
+    other --fail-on classes found. Plain text, not rich markup: Message-IDs
+    are written by strangers, and a ``[/]`` or ``:smile:`` in one must print
+    as it is.
     """
     w = result.window
-    total = result.counts["missing"]
-    lines = [f"mailrestore audit: {total:,} archived message(s) received between "
-             f"{human(w.since)} and {human(w.until)} are not in their mailbox."]
-    for f in findings:
-        lines.append(f"  {f['user']}: {f['missing']:,} missing, received {human(f['oldest'])} "
-                     f"to {human(f['newest'])}")
-        lines.extend(f"      {mid}" for mid in f["message_ids"])
-    archives = " ".join(f"--archive {shlex.quote(a.spec)}" for a in result.archives)
-    replica = shlex.quote(result.replica.spec)
-    since, until = iso(w.since), iso(w.until)
-    lines += [
-        "Next: list them in a plan, check it, and put them back (with this audit's other options):",
-        f"  mailrestore diff {archives} --replica {replica} --since {since} --until {until}"
-        " --plan gap.jsonl",
-        f"  mailrestore inject gap.jsonl --to {replica}",
-    ]
+    lines = []
+    if findings:
+        total = sum(f["missing"] for f in findings)
+        lines.append(f"mailrestore audit: {total:,} archived message(s) received between "
+                     f"{human(w.since)} and {human(w.until)} are not in their mailbox.")
+        for f in findings:
+            lines.append(f"  {f['user']}: {f['missing']:,} missing, received {human(f['oldest'])} "
+                         f"to {human(f['newest'])}")
+            lines.extend(f"      {mid}" for mid in f["message_ids"])
+        archives = " ".join(f"--archive {shlex.quote(a.spec)}" for a in result.archives)
+        replica = shlex.quote(result.replica.spec)
+        since, until = iso(w.since), iso(w.until)
+        lines += [
+            "Next: list them in a plan, check it, and put them back (with this audit's other "
+            "options):",
+            f"  mailrestore diff {archives} --replica {replica} --since {since} --until {until}"
+            " --plan gap.jsonl",
+            f"  mailrestore inject gap.jsonl --to {replica}",
+        ]
+    if others:
+        lines.append("mailrestore audit: " + ", ".join(f"{n:,} {cls}" for cls, n in others.items())
+                     + " (--fail-on):")
+        shown = [p for p in result.problems if p.kind in others][:SHOW_PROBLEMS]
+        lines.extend(f"  {p.kind}  {p.where}: {p.reason}" for p in shown)
     sys.stdout.write("".join(f"{line}\n" for line in lines))
 
 

@@ -24,7 +24,7 @@ NOW = datetime(2017, 12, 8, 12, 0, tzinfo=UTC)
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 NAGIOS_LINE = re.compile(
-    r"^MAILRESTORE (OK|WARNING|CRITICAL) - .+ \| missing=(\d+);(\d+);(\d+);0;$")
+    r"^MAILRESTORE (OK|WARNING|CRITICAL) - .+ \| missing=(\d+);(\d+);(\d+);0;(?: \S+=\d+;;;0;)*$")
 
 
 def audit_env(tmp_path: Path) -> dict[str, str]:
@@ -359,6 +359,54 @@ def test_nagios_usage_error_is_unknown_not_critical(stores, tmp_path, bad):
     assert done.returncode == 3
     [line] = done.stdout.splitlines()
     assert line.startswith("MAILRESTORE UNKNOWN - ")
+
+
+# -- --fail-on: what makes the audit speak ---------------------------------------------
+
+
+def unreadable_item(stores: Stores) -> None:
+    (stores.archive_dir / "broken.eml.zst").write_bytes(b"\x28\xb5\x2f\xfd truncated")
+
+
+def test_by_default_only_missing_mail_makes_the_audit_speak(stores):
+    stores.mail(ALICE, ago(hours=2), delivered=True)
+    stores.mail("nobody@example.com", ago(hours=2), delivered=False)
+    unreadable_item(stores)
+    done = stores.audit()
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_fail_on_unreadable_reports_the_item_and_exits_1(stores):
+    stores.mail(ALICE, ago(hours=2), delivered=True)
+    unreadable_item(stores)
+    done = stores.audit("--fail-on", "missing,unreadable")
+    assert done.returncode == 1, done.stderr
+    assert "1 unreadable (--fail-on)" in done.stdout and "broken.eml.zst" in done.stdout
+    assert "not in their mailbox" not in done.stdout      # nothing is missing
+
+
+def test_fail_on_none_never_speaks(stores):
+    stores.mail(ALICE, ago(hours=2), delivered=False)
+    done = stores.audit("--fail-on", "none")
+    assert (done.returncode, done.stdout) == (0, "")
+
+
+def test_nagios_counts_every_fail_on_class(stores):
+    stores.mail(ALICE, ago(hours=2), delivered=False)
+    unreadable_item(stores)
+    done = stores.audit("--format", "nagios", "--fail-on", "missing,unreadable",
+                        "--warning", "1", "--critical", "2")
+    assert done.returncode == 2
+    [line] = done.stdout.splitlines()
+    assert line.startswith("MAILRESTORE CRITICAL - 2 findings, 1 missing, 1 unreadable")
+    assert line.endswith("| missing=1;1;2;0; unreadable=1;;;0;")
+    assert NAGIOS_LINE.match(line)
+
+
+def test_fail_on_a_class_the_audit_does_not_know_is_unknown_to_nagios(stores):
+    done = stores.audit("--format", "nagios", "--fail-on", "gone")
+    assert done.returncode == 3
+    assert done.stdout.startswith("MAILRESTORE UNKNOWN - ") and "--fail-on" in done.stdout
 
 
 # -- overlapping cron runs -----------------------------------------------------------

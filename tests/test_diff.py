@@ -127,6 +127,29 @@ def test_unroutable_recipient_becomes_missing_with_create_missing(tmp_path):
     assert doc["counts"]["unroutable"] < incident.truth.counts["unroutable"]
 
 
+def test_fail_on_missing_says_whether_the_gap_is_closed(tmp_path):
+    """The demo always has unreadable and unroutable items: only --fail-on missing can say 0."""
+    incident = build_incident(tmp_path / "incident")
+    assert run(*diff_args(incident, tmp_path, "--fail-on", "missing"))[0] == 1
+    assert run(*diff_args(incident, tmp_path, "--fail-on", "none"))[0] == 0
+    code, _ = run("restore", *diff_args(incident, tmp_path)[1:], "--to", incident.replica,
+                  "--state", str(tmp_path / "journal.sqlite"))
+    assert code == 1                                   # unreadable and unroutable items
+    assert run(*diff_args(incident, tmp_path))[0] == 1
+    assert run(*diff_args(incident, tmp_path, "--fail-on", "missing"))[0] == 0
+    assert run(*diff_args(incident, tmp_path, "--fail-on", "missing,unreadable"))[0] == 1
+    assert run(*diff_args(incident, tmp_path, "--fail-on", "outside-window"))[0] == 1
+
+
+@pytest.mark.parametrize("value", ["mising", "missing,,bogus", "", "deleted"])
+def test_fail_on_an_unknown_class_is_a_usage_error(tmp_path, value):
+    done = mailrestore("diff", "--archive", f"eml:{tmp_path}", "--replica", f"maildir:{tmp_path}",
+                       "--catalog", str(tmp_path / "c.sqlite"), "--fail-on", value)
+    assert done.returncode == 2, done.stderr
+    assert "--fail-on" in done.stderr and "outside-window" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def mailrestore(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "restore", *args], capture_output=True, text=True)
 

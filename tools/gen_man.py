@@ -43,10 +43,11 @@ EXIT_STATUS = [
 ]
 FINDINGS = {
     "scan": "Done, but some items were unreadable.",
-    "diff": "Done, and something is missing, unroutable or unreadable.",
+    "diff": "Done, and something is missing, unroutable or unreadable (the --fail-on classes).",
     "inject": "Done, but some messages could not be written.",
     "restore": "Done, but something was unreadable or unroutable, or could not be written.",
-    "audit": "Mail is missing from the mailboxes, or some items were unreadable or unroutable.",
+    "audit": "Mail of the window is missing from its mailbox (or another of the "
+             "--fail-on classes was found).",
     "undo": "Done, but some messages were left alone: moved, deleted or changed since the run.",
 }
 AUDIT_NAGIOS = ("With \\fB\\-\\-format nagios\\fR the Nagios plugin convention applies instead: "

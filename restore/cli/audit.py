@@ -11,7 +11,14 @@ from restore import audit as auditing
 from restore import report
 from restore.cli.command import command
 from restore.cli.common import make_job
-from restore.options import imap_options, option, pair_options, reading_options, selection_options
+from restore.options import (
+    fail_on_option,
+    imap_options,
+    option,
+    pair_options,
+    reading_options,
+    selection_options,
+)
 from restore.times import human, iso, parse_time_option
 
 
@@ -30,15 +37,17 @@ from restore.times import human, iso, parse_time_option
         show_default=True,
         help="text: silent when clean; json: the diff's fields; nagios: one plugin status line.")
 @option("--warning", type=int, default=1, show_default=True, stage="output",
-        help="Nagios: WARNING at N missing.")
+        help="Nagios: WARNING at N missing (of the --fail-on classes).")
 @option("--critical", type=int, default=10, show_default=True, stage="output",
-        help="Nagios: CRITICAL at N missing.")
+        help="Nagios: CRITICAL at N missing (of the --fail-on classes).")
+@fail_on_option("missing", "archive message of the window")
 def audit(**opts: Any) -> int:
     """Cron check: is every archived message of the last window in its mailbox?
 
     Checks archive mail received in (now - window, now - grace]. Silent with
     exit 0 when nothing is missing, so cron mails only on trouble; a report
-    and exit 1 when something is. Two overlapping runs never both run.
+    and exit 1 when something is (--fail-on adds unroutable or unreadable).
+    Two overlapping runs never both run.
     """
     now = parse_time_option(opts["now"], "--now")
     if now is None:  # not given, or "auto": whole seconds, so the times printed are exact
@@ -47,13 +56,13 @@ def audit(**opts: Any) -> int:
                    progress=False)
     result = auditing.run(job, opts["archives"], opts["replica"], now=now, window=opts["window"],
                           grace=opts["grace"])
-    missing = result.counts["missing"]
+    failing = {cls: result.counts[cls] for cls in opts["fail_on"]}
     findings = result.missing_by_user()
     if opts["fmt"] == "nagios":
         w = result.window
-        detail = (report.plural(len(findings), "user") if findings
+        detail = (report.plural(len(findings), "user") if findings and "missing" in failing
                   else f"window {human(w.since)} to {human(w.until)}")
-        code, line = auditing.nagios(missing, opts["warning"], opts["critical"], detail)
+        code, line = auditing.nagios(failing, opts["warning"], opts["critical"], detail)
         click.echo(line)
         return code
     if opts["fmt"] == "json":
@@ -63,6 +72,7 @@ def audit(**opts: Any) -> int:
         doc["missing"] = [{**f, "oldest": iso(f["oldest"]), "newest": iso(f["newest"])}
                           for f in findings]
         report.print_json(doc)
-    elif missing:
-        report.print_audit(result, findings)
-    return 1 if missing else 0
+    elif any(failing.values()):
+        report.print_audit(result, findings if "missing" in failing else [],
+                           {c: n for c, n in failing.items() if n and c != "missing"})
+    return 1 if any(failing.values()) else 0

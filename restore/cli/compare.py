@@ -9,7 +9,9 @@ import click
 from restore import report, usercsv
 from restore.cli.command import command
 from restore.cli.common import make_job
+from restore.diff import FAIL_ON
 from restore.options import (
+    fail_on_option,
     imap_options,
     json_option,
     option,
@@ -61,6 +63,7 @@ def timeline(**opts: Any) -> int:
 @option("--plan", "plan_file", type=click.Path(dir_okay=False), stage="output",
         help="Write the messages to restore to FILE (JSON Lines).")
 @report_option
+@fail_on_option(",".join(FAIL_ON), "archive message")
 @json_option
 def diff(**opts: Any) -> int:
     """Class every archive message per user: present, missing, outside-window, ...
@@ -68,7 +71,7 @@ def diff(**opts: Any) -> int:
     Prints each gap found (or the --since/--until window) with the evidence
     for it, a table per user, the totals and the problems. Every gap found
     is restored; --gap N keeps one. Exit 1 when something is missing,
-    unroutable or unreadable.
+    unroutable or unreadable (--fail-on chooses the classes).
     """
     job = make_job(opts, opts["replica"], *opts["archives"])
     result = job.diff(opts["archives"], opts["replica"])
@@ -94,4 +97,4 @@ def diff(**opts: Any) -> int:
         report.print_diff(result, opts["plan_file"], planned, hint)
         if opts["report_file"]:
             report.print_report_written(opts["report_file"], reported)
-    return 1 if result.findings else 0
+    return 1 if result.fails(opts["fail_on"]) else 0
