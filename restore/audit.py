@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from restore import locks
 from restore.errors import StoreError, UsageError
-from restore.times import parse_duration
+from restore.times import human, parse_duration
 
 if TYPE_CHECKING:
     from restore.diff import DiffResult
@@ -29,16 +29,23 @@ def run(job: Job, archives: Sequence[str], replica: str, *, now: float, window: 
     """Diff the archive mail received in ``(now - window, now - grace]``, one run at a time.
 
     ``window`` and ``grace`` are durations as the options give them (``24h``).
+    Absent mail that an earlier diff or audit saw in its mailbox is
+    ``deleted``, not missing, unless this run's timeline shows a gap there
+    (a failover loses delivered mail too).
+
     Raises LockedError when another audit of the same stores is running, and
-    StoreError when no archived message has a mailbox (see ``require_a_mailbox``).
+    StoreError when nothing could be checked (``require_a_mailbox``,
+    ``require_archive_mail``).
     """
     look_back = parse_duration(window, "--window")
     since, until = audit_bounds(now, look_back, parse_duration(grace, "--grace"))
     job.settings.since, job.settings.until = since, until
     job.settings.consider_from = since - look_back
+    job.settings.known_deletions = True
     with exclusive(default_lock_path(list(archives), replica)):
         result = job.diff(archives, replica)
     require_a_mailbox(result)
+    require_archive_mail(result, since, until)
     return result
 
 
@@ -63,12 +70,32 @@ def require_a_mailbox(result: DiffResult) -> None:
         )
 
 
-def nagios(findings: dict[str, int], warning: int, critical: int,
-           detail: str = "") -> tuple[int, str]:
+def require_archive_mail(result: DiffResult, since: float, until: float) -> None:
+    """Refuse an all-clear when the archives hold no mail of a window the replica got mail in.
+
+    An archive that is not mounted, or that the gateway stopped writing to,
+    is an empty directory: nothing missing, and nothing checked. Taken over
+    all the archives together, so a backup MX's archive may stay quiet.
+    """
+    archived = sum(result.catalog.received_in(a.store_id, since, until) for a in result.archives)
+    if archived:
+        return
+    delivered = result.catalog.received_in(result.replica.store_id, since, until)
+    if delivered:
+        archives = ", ".join(a.spec for a in result.archives)
+        raise StoreError(
+            f"archive empty or not mounted: {archives} holds no message received from "
+            f"{human(since)} to {human(until)}, while the replica received {delivered:,}; "
+            "is it mounted, and is the gateway still archiving? Nothing was checked")
+
+
+def nagios(findings: dict[str, int], warning: int, critical: int, detail: str = "",
+           deleted: int = 0) -> tuple[int, str]:
     """One plugin status line with perfdata, and its exit code.
 
     ``findings``: the count of each --fail-on class; their total meets the
-    thresholds. The perfdata always has ``missing``, with the thresholds.
+    thresholds. The perfdata always has ``missing``, with the thresholds, and
+    ``deleted``, which never changes the state.
     """
     total = sum(findings.values())
     code = 2 if total >= critical else 1 if total >= warning else 0
@@ -80,7 +107,8 @@ def nagios(findings: dict[str, int], warning: int, critical: int,
     if detail:
         text += f" ({detail})"
     perf = f"missing={findings.get('missing', 0)};{warning};{critical};0;" + "".join(
-        f" {cls}={n};;;0;" for cls, n in findings.items() if cls != "missing")
+        f" {cls}={n};;;0;" for cls, n in findings.items() if cls != "missing") + (
+        f" deleted={deleted};;;0;")
     return code, _status_line(code, f"{text} | {perf}")
 
 

@@ -10,10 +10,11 @@ stores are.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial, wraps
 from json.encoder import encode_basestring as _json_string
@@ -83,6 +84,15 @@ CREATE TABLE IF NOT EXISTS groups (
     PRIMARY KEY (store, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS summaries (store INTEGER PRIMARY KEY, summary TEXT NOT NULL);
+-- The archive messages each replica was seen to hold: one that is gone later was
+-- deleted by its user. 64 bits of a digest of (--match mode, user, identity key)
+-- keep a row near 20 bytes; a collision could only call one lost message deleted.
+CREATE TABLE IF NOT EXISTS delivered (
+    store INTEGER NOT NULL,
+    pair INTEGER NOT NULL,
+    seen INTEGER NOT NULL,      -- the start of the last run that found it there
+    PRIMARY KEY (store, pair)
+) WITHOUT ROWID;
 """
 
 INSERT_MESSAGE = (
@@ -106,6 +116,13 @@ def _envelope_json(envelope: dict[str, list[str]]) -> str:
     """What ``json.dumps(envelope, ensure_ascii=False)`` gives, without its generic encoder."""
     return "{" + ", ".join(f"{_json_string(name)}: [{', '.join(map(_json_string, values))}]"
                            for name, values in envelope.items()) + "}"
+
+
+def pair_digest(match: str, user: str, key: str) -> int:
+    """The ``delivered`` table's 64-bit name of one (user, identity key) under a --match mode."""
+    digest = hashlib.blake2b(f"{match}\0{user}\0{key}".encode("utf-8", "surrogateescape"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def default_catalog_path() -> Path:
@@ -201,10 +218,12 @@ class Catalog:
             self.db.executescript(
                 "DROP TABLE IF EXISTS stores; DROP TABLE IF EXISTS units;"
                 " DROP TABLE IF EXISTS messages; DROP TABLE IF EXISTS problems;"
-                " DROP TABLE IF EXISTS groups; DROP TABLE IF EXISTS summaries;")
+                " DROP TABLE IF EXISTS groups; DROP TABLE IF EXISTS summaries;"
+                " DROP TABLE IF EXISTS delivered;")
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
                             (str(SCHEMA_VERSION),))
         self.db.executescript(SCHEMA)
+        self.db.create_function("pair_digest", 3, pair_digest, deterministic=True)
 
     def _remove(self) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):
@@ -364,6 +383,24 @@ class Catalog:
             f"SELECT {column} FROM messages WHERE store = ? AND {column} IN ({marks}){mine}",
             [store_id, *keys, *args])}
 
+    def record_delivered(self, store_id: int, match: str, seen: int) -> None:
+        """Remember the present pairs as delivered to store ``store_id``, seen at ``seen``."""
+        self.db.execute(
+            "INSERT INTO delivered SELECT ?, pair_digest(?, user, key), ? FROM pairs"
+            " WHERE present AND routable AND copy = 1"
+            " ON CONFLICT (store, pair) DO UPDATE SET seen = excluded.seen",
+            (store_id, match, seen))
+
+    def mark_deleted(self, store_id: int, match: str, within: str, args: Sequence[object],
+                     seen_since: int, classes: tuple[str, str]) -> int:
+        """Reclass ``classes[0]`` pairs matching ``within`` that store ``store_id`` was seen to
+        hold at ``seen_since`` or later as ``classes[1]``; returns how many."""
+        return self.db.execute(
+            f"UPDATE pairs SET class = ? WHERE class = ? AND ({within}) AND EXISTS (SELECT 1"
+            " FROM delivered d WHERE d.store = ? AND d.pair = pair_digest(?, pairs.user, pairs.key)"
+            " AND d.seen >= ?)",
+            (classes[1], classes[0], *args, store_id, match, seen_since)).rowcount
+
     def paired(self, cls: str, by_received: bool = True) -> sqlite3.Cursor:
         """(user, received, store, ref, size, Message-ID, key, strict key, reason) of class ``cls``."""
         order = "p.user, p.received, m.ref" if by_received else "p.user, m.ref"
@@ -379,6 +416,13 @@ class Catalog:
             "SELECT COALESCE(m.message_id, '(no Message-ID) ' || m.ref) FROM pairs p"
             " JOIN messages m ON m.id = p.msg WHERE p.class = ? AND p.user = ?"
             " ORDER BY p.received LIMIT ?", (cls, user, limit))]
+
+    @_guarded
+    def received_in(self, store_id: int, since: float, until: float) -> int:
+        """How many of a store's messages were received in ``(since, until]``."""
+        return int(self.db.execute(
+            "SELECT COUNT(*) FROM messages WHERE store = ? AND received > ? AND received <= ?",
+            (store_id, since, until)).fetchone()[0])
 
     def arrivals(self, store_id: int, bucket: int, user: str | None,
                  selected_only: bool = False) -> dict[int, int]:

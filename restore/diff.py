@@ -9,11 +9,17 @@ present         the replica has it, in any folder
 missing         absent, received inside a window (a gap): to restore
 outside-window  absent, received outside every window (most likely deleted)
 unreadable      counted once per archive item, since it has no user
+
+and, split off ``missing`` where the replica's history tells (see ``deleted``):
+
+deleted         absent, inside the window, but an earlier run saw the replica hold
+                it: its user deleted it
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,7 +31,7 @@ from restore.plan import PlanEntry, PlanHeader
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap, resolve_users
 from restore.selection import EVERYONE, UserSelection
 from restore.stores import absolute_spec, item_location
-from restore.window import Window, combine, detect
+from restore.window import Detection, Window, combine, detect
 
 
 class Class(StrEnum):
@@ -35,11 +41,17 @@ class Class(StrEnum):
     DUPLICATE = "duplicate"
     UNROUTABLE = "unroutable"
     UNREADABLE = "unreadable"
+    DELETED = "deleted"
 
 
 CLASSES = [c.value for c in Class]
+# What --fail-on may name: ``deleted`` is the users' own doing, never a finding.
+FAILING = [c for c in CLASSES if c != Class.DELETED]
 # What makes a diff exit 1 unless --fail-on says otherwise: something to restore or to look at.
 FAIL_ON = (Class.MISSING.value, Class.UNROUTABLE.value, Class.UNREADABLE.value)
+# The classes counted per user (the others are the archive's or the recipient's problem).
+USER_CLASSES = [Class.PRESENT.value, Class.MISSING.value, Class.OUTSIDE.value,
+                Class.DUPLICATE.value, Class.DELETED.value]
 BATCH = 2000
 RESOLVED_CACHE = 100_000
 
@@ -58,6 +70,9 @@ class DiffSettings:
     # Only archive mail received after this is paired at all (the audit's
     # look-back): an hourly check need not re-classify years of archive.
     consider_from: float | None = None
+    # The audit: absent mail an earlier run saw on the replica is ``deleted``,
+    # unless a gap found in this run's timeline says the replica lost it.
+    known_deletions: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +96,7 @@ class DiffResult:
     windows: list[Window] = field(default_factory=list)     # every window mail is restored from
     selection: UserSelection = EVERYONE                       # whose mail was compared
     match: str = "auto"                                     # the identity rule it compared by
+    gaps: list[Window] = field(default_factory=list)        # the audit: gaps its timeline shows
 
     def to_json(self) -> dict:
         return {
@@ -173,6 +189,7 @@ def compare(
 def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: ScannedStore,
              replica_users: set[str] | None, settings: DiffSettings) -> DiffResult:
     db = catalog.db
+    started = int(time.time())
     db.executescript(
         """
         DROP TABLE IF EXISTS temp.repusers;
@@ -221,12 +238,32 @@ def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: Scanne
         [Class.DUPLICATE, Class.UNROUTABLE, Class.PRESENT,
          *[bound for w in windows for bound in (w.since, w.until)], Class.MISSING, Class.OUTSIDE],
     )
+    gaps = _deletions(catalog, replica, settings, windows) if settings.known_deletions else []
+    catalog.record_delivered(replica.store_id, settings.match, started)
     db.execute("COMMIT")
     result = _tally(catalog, archives, replica, window, users)
-    result.windows = windows
+    result.windows, result.gaps = windows, gaps
     result.selection = settings.users
     result.match = settings.match
     return result
+
+
+def _deletions(catalog: Catalog, replica: ScannedStore, settings: DiffSettings,
+               windows: list[Window]) -> list[Window]:
+    """Class ``deleted`` the missing pairs the replica was seen to hold, outside any gap.
+
+    A failover takes mail the replica held with it, as deletions do; but a
+    failover is a gap, which ordinary deletions are not. Returns the gaps found.
+    """
+    if not catalog.db.execute("SELECT 1 FROM pairs WHERE class = ? LIMIT 1",
+                              (Class.MISSING,)).fetchone():
+        return []
+    gaps = _detect(catalog, until=max(w.until for w in windows if w.until is not None)).windows()
+    outside = " AND ".join(["NOT (received > ? AND received <= ?)"] * len(gaps)) or "1"
+    catalog.mark_deleted(replica.store_id, settings.match, outside,
+                         [bound for g in gaps for bound in (g.since, g.until)], 0,
+                         (Class.MISSING, Class.DELETED))
+    return gaps
 
 
 def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) -> None:
@@ -270,18 +307,7 @@ def _windows(catalog: Catalog, settings: DiffSettings) -> tuple[Window, list[Win
         window = combine(None, since, until)
         return window, [window]
 
-    # Detection reads the pairs in time order a few times: sorted once, in an index.
-    catalog.db.execute(
-        "CREATE INDEX IF NOT EXISTS temp.pairs_timeline ON pairs (received, present DESC, user)"
-        " WHERE copy = 1 AND routable AND received IS NOT NULL")
-
-    def timeline():
-        rows = catalog.db.execute(
-            "SELECT received, user, present FROM pairs WHERE copy = 1 AND routable"
-            " AND received IS NOT NULL ORDER BY received, present DESC")
-        return ((ts, user, bool(present)) for ts, user, present in rows)
-
-    detection = detect(timeline)
+    detection = _detect(catalog)
     found = detection.windows()
     if gap is not None:
         if not 1 <= gap <= len(found):
@@ -299,6 +325,23 @@ def _windows(catalog: Catalog, settings: DiffSettings) -> tuple[Window, list[Win
     return window, [window]
 
 
+def _detect(catalog: Catalog, until: float | None = None) -> Detection:
+    """The gaps in the timeline of the pairs (received up to ``until``)."""
+    # Detection reads the pairs in time order a few times: sorted once, in an index.
+    catalog.db.execute(
+        "CREATE INDEX IF NOT EXISTS temp.pairs_timeline ON pairs (received, present DESC, user)"
+        " WHERE copy = 1 AND routable AND received IS NOT NULL")
+    bound, args = ("", ()) if until is None else (" AND received <= ?", (until,))
+
+    def timeline():
+        rows = catalog.db.execute(
+            "SELECT received, user, present FROM pairs WHERE copy = 1 AND routable"
+            f" AND received IS NOT NULL{bound} ORDER BY received, present DESC", args)
+        return ((ts, user, bool(present)) for ts, user, present in rows)
+
+    return detect(timeline)
+
+
 def _tally(catalog: Catalog, archives: Sequence[ScannedStore], replica: ScannedStore, window: Window,
            replica_users: set[str]) -> DiffResult:
     db = catalog.db
@@ -310,7 +353,7 @@ def _tally(catalog: Catalog, archives: Sequence[ScannedStore], replica: ScannedS
     for user, cls, n in db.execute(
         "SELECT user, class, COUNT(*) FROM pairs WHERE routable GROUP BY user, class"
     ):
-        users.setdefault(user, dict.fromkeys(CLASSES[:4], 0))[cls] = n
+        users.setdefault(user, dict.fromkeys(USER_CLASSES, 0))[cls] = n
     problems: list[Problem] = []
     for side in archives:
         for p in catalog.problems(side.store_id):

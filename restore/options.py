@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from restore.diff import CLASSES
+from restore.diff import FAILING
 from restore.identity import MATCH_MODES
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 
@@ -131,10 +131,10 @@ window_options = _stack(
 
 def _classes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     names = [] if value.strip() == "none" else [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CLASSES]
+    unknown = [n for n in names if n not in FAILING]
     if unknown or (not names and value.strip() != "none"):
         raise click.BadParameter(
-            f"{value!r}: expected classes from {', '.join(CLASSES)}, comma-separated, or none")
+            f"{value!r}: expected classes from {', '.join(FAILING)}, comma-separated, or none")
     return tuple(names)
 
 

@@ -196,16 +196,24 @@ def print_problems(out: Console, problems: list[Problem]) -> None:
         out.print(f"  ... {len(others) - SHOW_PROBLEMS:,} more (all in --json)")
 
 
-def print_audit(result, findings: list[dict], others: dict[str, int]) -> None:
+def print_audit(result, findings: list[dict], others: dict[str, int], next_step: list[str],
+                verbose: bool = False) -> None:
     """The cron mail: short, and enough to act on.
 
     ``findings``: the missing mail per user; ``others``: the counts of the
-    other --fail-on classes found. Plain text, not rich markup: Message-IDs
-    are written by strangers, and a ``[/]`` or ``:smile:`` in one must print
-    as it is.
+    other --fail-on classes found; ``next_step``: the arguments of the
+    command that writes the plan; ``verbose``: say what was checked and what
+    users deleted, too. Plain text, not rich markup: Message-IDs are written
+    by strangers, and a ``[/]`` or ``:smile:`` in one must print as it is.
     """
     w = result.window
+    c = result.counts
     lines = []
+    if verbose:
+        lines.append(f"mailrestore audit: archive mail received from {human(w.since)} to "
+                     f"{human(w.until)}: {c['present']:,} in its mailbox, {c['missing']:,} "
+                     f"missing, {c['deleted']:,} deleted by its user (seen in the mailbox by an "
+                     "earlier run, gone now).")
     if findings:
         total = sum(f["missing"] for f in findings)
         lines.append(f"mailrestore audit: {total:,} archived message(s) received between "
@@ -214,15 +222,12 @@ def print_audit(result, findings: list[dict], others: dict[str, int]) -> None:
             lines.append(f"  {f['user']}: {f['missing']:,} missing, received {human(f['oldest'])} "
                          f"to {human(f['newest'])}")
             lines.extend(f"      {mid}" for mid in f["message_ids"])
-        archives = " ".join(f"--archive {shlex.quote(a.spec)}" for a in result.archives)
-        replica = shlex.quote(result.replica.spec)
-        since, until = iso(w.since), iso(w.until)
+        lines.extend(f"  A failover? {gap.evidence}" for gap in result.gaps)
         lines += [
             "Next: list them in a plan, check it, and put them back (with this audit's other "
             "options):",
-            f"  mailrestore diff {archives} --replica {replica} --since {since} --until {until}"
-            " --plan gap.jsonl",
-            f"  mailrestore inject gap.jsonl --to {replica}",
+            f"  mailrestore {shlex.join(next_step)}",
+            f"  mailrestore inject gap.jsonl --to {shlex.quote(result.replica.spec)}",
         ]
     if others:
         lines.append("mailrestore audit: " + ", ".join(f"{n:,} {cls}" for cls, n in others.items())

@@ -75,6 +75,18 @@ class Stores:
             args += ["--now", now.isoformat()]
         return run_cli(self.tmp_path, *args, *extra, **env)
 
+    def deliver_only(self, user: str, received: datetime) -> None:
+        """Mail on the replica that the archive never saw."""
+        local, _, domain = user.partition("@")
+        data = self.factory.make_message(received=received, envelope_to=user, date=received)
+        self.factory.write_maildir(self.replica_dir / domain / local / "Maildir", {"INBOX": [data]})
+
+    def delete(self, message_id: str) -> None:
+        """The user deletes a delivered message."""
+        [path] = [p for p in self.replica_dir.rglob("*") if p.is_file()
+                  and message_id.encode() in p.read_bytes()]
+        path.unlink()
+
     def message_files(self) -> list[Path]:
         return [p for root in (self.archive_dir, self.replica_dir) for p in root.rglob("*")
                 if p.is_file()]
@@ -114,7 +126,7 @@ def test_missing_mail_is_reported_per_user_with_a_next_step(stores):
     for mid in (first, second, bobs):
         assert mid in report
     assert "Next:" in report
-    assert "--since 2017-12-07T12:00:00+00:00 --until 2017-12-08T11:45:00+00:00" in report
+    assert "--now 2017-12-08T12:00:00+00:00 --window 24h --grace 15m --plan gap.jsonl" in report
     assert len(report.splitlines()) < 15, "a cron mail, not a dump"
 
 
@@ -123,14 +135,18 @@ def test_the_next_step_lists_exactly_the_missing_mail(stores, tmp_path):
             stores.mail(BOB, ago(hours=7), delivered=False)}
     stores.mail(ALICE, ago(hours=30), delivered=False)     # before the window: not to restore
     stores.mail(BOB, ago(hours=2), delivered=True)
+    deleted = stores.mail(BOB, ago(hours=4), delivered=True)
+    assert stores.audit().returncode == 1
+    stores.delete(deleted)                                  # by its user: not to restore
     done = stores.audit()
     assert done.returncode == 1
-    [command] = [line for line in done.stdout.splitlines() if line.strip().startswith("mailrestore diff")]
+    [command] = [line for line in done.stdout.splitlines()
+                 if line.strip().startswith("mailrestore audit --")]
     plan = tmp_path / "gap.jsonl"
     args = shlex.split(command)[1:]
     args[args.index("gap.jsonl")] = str(plan)
-    diffed = run_cli(tmp_path, *args, "--catalog", stores.catalog)
-    assert diffed.returncode == 1, diffed.stderr
+    again = run_cli(tmp_path, *args, "--catalog", stores.catalog)
+    assert again.returncode == 1, again.stderr
     header, *lines = plan.read_text().splitlines()
     assert "mailrestore_plan" in json.loads(header)
     assert {json.loads(line)["message_id"] for line in lines} == lost
@@ -361,6 +377,83 @@ def test_nagios_usage_error_is_unknown_not_critical(stores, tmp_path, bad):
     assert line.startswith("MAILRESTORE UNKNOWN - ")
 
 
+# -- deletions: mail seen in its mailbox, then gone ------------------------------------
+
+
+def test_mail_a_user_deleted_after_an_audit_saw_it_is_deleted_not_missing(stores):
+    gone = stores.mail(ALICE, ago(hours=5), delivered=True)
+    stores.mail(ALICE, ago(hours=4), delivered=True)
+    stores.mail(BOB, ago(hours=3), delivered=True)
+    assert stores.audit().returncode == 0
+    stores.delete(gone)
+    done = stores.audit()
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    doc = json.loads(stores.audit("--format", "json").stdout)
+    assert (doc["counts"]["missing"], doc["counts"]["deleted"], doc["counts"]["present"]) == (0, 1, 2)
+    assert next(u for u in doc["users"] if u["user"] == ALICE)["deleted"] == 1
+    assert doc["missing"] == []
+    nagios = stores.audit("--format", "nagios")
+    assert nagios.returncode == 0
+    assert nagios.stdout.startswith("MAILRESTORE OK - 0 messages missing")
+    assert "deleted=1;;;0;" in nagios.stdout
+    verbose = stores.audit("--verbose")
+    assert verbose.returncode == 0
+    assert "0 missing, 1 deleted by its user" in verbose.stdout
+
+
+def test_mail_that_never_reached_its_mailbox_is_reported_on_every_run(stores):
+    lost = stores.mail(ALICE, ago(hours=3), delivered=False)
+    stores.mail(BOB, ago(hours=2), delivered=True)
+    for _ in range(2):
+        done = stores.audit()
+        assert done.returncode == 1, done.stderr
+        assert lost in done.stdout and f"{ALICE}: 1 missing" in done.stdout
+
+
+def test_a_failover_after_the_audit_saw_the_mail_is_a_loss_not_deletions(tmp_path, mail_factory):
+    """Seven users' mail, every one seen delivered; then the store fails over and loses 4 hours."""
+    users = [f"{name}@example.com" for name in ("ann", "ben", "cat", "dan", "eve", "fay", "gus")]
+    stores = Stores(tmp_path, mail_factory)
+    lost_from, lost_until = ago(hours=10), ago(hours=6)
+    lost = []
+    for k in range(46):
+        for u, user in enumerate(users):
+            received = ago(hours=23, minutes=-30 * k - 4 * u)
+            mid = stores.mail(user, received, delivered=True)
+            if lost_from < received <= lost_until:
+                lost.append(mid)
+    assert stores.audit().returncode == 0
+    gone = [p for p in stores.replica_dir.rglob("*") if p.is_file()
+            and any(mid.encode() in p.read_bytes() for mid in lost)]
+    assert len(gone) == len(lost) == 56
+    for path in gone:
+        path.unlink()
+    done = stores.audit("--format", "json")
+    assert done.returncode == 1
+    doc = json.loads(done.stdout)
+    assert (doc["counts"]["missing"], doc["counts"]["deleted"]) == (56, 0)
+    text = stores.audit()
+    assert "56 archived message(s)" in text.stdout and "A failover? auto: 56 of 56" in text.stdout
+
+
+def test_an_empty_archive_while_the_replica_gets_mail_is_unknown(stores):
+    stores.deliver_only(ALICE, ago(hours=3))
+    done = stores.audit()
+    assert done.returncode == 3
+    assert "archive empty or not mounted" in done.stderr and stores.archive in done.stderr
+    assert done.stdout == ""
+    nagios = stores.audit("--format", "nagios")
+    assert nagios.returncode == 3
+    assert nagios.stdout.startswith("MAILRESTORE UNKNOWN - archive empty or not mounted")
+
+
+def test_a_quiet_window_with_no_mail_anywhere_is_all_clear(stores):
+    stores.mail(ALICE, ago(days=3), delivered=True)
+    stores.deliver_only(BOB, ago(days=3))
+    done = stores.audit()
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
 # -- --fail-on: what makes the audit speak ---------------------------------------------
 
 
@@ -399,7 +492,7 @@ def test_nagios_counts_every_fail_on_class(stores):
     assert done.returncode == 2
     [line] = done.stdout.splitlines()
     assert line.startswith("MAILRESTORE CRITICAL - 2 findings, 1 missing, 1 unreadable")
-    assert line.endswith("| missing=1;1;2;0; unreadable=1;;;0;")
+    assert line.endswith("| missing=1;1;2;0; unreadable=1;;;0; deleted=0;;;0;")
     assert NAGIOS_LINE.match(line)
 
 

@@ -19,6 +19,7 @@ from restore.options import (
     reading_options,
     selection_options,
 )
+from restore.plan import save_plan
 from restore.times import human, iso, parse_time_option
 
 
@@ -41,6 +42,10 @@ from restore.times import human, iso, parse_time_option
 @option("--critical", type=int, default=10, show_default=True, stage="output",
         help="Nagios: CRITICAL at N missing (of the --fail-on classes).")
 @fail_on_option("missing", "archive message of the window")
+@option("--plan", "plan_file", type=click.Path(dir_okay=False), stage="output",
+        help="Write the missing messages to FILE (JSON Lines), for inject.")
+@option("--verbose", "-v", is_flag=True, stage="output",
+        help="Text: also say what was checked, and how many messages users deleted.")
 def audit(**opts: Any) -> int:
     """Cron check: is every archived message of the last window in its mailbox?
 
@@ -56,13 +61,16 @@ def audit(**opts: Any) -> int:
                    progress=False)
     result = auditing.run(job, opts["archives"], opts["replica"], now=now, window=opts["window"],
                           grace=opts["grace"])
+    if opts["plan_file"]:
+        save_plan(opts["plan_file"], result.plan(), result.plan_header())
     failing = {cls: result.counts[cls] for cls in opts["fail_on"]}
     findings = result.missing_by_user()
     if opts["fmt"] == "nagios":
         w = result.window
         detail = (report.plural(len(findings), "user") if findings and "missing" in failing
                   else f"window {human(w.since)} to {human(w.until)}")
-        code, line = auditing.nagios(failing, opts["warning"], opts["critical"], detail)
+        code, line = auditing.nagios(failing, opts["warning"], opts["critical"], detail,
+                                     result.counts["deleted"])
         click.echo(line)
         return code
     if opts["fmt"] == "json":
@@ -72,7 +80,12 @@ def audit(**opts: Any) -> int:
         doc["missing"] = [{**f, "oldest": iso(f["oldest"]), "newest": iso(f["newest"])}
                           for f in findings]
         report.print_json(doc)
-    elif any(failing.values()):
+    elif any(failing.values()) or opts["verbose"]:
+        # The same audit writes the plan: a diff would not know what users deleted.
+        again = ["audit", *(a for spec in opts["archives"] for a in ("--archive", spec)),
+                 "--replica", opts["replica"], "--now", iso(now), "--window", opts["window"],
+                 "--grace", opts["grace"], "--plan", "gap.jsonl"]
         report.print_audit(result, findings if "missing" in failing else [],
-                           {c: n for c, n in failing.items() if n and c != "missing"})
+                           {c: n for c, n in failing.items() if n and c != "missing"},
+                           next_step=again, verbose=opts["verbose"])
     return 1 if any(failing.values()) else 0
