@@ -37,6 +37,10 @@ message never written), which the next run checks, and the WAL being written
 in order, the next ``pending`` fsync makes them durable too. One fsync per
 batch, not two.
 
+The meta table also remembers the incident's window(s): the first diff or
+restore that uses the journal records those it used, and later runs reuse
+them (``remembered_windows``).
+
 One journal serves one run at a time: a second run on the same journal
 would race the first into writing twice, so it is refused (``LockedError``).
 A journal that cannot be used (corrupt, truncated, not a journal, a
@@ -63,6 +67,8 @@ from platformdirs import user_state_dir
 from restore import locks, private
 from restore.errors import CannotRunError, JournalError, MailrestoreError, UsageError
 from restore.plan import PlanEntry
+from restore.times import human, iso, parse_iso
+from restore.window import Window
 
 SCHEMA_VERSION = "2"
 SCHEMA = """
@@ -580,24 +586,44 @@ class Journal:
 
     # -- the incident's windows ------------------------------------------------------------
 
-    def remembered_windows(self) -> list[tuple[float, float]]:
-        """The windows (since, until) last used against this target, oldest first."""
-        with self._lock, self._guard():
-            row = self.db.execute("SELECT value FROM meta WHERE name = 'windows'").fetchone()
-        if row is None:
-            return []
+    def remembered_windows(self) -> list[Window]:
+        """The window(s) the incident was restored from, oldest first; [] if none."""
         try:
-            return [(float(since), float(until)) for since, until in json.loads(row[0])]
-        except (ValueError, TypeError):
-            raise JournalError(f"journal {self.path}: remembered windows unreadable; "
+            return [Window(parse_iso(w["since"]), parse_iso(w["until"]), "remembered",
+                           f"remembered from the {w['by']} of {human(parse_iso(w['at']))}, journal "
+                           f"{self.path}; give --since/--until to override ({w['source']}: "
+                           f"{w['evidence']})", remembered_at=parse_iso(w["at"]))
+                    for w in self._remembered()]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise JournalError(f"journal {self.path}: unreadable remembered window ({exc}); "
                                f"{WHAT_TO_DO}") from None
 
-    def remember_windows(self, windows: Iterable[tuple[float, float]]) -> None:
-        """Keep ``windows`` (since, until) for later runs against this target."""
+    def remember_windows(self, windows: list[Window], *, by: str = "restore",
+                         at: float | None = None) -> None:
+        """Remember ``windows``, used by a run (``by``: diff, restore) that started ``at``.
+
+        They replace what was remembered; one already remembered (same
+        bounds) keeps its first record.
+        """
         self._writable()
-        value = json.dumps([[since, until] for since, until in windows])
+        known = {(w["since"], w["until"]): w for w in self._remembered()}
+        stamp = iso(time.time() if at is None else at)
+        kept = [known.get((iso(w.since), iso(w.until))) or {
+                    "since": iso(w.since), "until": iso(w.until), "source": w.source,
+                    "evidence": w.evidence, "at": stamp, "by": by}
+                for w in windows if not w.empty]
         with self._lock, self._guard(), self.db:
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('windows', ?)", (value,))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('windows', ?)",
+                            (json.dumps(kept),))
+
+    def _remembered(self) -> list[dict]:
+        with self._lock, self._guard():
+            row = self.db.execute("SELECT value FROM meta WHERE name = 'windows'").fetchone()
+        try:
+            return json.loads(row[0]) if row else []
+        except ValueError as exc:
+            raise JournalError(f"journal {self.path}: unreadable remembered window ({exc}); "
+                               f"{WHAT_TO_DO}") from None
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:

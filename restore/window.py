@@ -57,8 +57,11 @@ STABLE = math.log(1.1)  # rates within 10 % of the last search's: no second sear
 class Window:
     since: float | None       # exclusive
     until: float | None       # inclusive
-    source: str               # "auto", "given", "auto+given", "none"
+    source: str               # "auto", "given", "auto+given", "remembered"
     evidence: str
+    # A window a journal remembers: when its first run started. The replica
+    # seen to hold a message since then is the one that lives on.
+    remembered_at: float | None = None
 
     def contains(self, ts: float | None) -> bool:
         if ts is None or self.since is None or self.until is None:
@@ -70,8 +73,11 @@ class Window:
         return self.since is None or self.until is None
 
     def to_json(self) -> dict:
-        return {"since": iso(self.since), "until": iso(self.until), "source": self.source,
-                "evidence": self.evidence}
+        doc = {"since": iso(self.since), "until": iso(self.until), "source": self.source,
+               "evidence": self.evidence}
+        if self.remembered_at is not None:
+            doc["remembered_at"] = iso(self.remembered_at)
+        return doc
 
 
 Pair = tuple[float, str, bool]                  # received, user, present

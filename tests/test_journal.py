@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from restore.errors import LockedError, UsageError
+from restore.errors import JournalError, LockedError, UsageError
 from restore.journal import (
     Journal,
     Row,
@@ -20,6 +20,7 @@ from restore.journal import (
 )
 from restore.plan import PlanEntry
 from restore.targets import canonical_target
+from restore.window import Window
 
 TARGET = "maildir:/var/vmail/%d/%n/Maildir"
 
@@ -159,9 +160,40 @@ def test_runs_are_recorded_and_a_killed_one_shows_interrupted(path):
     assert killed.status is RunStatus.INTERRUPTED
 
 
-def test_windows_are_remembered(path):
+# -- the incident's remembered window(s) -----------------------------------------------------
+
+GAP = Window(1512750779.0, 1512771228.0, "auto", "auto: 35 of 37 absent")
+OTHER = Window(1512800000.0, 1512810000.0, "given", "given with --since and --until")
+
+
+def test_a_journal_remembers_the_windows_a_run_used(path):
     with Journal(path, TARGET) as journal:
         assert journal.remembered_windows() == []
-        journal.remember_windows([(1.0, 2.0), (3.5, 4.0)])
+        journal.remember_windows([GAP, Window(None, None, "auto", "no gap")], by="diff",
+                                 at=1512900000.0)
+    with Journal.open_readonly(path, TARGET) as journal:
+        [window] = journal.remembered_windows()
+    assert (window.since, window.until, window.source) == (GAP.since, GAP.until, "remembered")
+    assert window.remembered_at == 1512900000.0
+    assert window.evidence.startswith(
+        f"remembered from the diff of 2017-12-10 10:00:00 UTC, journal {path}; give "
+        "--since/--until to override (auto: auto: 35 of 37 absent)")
+
+
+def test_remembering_again_replaces_but_a_window_kept_keeps_its_first_record(path):
     with Journal(path, TARGET) as journal:
-        assert journal.remembered_windows() == [(1.0, 2.0), (3.5, 4.0)]
+        journal.remember_windows([GAP], by="diff", at=1512900000.0)
+        journal.remember_windows([GAP, OTHER], by="restore", at=1513000000.0)
+        assert [(w.since, w.remembered_at) for w in journal.remembered_windows()] == [
+            (GAP.since, 1512900000.0), (OTHER.since, 1513000000.0)]
+        journal.remember_windows([OTHER], by="restore", at=1513100000.0)
+        assert [(w.since, w.remembered_at) for w in journal.remembered_windows()] == [
+            (OTHER.since, 1513000000.0)]
+
+
+def test_an_unreadable_remembered_window_is_a_journal_error(path):
+    with Journal(path, TARGET) as journal:
+        journal.db.execute("INSERT INTO meta VALUES ('windows', '[{\"since\": 1}]')")
+        journal.db.commit()
+        with pytest.raises(JournalError, match="unreadable remembered window"):
+            journal.remembered_windows()
