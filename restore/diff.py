@@ -13,7 +13,10 @@ unreadable      counted once per archive item, since it has no user
 and, split off ``missing`` where the replica's history tells (see ``deleted``):
 
 deleted         absent, inside the window, but an earlier run saw the replica hold
-                it: its user deleted it
+                it since the incident: its user deleted it. Since the incident means
+                since a remembered window was first used (``DiffSettings.remembered``);
+                for the audit, at any time, unless a gap in its timeline says the
+                replica lost it (``DiffSettings.known_deletions``)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from restore.catalog import Catalog
@@ -73,6 +76,10 @@ class DiffSettings:
     # The audit: absent mail an earlier run saw on the replica is ``deleted``,
     # unless a gap found in this run's timeline says the replica lost it.
     known_deletions: bool = False
+    # The windows the target's journal remembers (restore.incident): used instead
+    # of detection when no bound is given; their absent mail that the replica
+    # was seen to hold since they were remembered is ``deleted``.
+    remembered: list[Window] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,9 @@ class DiffResult:
     selection: UserSelection = EVERYONE                       # whose mail was compared
     match: str = "auto"                                     # the identity rule it compared by
     gaps: list[Window] = field(default_factory=list)        # the audit: gaps its timeline shows
+    unfinished: int = 0                 # missing inside a remembered window: restore not finished
+    remembered: list[Window] = field(default_factory=list)  # the journal's, as DiffSettings
+    started: int = 0                    # when the diff began (what it saw was seen then)
 
     def to_json(self) -> dict:
         return {
@@ -133,6 +143,16 @@ class DiffResult:
                     # What seals the body too; an archive read by headers alone has none.
                     digest="" if strict == headers_only_strict_key(key) else strict,
                 )
+
+    def record_restored(self, failed_users: Sequence[str]) -> None:
+        """The missing mail was appended to the replica, but for these users': it was delivered.
+
+        So a user who deletes restored mail before the next run sees it has
+        deleted it, not left the restore unfinished.
+        """
+        with self.catalog.guard():
+            self.catalog.record_delivered(self.replica.store_id, self.match, int(time.time()),
+                                          Class.MISSING, failed_users)
 
     def missing_by_user(self, show_ids: int = 3) -> list[dict]:
         """Per user with missing mail: how many, the oldest and newest, a few Message-IDs."""
@@ -238,32 +258,51 @@ def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: Scanne
         [Class.DUPLICATE, Class.UNROUTABLE, Class.PRESENT,
          *[bound for w in windows for bound in (w.since, w.until)], Class.MISSING, Class.OUTSIDE],
     )
-    gaps = _deletions(catalog, replica, settings, windows) if settings.known_deletions else []
+    gaps, unfinished = _deletions(catalog, replica, settings, windows)
     catalog.record_delivered(replica.store_id, settings.match, started)
     db.execute("COMMIT")
     result = _tally(catalog, archives, replica, window, users)
-    result.windows, result.gaps = windows, gaps
+    result.windows, result.gaps, result.unfinished, result.started = (
+        windows, gaps, unfinished, started)
+    result.match, result.remembered = settings.match, settings.remembered
     result.selection = settings.users
     result.match = settings.match
     return result
 
 
-def _deletions(catalog: Catalog, replica: ScannedStore, settings: DiffSettings,
-               windows: list[Window]) -> list[Window]:
-    """Class ``deleted`` the missing pairs the replica was seen to hold, outside any gap.
+INSIDE = "received > ? AND received <= ?"
 
-    A failover takes mail the replica held with it, as deletions do; but a
-    failover is a gap, which ordinary deletions are not. Returns the gaps found.
+
+def _deletions(catalog: Catalog, replica: ScannedStore, settings: DiffSettings,
+               windows: list[Window]) -> tuple[list[Window], int]:
+    """Class ``deleted`` the missing pairs the replica was seen to hold since the incident.
+
+    Inside a remembered window, since it was remembered: what the replica
+    held before may be what the failover lost. The audit, outside them:
+    seen at any time, unless a gap in its timeline covers it, since a
+    failover takes mail the replica held with it, as deletions do; but it is
+    a gap, which ordinary deletions are not. Returns the gaps the audit
+    found and the pairs still missing inside remembered windows.
     """
-    if not catalog.db.execute("SELECT 1 FROM pairs WHERE class = ? LIMIT 1",
-                              (Class.MISSING,)).fetchone():
-        return []
+    db, store, match = catalog.db, replica.store_id, settings.match
+    if not db.execute("SELECT 1 FROM pairs WHERE class = ? LIMIT 1", (Class.MISSING,)).fetchone():
+        return [], 0
+    split = (Class.MISSING, Class.DELETED)
+    remembered = [w for w in settings.remembered if not w.empty]
+    for w in remembered:
+        catalog.mark_deleted(store, match, INSIDE, (w.since, w.until), int(w.remembered_at or 0),
+                             split)
+    inside = " OR ".join([f"({INSIDE})"] * len(remembered)) or "0"
+    bounds = [b for w in remembered for b in (w.since, w.until)]
+    unfinished = int(db.execute(f"SELECT COUNT(*) FROM pairs WHERE class = ? AND ({inside})",
+                                (Class.MISSING, *bounds)).fetchone()[0])
+    if not settings.known_deletions:
+        return [], unfinished
     gaps = _detect(catalog, until=max(w.until for w in windows if w.until is not None)).windows()
-    outside = " AND ".join(["NOT (received > ? AND received <= ?)"] * len(gaps)) or "1"
-    catalog.mark_deleted(replica.store_id, settings.match, outside,
-                         [bound for g in gaps for bound in (g.since, g.until)], 0,
-                         (Class.MISSING, Class.DELETED))
-    return gaps
+    outside = " AND ".join([f"NOT ({INSIDE})"] * (len(gaps) + len(remembered))) or "1"
+    catalog.mark_deleted(store, match, outside,
+                         [b for g in gaps for b in (g.since, g.until)] + bounds, 0, split)
+    return gaps, unfinished
 
 
 def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) -> None:
@@ -301,6 +340,8 @@ def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) 
 def _windows(catalog: Catalog, settings: DiffSettings) -> tuple[Window, list[Window]]:
     """The window to report and every window to restore from (none when no gap is found)."""
     since, until, gap = settings.since, settings.until, settings.gap
+    if since is None and until is None and settings.remembered:
+        return _pick(settings.remembered, gap, "remembered", "")
     if since is not None and until is not None:
         if gap is not None:
             raise UsageError("--gap picks one of the detected gaps: not with --since and --until")
@@ -308,21 +349,25 @@ def _windows(catalog: Catalog, settings: DiffSettings) -> tuple[Window, list[Win
         return window, [window]
 
     detection = _detect(catalog)
-    found = detection.windows()
-    if gap is not None:
-        if not 1 <= gap <= len(found):
-            raise UsageError(f"--gap {gap}: {len(found)} gap(s) found"
-                             + ("" if found else f" ({detection.no_gap()})"))
-        found = [Window(w.since, w.until, w.source, f"gap {gap} of {len(found)} (--gap {gap}); "
-                        f"{w.evidence}") for w in found[gap - 1:gap]]
-    none = Window(None, None, "auto", detection.no_gap())
+    first, found = _pick(detection.windows(), gap, "found", detection.no_gap())
     if since is None and until is None:
-        return (found[0] if found else none), found
+        return first, found
     if len(found) > 1:
         raise UsageError(f"{len(found)} gaps found: say with --gap N which one "
                          f"{'--since' if since is not None else '--until'} adjusts")
-    window = combine(found[0] if found else none, since, until)
+    window = combine(first, since, until)
     return window, [window]
+
+
+def _pick(windows: list[Window], gap: int | None, how: str, none: str) -> tuple[Window, list[Window]]:
+    """All ``windows`` or, with --gap N, the Nth; and the one to report (``none``: why none)."""
+    if gap is not None:
+        if not 1 <= gap <= len(windows):
+            raise UsageError(f"--gap {gap}: {len(windows)} gap(s) {how}"
+                             + (f" ({none})" if none and not windows else ""))
+        windows = [replace(w, evidence=f"gap {gap} of {len(windows)} (--gap {gap}); {w.evidence}")
+                   for w in windows[gap - 1:gap]]
+    return (windows[0] if windows else Window(None, None, "auto", none)), windows
 
 
 def _detect(catalog: Catalog, until: float | None = None) -> Detection:

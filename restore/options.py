@@ -147,6 +147,15 @@ def fail_on_option(default: str, what: str) -> F:
         f"never). E.g. --fail-on missing: is the gap closed?")
 
 
+journal_options = _stack(
+    option("--state", type=click.Path(dir_okay=False), stage="window",
+           help="Journal whose remembered window(s) to use (default: that of --to TARGET, "
+           "else the replica's)."),
+    option("--to", "target", metavar="TARGET", stage="window",
+           help="The target the gap was (or will be) restored to: its journal remembers "
+           "the window (default: the replica)."),
+)
+
 json_option = option("--json", "as_json", is_flag=True, stage="output",
                      help="Print one JSON document.")
 

@@ -51,6 +51,25 @@ def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
+def warn(text: str) -> None:
+    sys.stderr.write(f"mailrestore: {text}\n")
+
+
+def memory_note(memory, reused: bool, recorded: list) -> str | None:
+    """What the journal did with the window: reused (the evidence says so), recorded, or not."""
+    if recorded or memory.replaced:
+        n = len(memory.windows)
+        these = "this window" if n == 1 else f"these {n} windows"
+        instead = (f" It replaces {plural(len(memory.replaced), 'window')} remembered before."
+                   if memory.replaced else "")
+        return (f"Remembered in journal {memory.path}: later diff, restore and audit runs use "
+                f"{these} (give --since/--until to override).{instead}")
+    if memory.windows and not reused:
+        return (f"Journal {memory.path} remembers {plural(len(memory.windows), 'window')}; "
+                "this run uses the one given.")
+    return None
+
+
 class TqdmBar(ProgressBar):
     def __init__(self, label: str, total: int | None):
         from tqdm import tqdm
@@ -107,7 +126,7 @@ def print_scan(spec: str, summary: dict) -> None:
 
 
 def print_diff(result, plan_file: str | None = None, planned: int = 0,
-               next_hint: str | None = None) -> None:
+               next_hint: str | None = None, memory: str | None = None) -> None:
     out = console()
     c = result.counts
     print_windows(out, result.window, result.windows)
@@ -115,6 +134,8 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
         out.print(f"  detected from the mail of {result.selection.describe()} only; the whole "
                   "incident's window (a diff without a user filter) is surer: give it with "
                   "--since/--until")
+    if memory:
+        out.print(memory)
     out.print()
     users = sorted(result.users.items(), key=lambda kv: (-kv[1]["missing"], kv[0]))
     rows = [(u, v["present"], v["missing"], v["outside-window"], v["duplicate"])
@@ -127,9 +148,10 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
             out.print(f"... and {len(rest):,} more users with "
                       f"{sum(v['missing'] for _, v in rest):,} missing (all in --json)")
         out.print()
+    deleted = f"{c['deleted']:,} deleted by their users, " if c["deleted"] else ""
     out.print(
         bold("Totals:"), f"{c['present']:,} present, {c['missing']:,} missing (to restore), "
-        f"{c['outside-window']:,} outside the window, {c['duplicate']:,} duplicate, "
+        f"{deleted}{c['outside-window']:,} outside the window, {c['duplicate']:,} duplicate, "
         f"{c['unroutable']:,} unroutable: {result.pairs:,} (user, message) pairs; "
         f"{c['unreadable']:,} unreadable archive items"
     )
@@ -137,6 +159,10 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
     if c["outside-window"]:
         out.print(f"{c['outside-window']:,} messages are absent outside the window: most likely "
                   "deleted by their users, so they are not restored.")
+    if c["deleted"]:
+        out.print(f"{c['deleted']:,} messages inside the window were in their mailbox after the "
+                  "window was remembered and are gone: deleted by their users, so they are not "
+                  "restored.")
     if plan_file:
         out.print(f"\nPlan: {planned:,} messages written to {plan_file}")
     if next_hint:
@@ -222,6 +248,11 @@ def print_audit(result, findings: list[dict], others: dict[str, int], next_step:
             lines.append(f"  {f['user']}: {f['missing']:,} missing, received {human(f['oldest'])} "
                          f"to {human(f['newest'])}")
             lines.extend(f"      {mid}" for mid in f["message_ids"])
+        if result.unfinished:
+            lines.append(f"  {result.unfinished:,} of them inside the window(s) a restore "
+                         "remembers: that restore is not finished; run it again.")
+            lines.extend(f"  {human(w.since)} (exclusive) to {human(w.until)}: {w.evidence}"
+                         for w in result.remembered)
         lines.extend(f"  A failover? {gap.evidence}" for gap in result.gaps)
         lines += [
             "Next: list them in a plan, check it, and put them back (with this audit's other "

@@ -21,6 +21,15 @@ def no_user_configuration(tmp_path_factory, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path, monkeypatch) -> None:
+    """Journals a test does not place itself go to its tmp_path, never the user's state dir.
+
+    A diff records the window in the replica's default journal (restore.incident).
+    """
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
 # -- a private Dovecot (tests/dovecot.py) -----------------------------------
 
 DOVECOT_FIXTURES = {"dovecot_available", "dovecot_server", "dovecot_user", "new_dovecot_user"}

@@ -180,7 +180,7 @@ def test_diff_against_dovecot_finds_exactly_the_missing_mail(
     assert result.returncode == 1, result.stderr
     doc = json.loads(result.stdout)
     assert doc["counts"] == {"present": 3, "missing": 3, "outside-window": 0, "duplicate": 0,
-                             "unroutable": 1, "unreadable": 0}
+                             "unroutable": 1, "unreadable": 0, "deleted": 0}
     planned = Counter(json.loads(line)["user"] for line in plan.read_text().splitlines()[1:])
     assert planned == {alice: 1, bob: 2}
     [problem] = doc["problems"]

@@ -57,11 +57,13 @@ AUDIT_NAGIOS = ("With \\fB\\-\\-format nagios\\fR the Nagios plugin convention a
 FILES = {
     "catalog": "The fingerprint cache (SQLite), by default in the user cache directory, "
                "private to the user (0600). Only a cache: deleting it costs a full re-read of "
-               "the stores, nothing else, and a damaged one is rebuilt with a notice. Its "
-               "directory must exist.",
-    "state": "The journal (SQLite) of the messages already written, by default per target "
-             "in the user state directory. Keep it until the job is finished: it is what "
-             "makes a re-run write every message exactly once.",
+               "the stores and the record of what audits saw delivered (mail users deleted "
+               "before counts as missing until it leaves the audit's window), nothing else; a "
+               "damaged one is rebuilt with a notice. Its directory must exist.",
+    "state": "The journal (SQLite) of the messages already written and of the incident's "
+             "remembered window(s), by default per target in the user state directory. Keep it "
+             "until the job is finished: it is what makes a re-run write every message exactly "
+             "once, and keep to the same window.",
 }
 SETTING_ENV = ("The default of option --NAME (MAILRESTORE_ALIAS_MAP for --alias-map): it "
                "wins over the configuration file and loses to the command line. A repeatable "

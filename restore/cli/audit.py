@@ -10,10 +10,11 @@ import click
 from restore import audit as auditing
 from restore import report
 from restore.cli.command import command
-from restore.cli.common import make_job
+from restore.cli.common import make_job, recall
 from restore.options import (
     fail_on_option,
     imap_options,
+    journal_options,
     option,
     pair_options,
     reading_options,
@@ -41,6 +42,7 @@ from restore.times import human, iso, parse_time_option
         help="Nagios: WARNING at N missing (of the --fail-on classes).")
 @option("--critical", type=int, default=10, show_default=True, stage="output",
         help="Nagios: CRITICAL at N missing (of the --fail-on classes).")
+@journal_options
 @fail_on_option("missing", "archive message of the window")
 @option("--plan", "plan_file", type=click.Path(dir_okay=False), stage="output",
         help="Write the missing messages to FILE (JSON Lines), for inject.")
@@ -52,13 +54,16 @@ def audit(**opts: Any) -> int:
     Checks archive mail received in (now - window, now - grace]. Silent with
     exit 0 when nothing is missing, so cron mails only on trouble; a report
     and exit 1 when something is (--fail-on adds unroutable or unreadable).
-    Two overlapping runs never both run.
+    Two overlapping runs never both run. Mail missing inside a window the
+    journal remembers (--state, --to, else the replica's) is reported as a
+    restore not finished.
     """
     now = parse_time_option(opts["now"], "--now")
     if now is None:  # not given, or "auto": whole seconds, so the times printed are exact
         now = float(int(time.time()))
     job = make_job({**opts, "since": None, "until": None}, opts["replica"], *opts["archives"],
                    progress=False)
+    memory = recall(opts, job, always=True)
     result = auditing.run(job, opts["archives"], opts["replica"], now=now, window=opts["window"],
                           grace=opts["grace"])
     if opts["plan_file"]:
@@ -69,6 +74,8 @@ def audit(**opts: Any) -> int:
         w = result.window
         detail = (report.plural(len(findings), "user") if findings and "missing" in failing
                   else f"window {human(w.since)} to {human(w.until)}")
+        if result.unfinished:
+            detail += f"; restore not finished: {result.unfinished} of them"
         code, line = auditing.nagios(failing, opts["warning"], opts["critical"], detail,
                                      result.counts["deleted"])
         click.echo(line)
@@ -79,6 +86,10 @@ def audit(**opts: Any) -> int:
                                      f" and --grace {opts['grace']}")
         doc["missing"] = [{**f, "oldest": iso(f["oldest"]), "newest": iso(f["newest"])}
                           for f in findings]
+        if memory.windows:
+            doc["remembered"] = {"journal": str(memory.path),
+                                 "windows": [w.to_json() for w in memory.windows],
+                                 "unfinished": result.unfinished}
         report.print_json(doc)
     elif any(failing.values()) or opts["verbose"]:
         # The same audit writes the plan: a diff would not know what users deleted.

@@ -10,7 +10,8 @@ from restore import report
 from restore.catalog import Catalog
 from restore.credentials import get_password
 from restore.diff import DiffSettings
-from restore.errors import UsageError
+from restore.errors import JournalError, LockedError, UsageError
+from restore.incident import Memory
 from restore.pipeline import Job
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS, AliasMap
 from restore.selection import UserSelection
@@ -89,3 +90,39 @@ def make_job(opts: dict, *specs: str | None, progress: bool = True) -> Job:
         store_options=store_options(opts, *specs, users=users),
         progress=report.progress_factory(progress and not opts.get("as_json")),
     )
+
+
+def recall(opts: dict, job: Job, *, always: bool = False) -> Memory:
+    """The run's journal (--state, --to, the replica) and the window(s) it remembers.
+
+    They replace detection unless --since/--until are given (``always``:
+    the audit, whose own window is always given, uses them to tell a
+    restore that is not finished from a new loss).
+    """
+    memory = Memory.of(opts.get("state"), opts.get("target"), opts["replica"])
+    given = job.settings.since is not None or job.settings.until is not None
+    if always or not given:
+        job.settings.remembered = memory.windows
+    return memory
+
+
+def remember(memory: Memory, result, *, by: str, replace: bool = False) -> list:
+    """Record the window(s) ``result`` used if the journal remembers none (or ``replace``).
+
+    A diff does not wait for an inject holding the journal, nor stop for a
+    journal it cannot write: it leaves the recording to the next run, and
+    says so (a restore's inject then reports the journal's trouble itself).
+    """
+    if (memory.windows and not replace) or not result.selection.everyone:
+        return []      # a user filter's window is not the whole incident's
+    try:
+        return memory.record(result.windows, by=by, at=result.started)
+    except (LockedError, JournalError) as exc:
+        report.warn(f"window not remembered: {exc}")
+        return []
+
+
+def memory_doc(memory: Memory, job: Job, recorded: list) -> dict:
+    """The ``journal`` field of a diff's or restore's JSON."""
+    return {"path": str(memory.path) if memory.path else None, "remembered": [w.to_json() for w in memory.windows],
+            "reused": bool(job.settings.remembered), "recorded": len(recorded)}

@@ -8,11 +8,12 @@ import click
 
 from restore import report, usercsv
 from restore.cli.command import command
-from restore.cli.common import make_job
+from restore.cli.common import make_job, memory_doc, recall, remember
 from restore.diff import FAIL_ON
 from restore.options import (
     fail_on_option,
     imap_options,
+    journal_options,
     json_option,
     option,
     pair_options,
@@ -63,6 +64,7 @@ def timeline(**opts: Any) -> int:
 @option("--plan", "plan_file", type=click.Path(dir_okay=False), stage="output",
         help="Write the messages to restore to FILE (JSON Lines).")
 @report_option
+@journal_options
 @fail_on_option(",".join(FAIL_ON), "archive message")
 @json_option
 def diff(**opts: Any) -> int:
@@ -70,18 +72,22 @@ def diff(**opts: Any) -> int:
 
     Prints each gap found (or the --since/--until window) with the evidence
     for it, a table per user, the totals and the problems. Every gap found
-    is restored; --gap N keeps one. Exit 1 when something is missing,
+    is restored; --gap N keeps one. The first diff or restore that uses a
+    target's journal remembers the window(s), and later runs reuse them
+    unless given --since/--until. Exit 1 when something is missing,
     unroutable or unreadable (--fail-on chooses the classes).
     """
     job = make_job(opts, opts["replica"], *opts["archives"])
+    memory = recall(opts, job)
     result = job.diff(opts["archives"], opts["replica"])
+    recorded = remember(memory, result, by="diff")
     planned = 0
     if opts["plan_file"]:
         planned = save_plan(opts["plan_file"], result.plan(), result.plan_header())
     reported = usercsv.write(opts["report_file"], usercsv.from_diff(result)) \
         if opts["report_file"] else 0
     if opts["as_json"]:
-        doc = result.to_json()
+        doc = {**result.to_json(), "journal": memory_doc(memory, job, recorded)}
         if opts["plan_file"]:
             doc["plan"] = {"file": opts["plan_file"], "messages": planned}
         if opts["report_file"]:
@@ -94,7 +100,8 @@ def diff(**opts: Any) -> int:
                     "then without --dry-run.")
         elif result.counts["missing"] and not opts["plan_file"]:
             hint = "Next: add --plan FILE to write the messages to restore."
-        report.print_diff(result, opts["plan_file"], planned, hint)
+        report.print_diff(result, opts["plan_file"], planned, hint,
+                          report.memory_note(memory, bool(job.settings.remembered), recorded))
         if opts["report_file"]:
             report.print_report_written(opts["report_file"], reported)
     return 1 if result.fails(opts["fail_on"]) else 0

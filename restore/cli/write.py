@@ -9,7 +9,16 @@ import click
 
 from restore import report, usercsv
 from restore.cli.command import command
-from restore.cli.common import make_job, public_argv, resume_command, same_target, selection
+from restore.cli.common import (
+    make_job,
+    memory_doc,
+    public_argv,
+    recall,
+    remember,
+    resume_command,
+    same_target,
+    selection,
+)
 from restore.errors import Problem, UsageError
 from restore.journal import RunInfo, file_sha256
 from restore.mailnames import keyword_problem
@@ -66,11 +75,12 @@ def run_inject(entries: list[PlanEntry], opts: dict, job: Job, seal: Seal, run_i
 
 
 def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=None,
-                  not_selected: int = 0) -> int:
+                  not_selected: int = 0, journal: dict | None = None) -> int:
     """Print the outcome and write --report; the exit status, 1 when something could not be written.
 
     ``rows``: the --report rows known before the run (the diff's, or the plan's);
-    ``not_selected``: plan lines left out for a user filter (neither written nor failed).
+    ``not_selected``: plan lines left out for a user filter (neither written nor failed);
+    ``journal``: what the restore's journal remembers (``memory_doc``).
     """
     reported = usercsv.write(opts["report_file"], usercsv.add_inject(rows, result)) \
         if opts["report_file"] else 0
@@ -86,7 +96,8 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
             # One shape for every problem, so a script reads user/ref/reason from each;
             # the diff's own class and where stay beside them.
             found = [{"user": p.user or "", "ref": p.where, **p.as_dict()} for p in diff.problems]
-            doc = {"window": diff.window.to_json(), "counts": diff.counts, **doc,
+            doc = {"window": diff.window.to_json(), "windows": [w.to_json() for w in diff.windows],
+                   "counts": diff.counts, **doc, "journal": journal,
                    "problems": cast("list[dict]", doc["problems"]) + found}
         report.print_json(doc)
     else:
@@ -166,18 +177,26 @@ def restore(**opts: Any) -> int:
     """Diff and inject in one go: put the gap back into TARGET.
 
     Prints the diff's window and totals, then appends the missing messages
-    exactly as `diff --plan` and `inject` would. Exit 1 when some messages
-    could not be written or archive items were unreadable or unroutable.
+    exactly as `diff --plan` and `inject` would. The target's journal
+    remembers the window(s): a second restore reuses them, so once the gap is
+    filled it appends nothing, whatever users did since. Exit 1 when some
+    messages could not be written or archive items were unreadable or
+    unroutable.
     """
     write_flags(opts)
     job = make_job(opts, opts["replica"], opts["target"], *opts["archives"])
+    memory = recall(opts, job)
     result = job.diff(opts["archives"], opts["replica"])
+    # What this restore appends comes from these windows: a re-run keeps to them.
+    recorded = [] if opts["dry_run"] else remember(
+        memory, result, by="restore", replace=not job.settings.remembered)
     entries = list(result.plan())
     header = result.plan_header()
     if opts["plan_file"]:
         save_plan(opts["plan_file"], entries, header)
     if not opts["as_json"]:
-        report.print_diff(result, opts["plan_file"], len(entries))
+        report.print_diff(result, opts["plan_file"], len(entries), memory=report.memory_note(
+            memory, bool(job.settings.remembered), recorded))
         click.echo()
     info = RunInfo("restore", public_argv(),
                    os.path.abspath(opts["plan_file"]) if opts["plan_file"] else "",
@@ -185,5 +204,7 @@ def restore(**opts: Any) -> int:
     injected = run_inject(entries, opts, job, Seal(header.archives, header.match), info,
                           scanned_target=result.replica if same_target(opts["replica"], opts["target"])
                           else None)
+    if not opts["dry_run"] and same_target(opts["replica"], opts["target"]):
+        result.record_restored(sorted({p.user for p in injected.problems if p.user}))
     rows = usercsv.from_diff(result) if opts["report_file"] else {}
-    return finish_inject(injected, opts, rows, diff=result)
+    return finish_inject(injected, opts, rows, diff=result, journal=memory_doc(memory, job, recorded))
