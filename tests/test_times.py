@@ -8,14 +8,12 @@ incident and paste them back on the command line.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from test_gaps_e2e import mailrestore
 
 from restore.demo import build_incident
 from restore.errors import UsageError
@@ -71,14 +69,6 @@ def test_anything_else_is_a_usage_error_naming_the_option_and_both_forms(text):
 # -- pasting the real output back ------------------------------------------------------------
 
 PRINTED = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?: UTC|[+-]\d\d:\d\d|Z)?")
-
-
-def mailrestore(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    for name in ("CACHE", "STATE", "DATA", "CONFIG"):
-        env[f"XDG_{name}_HOME"] = str(tmp_path / "xdg" / name.lower())
-    return subprocess.run([sys.executable, "-m", "restore", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
