@@ -383,20 +383,21 @@ class Catalog:
             f"SELECT {column} FROM messages WHERE store = ? AND {column} IN ({marks}){mine}",
             [store_id, *keys, *args])}
 
-    def record_delivered(self, store_id: int, match: str, seen: int, cls: str | None = None,
+    def record_delivered(self, store_id: int, match: str, seen: int, within: str = "1",
+                         args: Sequence[object] = (), cls: str | None = None,
                          except_users: Sequence[str] = ()) -> None:
-        """Remember pairs as delivered to store ``store_id``, seen at ``seen``.
+        """Remember pairs matching ``within`` as delivered to store ``store_id``, seen at ``seen``.
 
         The present pairs; or, with ``cls``, the pairs of that class (a restore
         appended them) but those of ``except_users`` (some of theirs failed).
         """
         where = "present AND routable AND copy = 1"
-        args: tuple[str, ...] = ()
         if cls is not None:
             where = "class = ? AND user NOT IN (SELECT value FROM json_each(?))"
-            args = (cls, json.dumps(list(except_users)))
+            args = (cls, json.dumps(list(except_users)), *args)
         self.db.execute(
-            f"INSERT INTO delivered SELECT ?, pair_digest(?, user, key), ? FROM pairs WHERE {where}"
+            "INSERT INTO delivered SELECT ?, pair_digest(?, user, key), ? FROM pairs"
+            f" WHERE {where} AND ({within})"
             " ON CONFLICT (store, pair) DO UPDATE SET seen = excluded.seen",
             (store_id, match, seen, *args))
 

@@ -152,7 +152,7 @@ class DiffResult:
         """
         with self.catalog.guard():
             self.catalog.record_delivered(self.replica.store_id, self.match, int(time.time()),
-                                          Class.MISSING, failed_users)
+                                          cls=Class.MISSING, except_users=failed_users)
 
     def missing_by_user(self, show_ids: int = 3) -> list[dict]:
         """Per user with missing mail: how many, the oldest and newest, a few Message-IDs."""
@@ -259,7 +259,11 @@ def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: Scanne
          *[bound for w in windows for bound in (w.since, w.until)], Class.MISSING, Class.OUTSIDE],
     )
     gaps, unfinished = _deletions(catalog, replica, settings, windows)
-    catalog.record_delivered(replica.store_id, settings.match, started)
+    # What tells a deletion later: the audit's whole range (it asks at any time), and
+    # for a diff, its windows (only a window remembered by now asks, and only inside).
+    scope = ("1", []) if settings.known_deletions else (
+        inside, [bound for w in windows for bound in (w.since, w.until)])
+    catalog.record_delivered(replica.store_id, settings.match, started, *scope)
     db.execute("COMMIT")
     result = _tally(catalog, archives, replica, window, users)
     result.windows, result.gaps, result.unfinished, result.started = (
