@@ -402,13 +402,18 @@ class Catalog:
             (store_id, match, seen, *args))
 
     def mark_deleted(self, store_id: int, match: str, within: str, args: Sequence[object],
-                     seen_since: int, classes: tuple[str, str]) -> int:
+                     seen_since: int, classes: tuple[str, str], dry_run: bool = False) -> int:
         """Reclass ``classes[0]`` pairs matching ``within`` that store ``store_id`` was seen to
-        hold at ``seen_since`` or later as ``classes[1]``; returns how many."""
+        hold at ``seen_since`` or later as ``classes[1]``; returns how many (``dry_run``:
+        whether any would be, and reclass none)."""
+        seen = ("EXISTS (SELECT 1 FROM delivered d WHERE d.store = ?"
+                " AND d.pair = pair_digest(?, pairs.user, pairs.key) AND d.seen >= ?)")
+        if dry_run:
+            return int(self.db.execute(
+                f"SELECT EXISTS (SELECT 1 FROM pairs WHERE class = ? AND ({within}) AND {seen})",
+                (classes[0], *args, store_id, match, seen_since)).fetchone()[0])
         return self.db.execute(
-            f"UPDATE pairs SET class = ? WHERE class = ? AND ({within}) AND EXISTS (SELECT 1"
-            " FROM delivered d WHERE d.store = ? AND d.pair = pair_digest(?, pairs.user, pairs.key)"
-            " AND d.seen >= ?)",
+            f"UPDATE pairs SET class = ? WHERE class = ? AND ({within}) AND {seen}",
             (classes[1], classes[0], *args, store_id, match, seen_since)).rowcount
 
     def paired(self, cls: str, by_received: bool = True) -> sqlite3.Cursor:

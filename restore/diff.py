@@ -300,8 +300,11 @@ def _deletions(catalog: Catalog, replica: ScannedStore, settings: DiffSettings,
     bounds = [b for w in remembered for b in (w.since, w.until)]
     unfinished = int(db.execute(f"SELECT COUNT(*) FROM pairs WHERE class = ? AND ({inside})",
                                 (Class.MISSING, *bounds)).fetchone()[0])
-    if not settings.known_deletions:
+    outside = " AND ".join([f"NOT ({INSIDE})"] * len(remembered)) or "1"
+    if not settings.known_deletions or not catalog.mark_deleted(
+            store, match, outside, bounds, 0, split, dry_run=True):
         return [], unfinished
+    # Some missing mail was seen delivered: deletions, unless a failover took it.
     gaps = _detect(catalog, until=max(w.until for w in windows if w.until is not None)).windows()
     outside = " AND ".join([f"NOT ({INSIDE})"] * (len(gaps) + len(remembered))) or "1"
     catalog.mark_deleted(store, match, outside,
