@@ -259,11 +259,10 @@ def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: Scanne
          *[bound for w in windows for bound in (w.since, w.until)], Class.MISSING, Class.OUTSIDE],
     )
     gaps, unfinished = _deletions(catalog, replica, settings, windows)
-    # What tells a deletion later: the audit's whole range (it asks at any time), and
-    # for a diff, its windows (only a window remembered by now asks, and only inside).
-    scope = ("1", []) if settings.known_deletions else (
-        inside, [bound for w in windows for bound in (w.since, w.until)])
-    catalog.record_delivered(replica.store_id, settings.match, started, *scope)
+    # What tells a deletion later: the mail of the window(s). Only a remembered window
+    # asks, inside it, and an audit's window; the audits before it saw the mail before.
+    catalog.record_delivered(replica.store_id, settings.match, started, inside,
+                             [bound for w in windows for bound in (w.since, w.until)])
     db.execute("COMMIT")
     result = _tally(catalog, archives, replica, window, users)
     result.windows, result.gaps, result.unfinished, result.started = (
