@@ -591,7 +591,7 @@ class Journal:
         try:
             return [Window(parse_iso(w["since"]), parse_iso(w["until"]), "remembered",
                            f"remembered from the {w['by']} of {human(parse_iso(w['at']))}, journal "
-                           f"{self.path}; give --since/--until to override ({w['source']}: "
+                           f"{self.path}; give --since/--until to override (as first found: "
                            f"{w['evidence']})", remembered_at=parse_iso(w["at"]))
                     for w in self._remembered()]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -177,7 +177,7 @@ def test_a_journal_remembers_the_windows_a_run_used(path):
     assert window.remembered_at == 1512900000.0
     assert window.evidence.startswith(
         f"remembered from the diff of 2017-12-10 10:00:00 UTC, journal {path}; give "
-        "--since/--until to override (auto: auto: 35 of 37 absent)")
+        "--since/--until to override (as first found: auto: 35 of 37 absent)")
 
 
 def test_remembering_again_replaces_but_a_window_kept_keeps_its_first_record(path):
