@@ -385,16 +385,16 @@ class Catalog:
 
     def record_delivered(self, store_id: int, match: str, seen: int, within: str = "1",
                          args: Sequence[object] = (), cls: str | None = None,
-                         except_users: Sequence[str] = ()) -> None:
+                         users: Sequence[str] = ()) -> None:
         """Remember pairs matching ``within`` as delivered to store ``store_id``, seen at ``seen``.
 
-        The present pairs; or, with ``cls``, the pairs of that class (a restore
-        appended them) but those of ``except_users`` (some of theirs failed).
+        The present pairs; or, with ``cls``, the pairs of that class of these
+        ``users`` (a restore appended all of theirs).
         """
         where = "present AND routable AND copy = 1"
         if cls is not None:
-            where = "class = ? AND user NOT IN (SELECT value FROM json_each(?))"
-            args = (cls, json.dumps(list(except_users)), *args)
+            where = "class = ? AND user IN (SELECT value FROM json_each(?))"
+            args = (cls, json.dumps(list(users)), *args)
         self.db.execute(
             "INSERT INTO delivered SELECT ?, pair_digest(?, user, key), ? FROM pairs"
             f" WHERE {where} AND ({within})"

@@ -144,15 +144,15 @@ class DiffResult:
                     digest="" if strict == headers_only_strict_key(key) else strict,
                 )
 
-    def record_restored(self, failed_users: Sequence[str]) -> None:
-        """The missing mail was appended to the replica, but for these users': it was delivered.
+    def record_restored(self, users: Sequence[str]) -> None:
+        """All the missing mail of these users is in the replica now: it was delivered.
 
         So a user who deletes restored mail before the next run sees it has
         deleted it, not left the restore unfinished.
         """
         with self.catalog.guard():
             self.catalog.record_delivered(self.replica.store_id, self.match, int(time.time()),
-                                          cls=Class.MISSING, except_users=failed_users)
+                                          cls=Class.MISSING, users=users)
 
     def missing_by_user(self, show_ids: int = 3) -> list[dict]:
         """Per user with missing mail: how many, the oldest and newest, a few Message-IDs."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import TYPE_CHECKING, Any, cast
 
 import click
@@ -205,6 +206,11 @@ def restore(**opts: Any) -> int:
                           scanned_target=result.replica if same_target(opts["replica"], opts["target"])
                           else None)
     if not opts["dry_run"] and same_target(opts["replica"], opts["target"]):
-        result.record_restored(sorted({p.user for p in injected.problems if p.user}))
+        # Only users every planned message of whom is there: a failure or a stopped
+        # run (--bad-item-limit) leaves the rest missing, for the next run to write.
+        planned = Counter(e.user for e in entries)
+        result.record_restored(sorted(
+            user for user, c in injected.users.items()
+            if not c.failed and c.appended + c.already_present == planned[user]))
     rows = usercsv.from_diff(result) if opts["report_file"] else {}
     return finish_inject(injected, opts, rows, diff=result, journal=memory_doc(memory, job, recorded))
