@@ -293,7 +293,7 @@ class Bench:
         if doc.get("decompress_s"):
             row["decompress_s"] = doc["decompress_s"]
 
-    def split(self) -> None:
+    def split(self, inject: bool = True) -> None:
         replica = self.fresh_replica("replica-split")
         template = f"maildir:{replica}/%d/%n/Maildir"
         catalog, plan, journal = (self.work / n for n in ("catalog.sqlite", "plan.jsonl",
@@ -313,7 +313,9 @@ class Bench:
             row["window"] = json_output(run)["window"]
         except (ValueError, KeyError):
             pass
-        if not row["status"].startswith("ok"):
+        if not row["status"].startswith("ok") or not inject:
+            if not self.args.keep:
+                shutil.rmtree(replica, ignore_errors=True)
             return
         cmd = [*mailrestore_cmd(), "inject", str(plan), "--to", template, "--jobs",
                str(self.args.jobs), "--state", str(journal), "--json"]
@@ -468,7 +470,8 @@ def main() -> None:
     ap.add_argument("--format", dest="fmt", choices=gi.FORMATS, default="eml.zst")
     ap.add_argument("--target", default="maildir", help="comma-separated: maildir, imap")
     ap.add_argument("--steps", default="raw,split,restore",
-                    help="comma-separated subset of raw, split (diff --plan + inject), restore")
+                    help="comma-separated subset of raw, split (diff --plan + inject), "
+                    "diff (diff --plan alone), restore")
     ap.add_argument("--jobs", type=int, default=4, help="inject/restore --jobs for Maildir")
     ap.add_argument("--imap-jobs", type=int, default=8, help="restore --jobs over IMAP")
     ap.add_argument("--dovecot-fsync", choices=("optimized", "always", "never"), default="optimized")
@@ -492,8 +495,8 @@ def main() -> None:
     shape = gi.Shape(args.gap, args.fmt, args.seed)
     targets = [t.strip() for t in args.target.split(",") if t.strip()]
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    if set(targets) - {"maildir", "imap"} or set(steps) - {"raw", "split", "restore"}:
-        ap.error("--target takes maildir,imap; --steps takes raw,split,restore")
+    if set(targets) - {"maildir", "imap"} or set(steps) - {"raw", "split", "diff", "restore"}:
+        ap.error("--target takes maildir,imap; --steps takes raw,split,diff,restore")
 
     need = disk_estimate(shape)
     free = shutil.disk_usage(DATA.parent).free
@@ -515,6 +518,8 @@ def main() -> None:
         bench.raw()
     if "split" in steps and "maildir" in targets:
         bench.split()
+    elif "diff" in steps:
+        bench.split(inject=False)
     if "restore" in steps:
         for target in targets:
             bench.restore(target)
