@@ -108,6 +108,61 @@ def test_stores_are_read_without_writing(tmp_path, mail_factory, monkeypatch, re
     assert snapshot(root) == before
 
 
+def _evict(root: Path) -> bool:
+    """Drop the files under ``root`` from the page cache; whether the file system does."""
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+    def drop() -> None:
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)        # only clean pages can be dropped
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+    drop()
+    fd = os.open(paths[0], os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+        dropped = False
+    except BlockingIOError:
+        dropped = True
+    finally:
+        os.close(fd)
+    drop()      # the probe started reading the file in
+    return dropped
+
+
+@pytest.mark.parametrize("kind", ["maildir", "eml"])
+def test_files_read_from_the_disk_give_what_cached_files_give(tmp_path, mail_factory, kind):
+    """Files not in the page cache are asked for ahead of reading; nothing read changes."""
+    msgs = [mail_factory.make_message(subject=f"m{i}") for i in range(120)]
+    root = tmp_path / "store"
+    if kind == "maildir":
+        mail_factory.write_maildir(root, {"INBOX": msgs[:100], "Sent": msgs[100:]}, flags="S")
+        box = root / "cur"
+    else:
+        mail_factory.write_eml_tree(root, msgs[:60], compress="zst", subdir="2017/12/08")
+        mail_factory.write_eml_tree(root, msgs[60:], subdir="2017/12/09")
+        box = root / "2017/12/08"
+    (box / "empty").write_bytes(b"")
+    (box / "fifo").unlink(missing_ok=True)
+    os.mkfifo(box / "fifo")
+    (tmp_path / "outside").write_bytes(msgs[0])
+    (box / "link").symlink_to(tmp_path / "outside")
+    store = open_store(f"{kind}:{root}")
+    if not _evict(root):
+        pytest.skip("this file system keeps files in memory whatever fadvise says")
+
+    cold, cold_problems = scan(store)
+    warm, warm_problems = scan(store)
+
+    assert [(i.ref, i.data, i.delivered) for i in cold] == [(i.ref, i.data, i.delivered) for i in warm]
+    assert sorted(i.data for i in cold) == sorted(msgs)
+    assert cold_problems == warm_problems and len(cold_problems) == 3
+
+
 # -- eml -------------------------------------------------------------------------
 
 

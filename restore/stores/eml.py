@@ -30,6 +30,7 @@ from restore.stores.files import (
     Refused,
     directory_stamp,
     failure_reason,
+    read_ahead,
     read_message,
     read_message_file,
     root_and_file,
@@ -116,7 +117,7 @@ class EmlStore(Store):
         return map(_unit, self.root.walk(path))
 
     def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
-        for unit in units:
+        for unit in read_ahead(units, self.root):
             try:
                 # A listed unit's path was checked by the listing just now.
                 path = self.root.path_of(unit.path) if unit.path else self.root.locate(unit.ref)

@@ -60,6 +60,7 @@ from restore.stores.files import (
     StoreRoot,
     directory_stamp,
     failure_reason,
+    read_ahead,
     read_message,
     read_message_file,
     stamp,
@@ -282,7 +283,7 @@ class MaildirStore(Store):
     # -- reading -------------------------------------------------------------
 
     def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
-        for unit in units:
+        for unit in read_ahead(units, self.root):
             yield self._read_unstamped(unit) if not unit.stamp and unit.path else self._read_one(unit)
 
     def _read_one(self, unit: Unit) -> Item | Unreadable:
