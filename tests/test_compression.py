@@ -10,7 +10,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from restore.stores.compression import CorruptData, detect, open_stream, read_all
+from restore.stores.compression import CorruptData, decompress, detect, open_stream, read_all
 from restore.stores.sniff import not_a_message_reason
 
 LIMIT = 2**30
@@ -96,6 +96,31 @@ def test_data_that_expands_past_the_limit_is_refused_unread(tmp_path, kind):
     path.write_bytes(COMPRESSORS[kind](b"\0" * 3_000_000))
     assert read_all(path, 3_000_000) == b"\0" * 3_000_000
     assert read_all(path, 2_999_999) is None
+    # the same from bytes in hand, with the frame's size declared or not
+    unsized = zstandard.ZstdCompressor().compressobj()
+    for data in (path.read_bytes(), unsized.compress(b"\0" * 3_000_000) + unsized.flush()):
+        assert decompress(data, 2_999_999) is None
+        assert decompress(data, 3_000_000) == b"\0" * 3_000_000
+
+
+@pytest.mark.parametrize("kind", ["gz", "zst"])
+def test_each_file_reads_alike_whatever_was_read_before_it(kind):
+    """Decompressing state is reused from file to file: damage in one never leaks into the next."""
+    compress = COMPRESSORS[kind]
+    damaged = bytearray(compress(DATA))
+    damaged[len(damaged) // 2] ^= 0xFF
+    files = [compress(b"one\n"), compress(DATA)[:-7], bytes(damaged), compress(b"two\n"),
+             compress(b"three\n") + compress(b"four\n"), compress(b"five\n") + b"junk", DATA]
+    got = []
+    for data in files * 2:
+        try:
+            got.append(decompress(data, LIMIT))
+        except CorruptData as exc:
+            got.append(str(exc).split(" (")[0])
+    assert got == [b"one\n", f"truncated {'gzip stream' if kind == 'gz' else 'zstd frame'}",
+                   f"corrupt {'gzip' if kind == 'gz' else 'zstd'} data", b"two\n",
+                   b"three\nfour\n", f"trailing data after the {'gzip' if kind == 'gz' else 'zstd'} stream",
+                   DATA] * 2
 
 
 def test_fifo_is_refused_without_blocking(tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import threading
 import zlib
 from typing import BinaryIO
 
@@ -77,19 +78,57 @@ def open_stream(path: str | os.PathLike[str]) -> BinaryIO:
 
 
 def read_all(path: str | os.PathLike[str], limit: int) -> bytes | None:
-    """The whole decompressed content of one file, or None once it is more than ``limit`` bytes.
-
-    Read a chunk at a time: a small file that expands hugely (a
-    decompression bomb) costs ``limit`` bytes of memory at most.
-    """
-    chunks, size = [], 0
+    """The whole decompressed content of one file, or None once it is more than ``limit`` bytes."""
     with open_stream(path) as stream:
-        while chunk := stream.read(READ_SIZE):
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
+        return _read_limited(stream, limit)
+
+
+def decompress(data: bytes, limit: int) -> bytes | None:
+    """The decompressed content of a whole file already read, or None beyond ``limit`` bytes.
+
+    ``data`` itself when it is not compressed. Raises CorruptData as
+    reading the file through ``open_stream`` would.
+    """
+    kind = detect(data)
+    if kind is None:
+        return data if len(data) <= limit else None
+    if kind == "zstd":
+        # The common case, one frame that declares its size, in one call with
+        # this thread's decompressor: zstd writes no more than the size declared.
+        try:
+            size = zstandard.frame_content_size(data)
+            if 0 <= size <= limit:
+                return _zstd_decompressor().decompress(data, allow_extra_data=False)
+        except zstandard.ZstdError:
+            pass    # several frames, trailing data or damage: the stream says which
+    with io.BufferedReader(_DecompressingReader(io.BytesIO(data), kind), READ_SIZE) as stream:
+        return _read_limited(stream, limit)
+
+
+def _read_limited(stream: BinaryIO, limit: int) -> bytes | None:
+    """Read a chunk at a time: a small file that expands hugely (a
+    decompression bomb) costs ``limit`` bytes of memory at most."""
+    chunks, size = [], 0
+    while chunk := stream.read(READ_SIZE):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
     return b"".join(chunks)
+
+
+# A zstd decompressor costs more to make (~20 us) than a small message takes
+# to decompress (~5 us): each thread keeps one for the frames ``decompress``
+# reads in one call. A stream's frames each get their own: streams are read
+# interleaved.
+_reused = threading.local()
+
+
+def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+    decompressor = getattr(_reused, "zstd", None)
+    if decompressor is None:
+        decompressor = _reused.zstd = zstandard.ZstdDecompressor()
+    return decompressor
 
 
 class _Member:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from restore.errors import StoreError, UnreadableItem
 from restore.mailnames import fs_name, is_inside, name_text
 from restore.stores.base import Unit, too_large
-from restore.stores.compression import READ_SIZE, CorruptData, detect, read_all
+from restore.stores.compression import READ_SIZE, CorruptData, decompress
 from restore.stores.sniff import HEADER_FIELD, HEADER_SCAN, not_a_message_reason
 
 OUTSIDE_ROOT = "symlink pointing outside the store root"
@@ -203,8 +203,8 @@ def read_message_file(path: str, where: str, limit: int, *, follow_symlinks: boo
                       ) -> tuple[bytes, os.stat_result]:
     """A message file's bytes, decompressed, and the file's stat; raises UnreadableItem.
 
-    A plain file is read with bare system calls (the bulk of a scan); a
-    compressed one goes through ``compression``. More than ``limit`` bytes
+    The file is read whole with bare system calls (the bulk of a scan); a
+    compressed one is then decompressed in memory. More than ``limit`` bytes
     (decompressed) is ``too_large``, found without holding more than that.
     Without ``follow_symlinks`` a symlink is refused (``ELOOP``), unread, so
     that the caller can vet it.
@@ -213,12 +213,10 @@ def read_message_file(path: str, where: str, limit: int, *, follow_symlinks: boo
         read = _read_plain(path, 0 if follow_symlinks else os.O_NOFOLLOW, limit)
         if read is None:
             raise UnreadableItem(where, too_large(limit))
-        data, st = read
-        if detect(data):
-            whole = read_all(path, limit)
-            if whole is None:
-                raise UnreadableItem(where, too_large(limit))
-            data = whole
+        raw, st = read
+        data = decompress(raw, limit)
+        if data is None:
+            raise UnreadableItem(where, too_large(limit))
     except (CorruptData, OSError) as exc:
         raise UnreadableItem(where, failure_reason(exc)) from None
     reason = _not_a_message_reason(data)
