@@ -603,10 +603,11 @@ lowered_ascii(const Cursor *c, Py_ssize_t start, Py_ssize_t end)
     return result;
 }
 
+/* Beyond ASCII too: email.utils takes any such character as part of an atom. */
 static inline int
 is_phrase_char(Py_UCS4 ch)
 {
-    return is_atext(ch) || ch == '.' || ch == ' ' || ch == '\t';
+    return is_atext(ch) || ch == '.' || ch == ' ' || ch == '\t' || ch >= 128;
 }
 
 PyDoc_STRVAR(plain_address_doc,

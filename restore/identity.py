@@ -48,9 +48,12 @@ _MONTH_NUMBER = {name: number for number, name in enumerate(_MONTHS, 1)}
 _EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+# A phrase may hold 8-bit text ("Jörg Müller" unencoded, common in real mail):
+# the general parser takes any character beyond ASCII as part of an atom.
 _PLAIN_FROM = re.compile(   # addr, addr (comment), phrase <addr>, "quoted" <addr>
     rf"[ \t]*(?:({_ADDR_SPEC})(?:[ \t]*\([^()\\\"\r\n]*\))?"
-    rf"|(?:\"[^\"\\\r\n]*\"[ \t]*|[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~. \t-]*)<({_ADDR_SPEC})>)[ \t]*")
+    rf"|(?:\"[^\"\\\r\n]*\"[ \t]*|[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~. \t\x80-\U0010ffff-]*)"
+    rf"<({_ADDR_SPEC})>)[ \t]*")
 # A header line the fast header scan understands: a continuation, or a
 # printable ASCII name of at most 200 bytes before the colon. One line of any
 # other shape sends the whole header block to the line-by-line parser, whose

@@ -506,7 +506,8 @@ def test_c_date_parse_gives_what_the_python_one_gives(value):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.tuples(
     st.sampled_from(["", "Alice", "Alice Smith", '"Smith, Alice"', "J. Q. Public", "=?utf-8?q?J=C3=BC?=",
-                     "Bob (x)", "a,b", "<", '"un"closed']),
+                     "Bob (x)", "a,b", "<", '"un"closed', "J\xf6rg M\xfcller", "\u738b\u5c0f\u660e",
+                     "Z\xf6e\u2003O.", "\xa0\x85x", "\u00c5 <b>"]),
     st.sampled_from(["", " ", "\t"]), st.booleans(),
     st.sampled_from(["a", "A.b", "a..b", "a+tag", "x y", "\"q\"", "a@", ""]),
     st.sampled_from(["example.ORG", "b", "b.c.d", "[1.2.3.4]", "b..c", "-x.y", ""]),
