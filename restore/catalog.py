@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # Bump when identity or the schema changes what a scan records: an older
 # catalog is then emptied and rebuilt rather than trusted.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The column holding each --match mode's identity key.
 KEY_COLUMN = {"auto": "key", "message-id": "mid_key", "strict": "strict_key"}
 
@@ -51,23 +51,31 @@ CREATE TABLE IF NOT EXISTS units (
     end_offset INTEGER,
     PRIMARY KEY (store, ref)
 ) WITHOUT ROWID;
+-- A catalog row per message of a million-message archive: kept small.
+-- What most rows share is stored once or computed: the unit's ref is the
+-- item's (mbox aside), the envelope a few recipients' (``envelopes``);
+-- identity keys are the digests' bytes, not their hex.
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY,
     store INTEGER NOT NULL,
     unit TEXT NOT NULL,
-    ref TEXT NOT NULL,
+    item_ref TEXT,              -- NULL: the unit's ref
+    ref TEXT GENERATED ALWAYS AS (coalesce(item_ref, unit)) VIRTUAL,
     folder TEXT NOT NULL,
     user TEXT,
     received REAL,
-    received_from TEXT NOT NULL,
+    received_how INTEGER,       -- NULL: the Received: header; see RECEIVED_FROM
+    received_from TEXT GENERATED ALWAYS AS
+        (CASE received_how WHEN 1 THEN 'delivered' WHEN 2 THEN 'date' ELSE 'received' END) VIRTUAL,
     size INTEGER NOT NULL,
     message_id TEXT,
-    key TEXT NOT NULL,
+    key BLOB NOT NULL,
     -- identity.Facts.mid_key, computed rather than stored
-    mid_key TEXT GENERATED ALWAYS AS (coalesce(message_id, key)) VIRTUAL,
-    strict_key TEXT NOT NULL,
-    envelope TEXT NOT NULL
+    mid_key GENERATED ALWAYS AS (coalesce(message_id, key)) VIRTUAL,
+    strict_key BLOB NOT NULL,
+    envelope INTEGER NOT NULL   -- envelopes.id
 );
+CREATE TABLE IF NOT EXISTS envelopes (id INTEGER PRIMARY KEY, json TEXT NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS messages_unit ON messages (store, unit);
 CREATE TABLE IF NOT EXISTS problems (
     store INTEGER NOT NULL,
@@ -96,20 +104,37 @@ CREATE TABLE IF NOT EXISTS delivered (
 """
 
 INSERT_MESSAGE = (
-    "INSERT INTO messages (store, unit, ref, folder, user, received, received_from, size,"
+    "INSERT INTO messages (store, unit, item_ref, folder, user, received, received_how, size,"
     " message_id, key, strict_key, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+# received_how of each of identity.received_time's sources (the column received_from decodes it).
+RECEIVED_FROM = {"received": None, "delivered": 1, "date": 2}
 
 
 def message_row(store_id: int, item: Item, headers: tuple[str, ...]) -> tuple:
-    """The ``INSERT_MESSAGE`` row of one message read from a store."""
+    """The ``INSERT_MESSAGE`` row of one message read from a store, its envelope as JSON.
+
+    Made where the message is read (a scan worker); the catalog swaps the
+    envelope for its id when it writes the row.
+    """
     facts = facts_of(item.data, headers, headers_only=item.headers_only)
     received, source = received_time(facts, item.delivered)
     return (
-        store_id, item.unit.ref, item.ref, item.unit.folder, item.unit.user, received, source,
-        facts.size, facts.message_id, facts.key, facts.strict_key,    # mid_key: computed by SQLite
+        store_id, item.unit.ref, None if item.ref == item.unit.ref else item.ref, item.unit.folder,
+        item.unit.user, received, RECEIVED_FROM[source], facts.size, facts.message_id,
+        _stored_key(facts.key), _stored_key(facts.strict_key),    # mid_key: computed by SQLite
         _envelope_json(facts.envelope) if facts.envelope else "{}",
     )
+
+
+def _stored_key(key: str) -> str | bytes:
+    """An identity key (``identity.Facts``) as a row holds it: a digest as its bytes, a Message-ID as text."""
+    if key.startswith("<"):
+        return key
+    try:
+        return bytes.fromhex(key)
+    except ValueError:
+        return key      # no digest: matches nothing
 
 
 def _envelope_json(envelope: dict[str, list[str]]) -> str:
@@ -118,11 +143,41 @@ def _envelope_json(envelope: dict[str, list[str]]) -> str:
                            for name, values in envelope.items()) + "}"
 
 
-def pair_digest(match: str, user: str, key: str) -> int:
+def pair_digest(match: str, user: str, key: str | bytes) -> int:
     """The ``delivered`` table's 64-bit name of one (user, identity key) under a --match mode."""
+    if isinstance(key, bytes):      # a digest, as a row holds it
+        key = key.hex()
     digest = hashlib.blake2b(f"{match}\0{user}\0{key}".encode("utf-8", "surrogateescape"),
                              digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+class _MessageWriter:
+    """Writes one scan's message rows, each envelope stored once.
+
+    The ids it knows are those of this scan's transaction: a scan that
+    fails rolls back the envelopes it added with the rest.
+    """
+
+    KNOWN = 100_000     # envelopes remembered; one per recipient (set) in practice
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+        self.ids: dict[str, int] = {}
+
+    def write(self, rows: list[tuple]) -> None:
+        """Insert ``message_row`` rows."""
+        ids = self.ids
+        self.db.executemany(INSERT_MESSAGE, [
+            (*row[:-1], ids.get(row[-1]) or self._id(row[-1])) for row in rows])
+
+    def _id(self, envelope: str) -> int:
+        if len(self.ids) >= self.KNOWN:
+            self.ids.clear()
+        self.db.execute("INSERT OR IGNORE INTO envelopes (json) VALUES (?)", (envelope,))
+        found = self.ids[envelope] = int(self.db.execute(
+            "SELECT id FROM envelopes WHERE json = ?", (envelope,)).fetchone()[0])
+        return found
 
 
 def default_catalog_path() -> Path:
@@ -219,7 +274,7 @@ class Catalog:
                 "DROP TABLE IF EXISTS stores; DROP TABLE IF EXISTS units;"
                 " DROP TABLE IF EXISTS messages; DROP TABLE IF EXISTS problems;"
                 " DROP TABLE IF EXISTS groups; DROP TABLE IF EXISTS summaries;"
-                " DROP TABLE IF EXISTS delivered;")
+                " DROP TABLE IF EXISTS delivered; DROP TABLE IF EXISTS envelopes;")
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
                             (str(SCHEMA_VERSION),))
         self.db.executescript(SCHEMA)
@@ -283,7 +338,9 @@ class Catalog:
         headers = tuple(h.lower() for h in envelope_headers)
         store_id = self.register(store.spec, headers, store.max_message_size)
         read = partial(read_batch, store, store_id, headers, message_row)
-        stats = rescan(self.db, store, store_id, read, INSERT_MESSAGE, progress, workers)
+        stats = rescan(self.db, store, store_id, read, _MessageWriter(self.db).write, progress, workers)
+        if stats.dropped:   # messages gone may leave envelopes nothing uses
+            self.db.execute("DELETE FROM envelopes WHERE id NOT IN (SELECT envelope FROM messages)")
         stats.messages = self.summary(store_id)["messages"]
         stats.unreadable = int(self.db.execute(
             "SELECT COUNT(*) FROM problems WHERE store=?", (store_id,)).fetchone()[0])
@@ -345,7 +402,7 @@ class Catalog:
             self.db.execute("CREATE INDEX IF NOT EXISTS messages_received ON messages (store, received)")
 
     def to_pair(self, store_id: int, match: str, after: float | None) -> sqlite3.Cursor:
-        """(id, user, received, identity key, envelope JSON) of a store's messages received after ``after``."""
+        """(id, user, received, identity key, envelope id) of a store's messages received after ``after``."""
         since, args = ("", (store_id,)) if after is None else (" AND received > ?", (store_id, after))
         return self.db.execute(f"SELECT id, user, received, {KEY_COLUMN[match]}, envelope"
                                f" FROM messages WHERE store = ?{since} ORDER BY id", args)
@@ -353,8 +410,14 @@ class Catalog:
     def envelopes(self, store_id: int) -> Iterator[tuple[str | None, dict[str, list[str]]]]:
         """Each distinct (user, envelope headers) of a store's messages."""
         for user, envelope in self.db.execute(
-                "SELECT DISTINCT user, envelope FROM messages WHERE store = ?", (store_id,)):
+                "SELECT DISTINCT m.user, e.json FROM messages m JOIN envelopes e ON e.id = m.envelope"
+                " WHERE m.store = ?", (store_id,)):
             yield user, json.loads(envelope)
+
+    def envelope(self, envelope_id: int) -> dict[str, list[str]]:
+        """The envelope headers (name -> values) an envelope id stands for."""
+        row = self.db.execute("SELECT json FROM envelopes WHERE id = ?", (envelope_id,)).fetchone()
+        return json.loads(row[0]) if row else {}
 
     def mark_present(self, store_id: int, match: str, routable: str, same_user: bool) -> None:
         """Mark the pairs matching ``routable`` routable, and present when store ``store_id`` has their key."""
@@ -377,11 +440,12 @@ class Catalog:
         if not keys:
             return set()
         column = KEY_COLUMN[match]
-        marks = ",".join("?" * len(keys))
+        stored = {_stored_key(key): key for key in keys}
+        marks = ",".join("?" * len(stored))
         mine, args = (" AND user = ?", [user]) if user is not None else ("", [])
-        return {key for (key,) in self.db.execute(
+        return {stored[key] for (key,) in self.db.execute(
             f"SELECT {column} FROM messages WHERE store = ? AND {column} IN ({marks}){mine}",
-            [store_id, *keys, *args])}
+            [store_id, *stored, *args])}
 
     def record_delivered(self, store_id: int, match: str, seen: int, within: str = "1",
                          args: Sequence[object] = (), cls: str | None = None,

@@ -21,7 +21,6 @@ deleted         absent, inside the window, but an earlier run saw the replica ho
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -139,9 +138,9 @@ class DiffResult:
                     received=received,
                     size=size,
                     message_id=mid,
-                    fingerprint=key,
+                    fingerprint=key.hex(),
                     # What seals the body too; an archive read by headers alone has none.
-                    digest="" if strict == headers_only_strict_key(key) else strict,
+                    digest="" if strict.hex() == headers_only_strict_key(key.hex()) else strict.hex(),
                 )
 
     def record_restored(self, users: Sequence[str]) -> None:
@@ -316,7 +315,7 @@ def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) 
     cursor = catalog.to_pair(side.store_id, settings.match, settings.consider_from)
     # Many messages share an envelope (one user's mail): resolve each envelope
     # once, into the (user, reason) pairs its messages make.
-    resolved: dict[tuple[str | None, str], list[tuple[str, str | None]]] = {}
+    resolved: dict[tuple[str | None, int], list[tuple[str, str | None]]] = {}
     nobody = "no recipient: none of " + ", ".join(settings.recipient_headers) + " is present"
     while rows := cursor.fetchmany(BATCH):
         out: list[tuple[str, int, float | None, str, str | None]] = []
@@ -326,7 +325,7 @@ def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) 
                 if len(resolved) > RESOLVED_CACHE:
                     resolved.clear()
                 users, rejected = resolve_users(
-                    path_user, json.loads(envelope), settings.recipient_headers, settings.aliases)
+                    path_user, catalog.envelope(envelope), settings.recipient_headers, settings.aliases)
                 targets = [(u, None) for u in users] + [(r.address, r.reason) for r in rejected]
                 if not settings.users.everyone:
                     # Another user's pair is not made at all (nor a pair for nobody).

@@ -31,6 +31,8 @@ COMPARE_BATCH = 500    # bound parameters per query: well below SQLite's limit o
 Progress = Callable[[int], None]
 # Makes the catalog row of one message: (store id, item, envelope headers) -> row.
 MessageRow = Callable[[int, Item, tuple[str, ...]], tuple]
+# Writes a batch of such rows into the catalog.
+WriteRows = Callable[[list[tuple]], None]
 
 
 @dataclass
@@ -94,22 +96,22 @@ def _offset(ref: str) -> int:
     return int(offset) if colon and offset.isdigit() else 0
 
 
-def rescan(db: sqlite3.Connection, store: Store, store_id: int, read: Read[Changes], insert: str,
+def rescan(db: sqlite3.Connection, store: Store, store_id: int, read: Read[Changes], write: WriteRows,
            progress: Progress | None = None, workers: int | None = None) -> ScanStats:
     """Re-scan ``store`` (catalog id ``store_id``) in one transaction; what it found and did.
 
     ``read`` reads a batch of units (``read_batch`` with its store bound);
-    ``insert`` is the statement that inserts one message row.
+    ``write`` writes message rows.
     """
-    return _Rescan(db, insert).run(store, store_id, read, progress, workers)
+    return _Rescan(db, write).run(store, store_id, read, progress, workers)
 
 
 class _Rescan:
     """One re-scan's work on the catalog's tables."""
 
-    def __init__(self, db: sqlite3.Connection, insert: str):
+    def __init__(self, db: sqlite3.Connection, write: WriteRows):
         self.db = db
-        self.insert = insert
+        self.write = write
 
     def run(self, store: Store, store_id: int, read: Read[Changes], progress: Progress | None,
             workers: int | None) -> ScanStats:
@@ -305,7 +307,7 @@ class _Rescan:
                 found_stamps[change[0]] = change[1]
                 continue
             if rows:
-                db.executemany(self.insert, rows)
+                self.write(rows)
                 rows = []
             if kind == Change.FORGET:
                 self._forget_unit(store_id, change)
@@ -316,7 +318,7 @@ class _Rescan:
             else:
                 db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", change)
         if rows:
-            db.executemany(self.insert, rows)
+            self.write(rows)
         db.executemany(
             "INSERT OR REPLACE INTO units (store, ref, stamp, end_offset) VALUES (?, ?, ?, ?)",
             [(store_id, unit.ref, unit.stamp or found_stamps.get(unit.ref, ""), store.end_offset(unit))

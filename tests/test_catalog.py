@@ -48,8 +48,9 @@ class Record(NamedTuple):
 def rows_of(catalog: Catalog, sid: int) -> list[Record]:
     """The rows a scan wrote for one store, in the order it wrote them."""
     return [Record(*row) for row in catalog.db.execute(
-        "SELECT ref, folder, user, received, received_from, size, message_id, key, mid_key,"
-        " strict_key, envelope FROM messages WHERE store=? ORDER BY id", (sid,))]
+        "SELECT m.ref, m.folder, m.user, m.received, m.received_from, m.size, m.message_id, m.key,"
+        " m.mid_key, m.strict_key, e.json FROM messages m JOIN envelopes e ON e.id = m.envelope"
+        " WHERE m.store=? ORDER BY m.id", (sid,))]
 
 
 def scan(catalog: Catalog, spec: str):
@@ -93,6 +94,21 @@ def test_vanished_files_are_dropped(catalog, mail_factory, tmp_path):
     paths[0].unlink()
     _, stats = scan(catalog, f"eml:{tmp_path / 'gw'}")
     assert (stats.dropped, stats.messages) == (1, 3)
+
+
+def test_envelopes_are_kept_once_and_forgotten_with_their_messages(catalog, mail_factory, tmp_path):
+    gw = tmp_path / "gw"
+    paths = mail_factory.write_eml_tree(gw, [mail_factory.make_message(envelope_to=to)
+                                             for to in ["a@x.test"] * 3 + ["b@x.test"] * 2])
+    sid, _ = scan(catalog, f"eml:{gw}")
+    assert [json.loads(r.envelope)["x-envelope-to"] for r in rows_of(catalog, sid)] == [
+        ["a@x.test"]] * 3 + [["b@x.test"]] * 2
+    assert catalog.db.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0] == 2
+    for path in paths[3:]:
+        path.unlink()
+    scan(catalog, f"eml:{gw}")
+    assert [json.loads(e) for (e,) in catalog.db.execute("SELECT json FROM envelopes")] == [
+        {"delivered-to": ["a@x.test"], "x-envelope-to": ["a@x.test"]}]
 
 
 def test_changed_file_is_reread_and_its_old_record_replaced(catalog, mail_factory, tmp_path):
