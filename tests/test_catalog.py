@@ -247,6 +247,38 @@ def test_new_maildir_directory_records_odd_entries_as_a_listed_one_does(mail_fac
     assert ("cur/junk", "cur/junk", "binary data, not a message") in problems
 
 
+def test_new_eml_day_directory_records_odd_entries_as_a_listed_one_does(mail_factory, tmp_path):
+    # The same for a gateway archive's day directory, listed by name alone when new.
+    gw, day = tmp_path / "gw", tmp_path / "gw" / "2017" / "12" / "08"
+    [first] = mail_factory.write_eml_tree(gw, [mail_factory.make_message()], compress="zst")
+    scans = {}
+    for how in ("listed", "new"):
+        cat = Catalog(tmp_path / f"catalog-{how}.sqlite")
+        if how == "listed":
+            scan(cat, f"eml:{gw}")
+        if not (day / "outside.eml").is_symlink():
+            mail_factory.write_eml_tree(gw, [mail_factory.make_message() for _ in range(3)], compress="gz")
+            (tmp_path / "elsewhere.eml").write_bytes(mail_factory.make_message())
+            (day / "outside.eml").symlink_to(tmp_path / "elsewhere.eml")
+            (day / "broken.eml").symlink_to(day / "gone")
+            (day / "inside.eml").symlink_to(first)
+            os.mkfifo(day / "a-fifo")
+            (day / "junk.eml").write_bytes(b"\x00\x01 binary")
+            (day / "cut.eml.zst").write_bytes(first.read_bytes()[:-5])
+        sid, stats = scan(cat, f"eml:{gw}")
+        scans[how] = catalog_contents(cat, sid), (stats.units, stats.messages, stats.unreadable)
+        cat.close()
+    assert scans["new"] == scans["listed"]
+    (records, problems, units, _), counts = scans["new"]
+    assert counts[:2] == (5 + 2, 5)     # the five messages (one through a symlink), cut and junk
+    assert len(records) == 5 and all(stamp for _, stamp in units)
+    assert ("2017/12/08/", "2017/12/08/outside.eml", files.OUTSIDE_ROOT) in problems
+    assert ("2017/12/08/", "2017/12/08/broken.eml", "broken symlink") in problems
+    assert ("2017/12/08/", "2017/12/08/a-fifo", "not a regular file") in problems
+    assert ("2017/12/08/junk.eml", "2017/12/08/junk.eml", "binary data, not a message") in problems
+    assert ("2017/12/08/cut.eml.zst", "2017/12/08/cut.eml.zst", "truncated zstd frame") in problems
+
+
 def test_removed_folder_is_dropped(catalog, mail_factory, tmp_path):
     md = tmp_path / "md"
     mail_factory.write_maildir(md, {"INBOX": [mail_factory.make_message() for _ in range(3)],

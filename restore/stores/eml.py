@@ -64,7 +64,8 @@ class EmlStore(Store):
                 yield Unreadable(Unit(leaf.rel, ""), leaf.rel, leaf.reason)
                 continue
             rel, path, st = leaf
-            yield UnitGroup(rel, directory_stamp(st), partial(self._leaf_units, path, rel))
+            yield UnitGroup(rel, directory_stamp(st), partial(self._leaf_units, path, rel),
+                            partial(self._leaf_unstamped, path, rel))
 
     def _leaf_directories(self, recorded: Mapping[str, str]
                           ) -> list[tuple[str, str, os.stat_result] | Refused] | None:
@@ -116,8 +117,35 @@ class EmlStore(Store):
     def _leaf_units(self, path: str, rel: str) -> Iterator[Unit | Unreadable]:
         return map(_unit, self.root.walk(path))
 
+    def _leaf_unstamped(self, path: str, rel: str) -> Iterator[Unit | Unreadable]:
+        """A leaf's units without a stat each (``UnitGroup.unstamped``): its plain files by name.
+
+        What the directory entry does not show to be a plain file (a
+        symlink, a subdirectory made since) is examined as ``_leaf_units`` does.
+        """
+        try:
+            with os.scandir(path) as it:
+                entries = sorted((e.name, e.is_file(follow_symlinks=False)) for e in it
+                                 if not e.name.startswith("."))
+        except OSError as exc:
+            yield Unreadable(Unit(rel, ""), rel, f"cannot list directory: {failure_reason(exc)}")
+            return
+        for name, plain in entries:
+            entry_rel = f"{rel}/{name_text(name)}"
+            if plain:
+                yield Unit(entry_rel, "", path=entry_rel)
+                continue
+            found = self.root.examine_listed(f"{path}/{name}", entry_rel)
+            if isinstance(found, str):
+                yield from map(_unit, self.root.walk(f"{path}/{name}"))
+            else:
+                yield _unit(found)
+
     def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
         for unit in read_ahead(units, self.root):
+            if unit.path and not unit.stamp:
+                yield self._read_unstamped(unit)
+                continue
             try:
                 # A listed unit's path was checked by the listing just now.
                 path = self.root.path_of(unit.path) if unit.path else self.root.locate(unit.ref)
@@ -128,6 +156,26 @@ class EmlStore(Store):
                 yield Unreadable(unit, unit.ref, failure_reason(exc))
             else:
                 yield Item(unit, unit.ref, data, st.st_mtime)
+
+    def _read_unstamped(self, unit: Unit) -> Item | Unreadable:
+        """A unit listed without a stat, stamped from the file read (as ``MaildirStore`` does).
+
+        Anything but a plain file read in one go (a symlink, a failed read)
+        is examined as a stamped listing would have, then read as such.
+        """
+        path = self.root.path_of(unit.path)
+        try:
+            data, st = read_message_file(path, unit.ref, self.max_message_size, follow_symlinks=False)
+        except UnreadableItem:
+            found = self.root.examine_listed(path, unit.path)
+            if isinstance(found, str):      # a directory now, since the listing
+                return Unreadable(unit, unit.ref, "not a regular file")
+            examined = _unit(found)
+            if isinstance(examined, Unreadable):
+                return examined
+            return next(self.read([examined]))
+        return Item(Unit(unit.ref, stamp(st), size=st.st_size, path=unit.path), unit.ref, data,
+                    st.st_mtime)
 
     def open_ref(self, ref: str) -> bytes:
         return read_message(self.root.locate(ref), ref, self.max_message_size)
