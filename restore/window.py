@@ -244,8 +244,7 @@ def detect(timeline: Timeline) -> Detection:
     for final in (False, True):
         scoring = Scoring.of(background, pairs)
         candidates, best = _scan(timeline(), scoring)
-        tested = _test(timeline(), scoring, candidates + ([best] if best else []), single_user,
-                       pairs)
+        tested = _test(timeline, scoring, candidates + ([best] if best else []), single_user, pairs)
         gaps = [c for c in tested if c.evidence >= scoring.threshold]
         if final or not gaps:
             break
@@ -354,7 +353,7 @@ def _scan(stream: Iterable[Pair], scoring: Scoring) -> tuple[list[_Run], _Run | 
     return candidates, best
 
 
-def _test(stream: Iterable[Pair], scoring: Scoring, runs: list[_Run], single_user: bool,
+def _test(timeline: Timeline, scoring: Scoring, runs: list[_Run], single_user: bool,
           total_pairs: int) -> list[Cluster]:
     """Tally each run's window per user and per burst; score what the busiest leave.
 
@@ -362,6 +361,7 @@ def _test(stream: Iterable[Pair], scoring: Scoring, runs: list[_Run], single_use
     the same spam wave within minutes. So a run's evidence is its score
     without its busiest user (unless the archive has only one) and without
     the busiest ``2 * BURST`` seconds (two adjacent blocks) of the others.
+    A second pass sums the blocks (see ``_Tally``).
     """
     runs = sorted(runs, key=lambda r: r.first)
     bounds = [(r.since if r.since is not None and r.since < r.first else r.first - 1, r.last)
@@ -370,7 +370,7 @@ def _test(stream: Iterable[Pair], scoring: Scoring, runs: list[_Run], single_use
     log_rate, log_keep = scoring.log_rate, scoring.log_keep
     i = 0
     waiting: list[_Tally] = []              # runs passed, their first present after unseen
-    for ts, user, present in stream:
+    for ts, user, present in timeline():
         while i < len(runs) and ts > bounds[i][1]:
             waiting.append(tallies[i])
             i += 1
@@ -385,6 +385,20 @@ def _test(stream: Iterable[Pair], scoring: Scoring, runs: list[_Run], single_use
         lo, hi = bounds[i]
         if lo < ts <= hi:
             tallies[i].add(ts, user, present, log_keep[user] if present else log_rate[user])
+    for tally in tallies:
+        tally.leave_out(single_user)
+    i = 0
+    for ts, user, present in timeline():     # the pairs go to the same runs as above
+        while i < len(runs) and ts > bounds[i][1]:
+            tallies[i].close_block()
+            i += 1
+        if i == len(runs):
+            break
+        lo, hi = bounds[i]
+        if lo < ts <= hi:
+            tallies[i].add_to_block(ts, user, present, log_keep[user] if present else log_rate[user])
+    for tally in tallies:
+        tally.close_block()
     found = []
     for run, (lo, hi), tally in zip(runs, bounds, tallies, strict=True):
         evidence, busiest = max(tally.evidence(theta, single_user) for theta in TEST_SHARES)
@@ -408,29 +422,67 @@ def _score(sums: Sums, theta: float) -> float:
 
 @dataclass(slots=True)
 class _Tally:
+    """A run's pairs, summed: in all and per user (first pass), per block (second pass).
+
+    The blocks are summed one at a time, as the pairs come in time order,
+    leaving out the busiest user (at each share tested) as ``evidence``
+    does: keeping every user's pairs per block would take memory in
+    proportion to the pairs.
+    """
+
     total: Sums = field(default_factory=lambda: [0.0, 0.0, 0.0])
     after: float | None = None
     users: dict[str, Sums] = field(default_factory=dict)
-    cells: dict[tuple[int, str], Sums] = field(default_factory=dict)   # (block, user)
+    left_out: dict[float, str | None] = field(default_factory=dict)     # share -> user
+    blocks: dict[float, dict[int, float]] = field(default_factory=dict)  # share -> block -> score
+    block: int | None = None
+    cells: dict[str, Sums] = field(default_factory=dict)    # the current block's, per user
 
     def add(self, ts: float, user: str, present: bool, log_background: float) -> None:
         column = 1 if present else 0
-        for sums in (self.total, self.users.setdefault(user, [0.0, 0.0, 0.0]),
-                     self.cells.setdefault((int(ts // BURST), user), [0.0, 0.0, 0.0])):
+        for sums in (self.total, self.users.setdefault(user, [0.0, 0.0, 0.0])):
             sums[column] += 1
             sums[2] += log_background
 
+    def leave_out(self, single_user: bool) -> None:
+        """Once every pair is added: whom the blocks leave out at each share."""
+        for theta in TEST_SHARES:
+            busiest = self._busiest(theta)[1]
+            self.left_out[theta] = None if single_user else busiest
+            self.blocks[theta] = {}
+
+    def add_to_block(self, ts: float, user: str, present: bool, log_background: float) -> None:
+        block = int(ts // BURST)
+        if block != self.block:
+            self.close_block()
+            self.block = block
+        sums = self.cells.setdefault(user, [0.0, 0.0, 0.0])
+        sums[1 if present else 0] += 1
+        sums[2] += log_background
+
+    def close_block(self) -> None:
+        if self.block is None:
+            return
+        for theta, left_out in self.left_out.items():
+            kept = [sums for user, sums in self.cells.items() if user != left_out]
+            if kept:
+                score = 0.0
+                for sums in kept:
+                    score += _score(sums, theta)
+                self.blocks[theta][self.block] = score
+        self.block, self.cells = None, {}
+
+    def _busiest(self, theta: float) -> tuple[dict[str, float], str | None]:
+        users = {u: _score(s, theta) for u, s in self.users.items()}
+        return users, max(users, key=lambda u: users[u], default=None)
+
     def evidence(self, theta: float, single_user: bool) -> tuple[float, str | None]:
         """The score without the busiest user, then without the others' busiest two blocks."""
-        users = {u: _score(s, theta) for u, s in self.users.items()}
-        busiest = max(users, key=lambda u: users[u], default=None)
+        users, busiest = self._busiest(theta)
         left = _score(self.total, theta)
         if not single_user and busiest is not None:
             left -= max(0.0, users[busiest])
-        blocks: dict[int, float] = {}
-        for (block, user), sums in self.cells.items():
-            if user != busiest or single_user:
-                blocks[block] = blocks.get(block, 0.0) + _score(sums, theta)
+        blocks = self.blocks[theta]
         burst = max((s + blocks.get(b + 1, 0.0) for b, s in blocks.items()), default=0.0)
         return left - max(0.0, burst), busiest
 
