@@ -48,7 +48,10 @@ def plural(n: int, noun: str) -> str:
 
 
 def print_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    # Written as it is encoded: with indent, json.dumps builds the whole text
+    # in pieces first (~1 KB per user of a diff: 23 MB at 20,000 users).
+    json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
 
 
 def warn(text: str) -> None:
