@@ -20,9 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import IO
 
 from restore import private
@@ -50,10 +55,18 @@ class PlanEntry:
     digest: str = ""     # the fingerprint with the body (identity's strict key); "" if unknown
 
     def to_json(self) -> str:
-        fields = {**asdict(self), "received": iso(self.received)}
-        if not self.digest:
-            del fields["digest"]
-        return json.dumps(fields, ensure_ascii=False, separators=(", ", ": "))
+        fields = {"user": self.user, "folder": self.folder, "source": self.source,
+                  "ref": self.ref, "received": iso(self.received), "size": self.size,
+                  "message_id": self.message_id, "fingerprint": self.fingerprint}
+        if self.digest:
+            fields["digest"] = self.digest
+        return _ENCODE(fields)
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+# A plan repeats each user and folder on every line: each is checked once.
+_mailbox_reason = lru_cache(maxsize=4096)(invalid_mailbox_reason)
+_folder_reason = lru_cache(maxsize=256)(invalid_folder_reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +120,11 @@ def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry | Pl
     if missing:
         raise UsageError(f"{where}: missing field(s) {', '.join(missing)}")
     user = str(obj["user"])
-    reason = invalid_mailbox_reason(user)
+    reason = _mailbox_reason(user)
     if reason:
         raise UsageError(f"{where}: user {user!r} rejected: {reason}")
     folder = str(obj.get("folder") or "INBOX")
-    reason = invalid_folder_reason(folder)
+    reason = _folder_reason(folder)
     if reason:
         raise UsageError(f"{where}: folder {folder!r} rejected: {reason}")
     try:
@@ -182,26 +195,172 @@ class LoadedPlan:
 
 
 def load_plan(path: str) -> LoadedPlan:
-    """Read a plan file; several header lines (plans concatenated) add up their archives."""
+    """Read a small plan file whole; ``open_plan`` streams one of any size."""
     entries: list[PlanEntry] = []
     bad: list[UsageError] = []
     headers: list[PlanHeader] = []
-    try:
+    with _reading(path):
         with open(path, encoding="utf-8-sig") as fh:    # a byte-order mark, as Notepad writes, is no line
             for got in read_plan(fh, name=path, headers=headers):
                 (bad if isinstance(got, UsageError) else entries).append(got)  # type: ignore[arg-type]
+    return LoadedPlan(entries, bad, _merged(headers, path))
+
+
+def _merged(headers: list[PlanHeader], path: str) -> PlanHeader | None:
+    """Several header lines (plans concatenated) add up their archives."""
+    if not headers:
+        return None
+    if len({h.match for h in headers}) > 1:
+        raise UsageError(f"plan {path}: its header lines name different --match rules "
+                         f"({', '.join(sorted({h.match for h in headers}))}): inject them apart")
+    archives = tuple(dict.fromkeys(a for h in headers for a in h.archives))
+    return PlanHeader(archives, headers[0].match, headers[0].made)
+
+
+@contextmanager
+def _reading(path: str) -> Iterator[None]:
+    """Errors reading a plan file, as one line naming it."""
+    try:
+        yield
     except OSError as exc:
         raise UsageError(f"plan {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise UsageError(f"plan {path}: not UTF-8 text (a plan is JSON Lines)") from None
-    header = None
-    if headers:
-        if len({h.match for h in headers}) > 1:
-            raise UsageError(f"plan {path}: its header lines name different --match rules "
-                             f"({', '.join(sorted({h.match for h in headers}))}): inject them apart")
-        archives = tuple(dict.fromkeys(a for h in headers for a in h.archives))
-        header = PlanHeader(archives, headers[0].match, headers[0].made)
-    return LoadedPlan(entries, bad, header)
+
+
+# A user's lines, in plan order; inject orders them by received time.
+UserLines = tuple[str, list[PlanEntry]]
+SORT_BATCH = 10_000
+BOM = b"\xef\xbb\xbf"
+
+
+class PlanFile:
+    """A plan file of any size, handed to inject one user at a time.
+
+    ``open_plan`` reads it once to find the header lines, count the entry
+    lines and learn whether each user's lines are together (as ``diff
+    --plan`` writes them: by user, then received time). ``users()`` then
+    reads it again, parsing and checking each line, and yields each user's
+    lines as one group, so memory holds one user's lines per worker, never
+    the plan. A plan whose users are scattered (edited, concatenated) is
+    sorted on disk first: a private temporary SQLite file of (user, byte
+    offset) in ``scratch``, deleted afterwards.
+    """
+
+    def __init__(self, path: str, header: PlanHeader | None, entries: int, users: list[str],
+                 grouped: bool):
+        self.path = path
+        self.header = header
+        self.entries = entries          # entry lines, bad ones included
+        self.user_names = users         # every user a line names, in first-seen order
+        self.grouped = grouped
+
+    def users(self, scratch: str | Path | None = None,
+              bad: Callable[[UsageError], None] = lambda exc: None) -> Iterator[UserLines]:
+        """Each user's entries as one group; a bad line goes to ``bad`` and the rest goes on."""
+        with _reading(self.path), open(self.path, "rb") as fh:
+            lines = _numbered(fh) if self.grouped else self._sorted(fh, scratch)
+            user: str | None = None
+            group: list[PlanEntry] = []
+            done: set[str] = set()
+            for lineno, raw in lines:
+                try:
+                    got = parse_line(raw.decode("utf-8"), lineno, self.path)
+                except UsageError as exc:
+                    bad(exc)
+                    continue
+                if isinstance(got, PlanHeader):
+                    continue
+                if got.user != user:
+                    if user is not None:
+                        yield user, group
+                        done.add(user)
+                    if got.user in done:   # the file changed since open_plan read it
+                        raise UsageError(f"plan {self.path} changed while it was read: "
+                                         "inject it again")
+                    user, group = got.user, []
+                group.append(got)
+            if user is not None:
+                yield user, group
+
+    def _sorted(self, fh: IO[bytes], scratch: str | Path | None) -> Iterator[tuple[int, bytes]]:
+        """The entry lines by user, then plan order, through a temporary on-disk index."""
+        folder = Path(scratch) if scratch and Path(scratch).is_dir() else None
+        fd, name = tempfile.mkstemp(prefix=".plan-sort-", suffix=".sqlite", dir=folder)
+        os.close(fd)    # mkstemp made it 0600: the plan's users stay private
+        db = sqlite3.connect(name)
+        try:
+            db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                             "CREATE TABLE lines (user TEXT NOT NULL, lineno INTEGER NOT NULL,"
+                             " offset INTEGER NOT NULL)")
+            rows = []
+            for lineno, offset, raw in _entry_lines(fh):
+                rows.append((_user_of(raw) or "", lineno, offset))
+                if len(rows) >= SORT_BATCH:
+                    db.executemany("INSERT INTO lines VALUES (?, ?, ?)", rows)
+                    rows = []
+            db.executemany("INSERT INTO lines VALUES (?, ?, ?)", rows)
+            for lineno, offset in db.execute("SELECT lineno, offset FROM lines ORDER BY user, lineno"):
+                fh.seek(offset)
+                yield lineno, fh.readline()
+        finally:
+            db.close()
+            os.unlink(name)
+
+
+def open_plan(path: str) -> PlanFile:
+    """Read a plan file's header lines and learn its shape, holding none of its entries."""
+    headers: list[PlanHeader] = []
+    users: dict[str, None] = {}
+    entries, grouped, last = 0, True, None
+    with _reading(path), open(path, "rb") as fh:
+        for lineno, _, raw in _entry_lines(fh):
+            raw.decode("utf-8")     # UnicodeDecodeError: not a plan, refused before anything is done
+            user = _user_of(raw)
+            if user is None and HEADER_FIELD.encode() in raw:
+                try:
+                    got = parse_line(raw.decode("utf-8"), lineno, path)
+                except UsageError:
+                    got = None
+                if isinstance(got, PlanHeader):
+                    headers.append(got)
+                    continue
+            entries += 1
+            if user is None or user == last:
+                continue
+            if user in users:
+                grouped = False
+            users[user] = None
+            last = user
+    return PlanFile(path, _merged(headers, path), entries, list(users), grouped)
+
+
+def _numbered(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    for lineno, _, raw in _entry_lines(fh):
+        yield lineno, raw
+
+
+def _entry_lines(fh: IO[bytes]) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, line) of every line that is neither blank nor a comment."""
+    offset = 0
+    for lineno, raw in enumerate(fh, 1):
+        start, offset = offset, offset + len(raw)
+        if lineno == 1 and raw.startswith(BOM):     # as Notepad writes: no part of the line
+            raw, start = raw[len(BOM):], start + len(BOM)
+        text = raw.strip()
+        if text and not text.startswith(b"#"):
+            yield lineno, start, raw
+
+
+def _user_of(raw: bytes) -> str | None:
+    """The user a line names, as ``parse_line`` reads it; None for a header or a bad line."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or HEADER_FIELD in obj or not obj.get("user"):
+        return None
+    return str(obj["user"])
 
 
 def save_plan(path: str, entries: Iterable[PlanEntry], header: PlanHeader | None = None) -> int:
