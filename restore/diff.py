@@ -108,13 +108,16 @@ class DiffResult:
     started: int = 0                    # when the diff began (what it saw was seen then)
 
     def to_json(self) -> dict:
-        return {
+        doc: dict[str, object] = {
             "window": self.window.to_json(),
             "windows": [w.to_json() for w in self.windows],
             "counts": self.counts,
             "users": [{"user": u, **c} for u, c in sorted(self.users.items())],
             "problems": [p.as_dict() for p in self.problems],
         }
+        if self.selection.shard:
+            doc["shard"] = self.selection.shard_label   # for report merge
+        return doc
 
     def fails(self, classes: Iterable[str] = FAIL_ON) -> bool:
         """Whether any pair (or item) has one of ``classes``: exit 1 (``--fail-on``)."""
@@ -327,11 +330,12 @@ def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) 
                 users, rejected = resolve_users(
                     path_user, catalog.envelope(envelope), settings.recipient_headers, settings.aliases)
                 targets = [(u, None) for u in users] + [(r.address, r.reason) for r in rejected]
-                if not settings.users.everyone:
-                    # Another user's pair is not made at all (nor a pair for nobody).
+                if not targets:
+                    # Mail for nobody: with a user filter not part of the run; of one shard only.
+                    targets = [("", nobody)] if settings.users.keeps_unaddressed else []
+                elif not settings.users.everyone:
+                    # Another user's pair is not made at all.
                     targets = [t for t in targets if settings.users(t[0])]
-                elif not targets:
-                    targets = [("", nobody)]
                 resolved[(path_user, envelope)] = targets
             if not targets:
                 continue

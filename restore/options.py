@@ -108,6 +108,9 @@ selection_options = _stack(
            "reads these users (default: the archive's recipients)."),
     option("--exclude-user", "exclude_users", multiple=True, metavar="MASK", stage="selection",
            help="Leave out users matching MASK; repeatable."),
+    option("--shard", metavar="K/N", stage="selection",
+           help="Only the users of shard K of N (0 <= K < N; a stable hash of the address), "
+           "so N hosts can split one restore, each with its own journal and catalog."),
 )
 
 pair_options = _stack(

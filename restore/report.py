@@ -361,3 +361,33 @@ def print_undo(result, target: str) -> None:
     if result.dry_run:
         out.print("Dry run: nothing was removed, not even journaled. Run again without "
                   "--dry-run to remove.")
+
+
+def print_merged(doc: dict) -> None:
+    """``report merge``: one row per shard, the totals, and what the merge warns about."""
+    out = console()
+    shards = doc["merge"]["shards"]
+
+    def window(w: dict | None) -> str:
+        if not w or not w.get("since"):
+            return "-"
+        return f"{w['since']} to {w['until']}"
+
+    columns: list[str] = []
+    totals: list[int] = []
+    if "counts" in doc:
+        columns += ["missing", "present", "outside-window", "duplicate", "unroutable", "unreadable"]
+        totals += [doc["counts"].get(c, 0) for c in columns]
+    if "appended" in doc:
+        written = ["appended", "already_present", "failed"]
+        columns += written
+        totals += [doc.get(c, 0) for c in written]
+    rows = [(s["shard"] or s["file"], window(s.get("window"))) for s in shards]
+    out.print(table(f"{plural(len(shards), 'report')} merged", ("shard", "window"), rows,
+                    numbers=False))
+    out.print(table("Totals", ("", *columns), [("all shards", *totals)]))
+    problems = doc.get("problems") or []
+    if problems:
+        out.print(f"{plural(len(problems), 'problem')} (each once; all in --json)")
+    for warning in doc["merge"]["warnings"]:
+        out.print(bold("Warning:"), warning)

@@ -1,7 +1,8 @@
 """The command line: a thin click shell over the library.
 
 One module per command family (``scan``, ``compare``: timeline and diff,
-``write``: inject and restore, ``runs``: runs and undo, ``audit``, ``config``,
+``write``: inject and restore, ``runs``: runs and undo, ``audit``, ``merge``:
+report merge, ``config``,
 ``completion``, ``demo``), their shared helpers in ``common``, their shared
 options in ``restore.options``; ``command`` gives every command --config and
 --profile and its stage-by-stage --help. Commands return an
@@ -17,7 +18,7 @@ import click
 
 from restore import __version__
 from restore import audit as auditing
-from restore.cli import audit, compare, completion, demo, runs, scan, write
+from restore.cli import audit, compare, completion, demo, merge, runs, scan, write
 from restore.cli import config as configuration
 from restore.cli.command import PipelineGroup
 from restore.cli.common import resume_command
@@ -52,8 +53,8 @@ def cli() -> None:
 
 # PipelineGroup keeps them in pipeline order for --help and the man pages.
 for command in (scan.scan, compare.timeline, compare.diff, write.inject, write.restore,
-                runs.runs, runs.undo, audit.audit, configuration.config, completion.completion,
-                demo.demo):
+                runs.runs, runs.undo, audit.audit, merge.report_command, configuration.config,
+                completion.completion, demo.demo):
     cli.add_command(command)
 
 

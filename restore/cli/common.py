@@ -45,9 +45,9 @@ def wants_imap(*specs: str | None) -> bool:
 
 
 def selection(opts: dict) -> UserSelection:
-    """The users the command line selects (--user, --users, --exclude-user)."""
+    """The users the command line selects (--user, --users, --exclude-user, --shard)."""
     return UserSelection.from_options(opts.get("user_masks") or (), opts.get("users_file"),
-                                      opts.get("exclude_users") or ())
+                                      opts.get("exclude_users") or (), opts.get("shard"))
 
 
 def imap_password(opts: dict, url: str) -> str:

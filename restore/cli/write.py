@@ -91,6 +91,8 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
         if resume:
             doc["stopped"] = {**cast("dict", doc["stopped"]), "resume": resume}
         doc["not_selected"] = not_selected
+        if selection(opts).shard:
+            doc["shard"] = selection(opts).shard_label     # for report merge
         if opts["report_file"]:
             doc["report"] = {"file": opts["report_file"], "users": reported}
         if diff is not None:
