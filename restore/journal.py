@@ -27,7 +27,11 @@ message before the run: ``restore.inject``'s target check). ``failed`` rows
 were refused by the target (nothing written) and are retried by the next
 run. ``undone`` rows were taken back by ``mailrestore undo``.
 
-``pending`` commits are fsynced (``synchronous=FULL``). A kill -9 loses no
+``pending`` commits are fsynced (``synchronous=FULL``), or, when the
+target makes a group of batches durable at once (Maildir), committed
+without an fsync and made durable by one ``flush`` (an fsync of the
+write-ahead log) for the whole group, before any of its files is linked
+into place. A kill -9 loses no
 commit, fsynced or not (WAL frames are in the OS cache), but after a power cut
 an unsynced ``pending`` commit may be lost while the target (another
 machine, for IMAP) kept the message: the next run would then see no row, and
@@ -250,6 +254,7 @@ class Journal:
         self.readonly = readonly
         self._lock = threading.Lock()
         self._lock_fd = -1
+        self._wal_fd = -1
         self._first_generation = False   # read-only on a journal from before runs were recorded
         _check_is_journal(self.path)
         if readonly:
@@ -374,6 +379,9 @@ class Journal:
                     self.db.execute("PRAGMA journal_mode=DELETE")
         finally:
             self.db.close()
+            if self._wal_fd >= 0:
+                os.close(self._wal_fd)
+                self._wal_fd = -1
             self._release_run_lock()
 
     @contextmanager
@@ -476,15 +484,37 @@ class Journal:
                  State.PRESENT: self.mark_present, State.FAILED: self.mark_failed}
         marks[state](rows, run)
 
-    def mark_pending(self, rows: Iterable[Row], run: int | None = None) -> None:
-        """About to write: ``detail`` is the id the target promised (may be empty)."""
+    def flush(self) -> None:
+        """Make every commit so far durable: one fsync of the write-ahead log.
+
+        Commits are in the log until a checkpoint copies them into the
+        database, and SQLite syncs the log before each checkpoint: so what the
+        log holds now, synced, is every commit.
+        """
+        self._writable()
+        with self._lock:
+            if self._wal_fd < 0:
+                try:
+                    self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    return      # nothing committed in WAL mode yet
+            fd = self._wal_fd
+        # Outside the lock: other threads' commits go on meanwhile; it syncs at least every
+        # commit made before it started.
+        os.fsync(fd)
+
+    def mark_pending(self, rows: Iterable[Row], run: int | None = None, durable: bool = True) -> None:
+        """About to write: ``detail`` is the id the target promised (may be empty).
+
+        ``durable=False``: the caller calls ``flush`` before the target shows any of them.
+        """
         self._upsert(
             "INSERT INTO messages (user, folder, key, state, planned_id, ref, updated, run, digest) "
             "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
             "state = 'pending', planned_id = excluded.planned_id, reason = '', target_id = '', "
             "ref = excluded.ref, updated = excluded.updated, run = excluded.run, "
             "digest = excluded.digest",
-            rows, run, durable=True,
+            rows, run, durable=durable,
         )
 
     def mark_done(self, rows: Iterable[Row], run: int | None = None) -> None:

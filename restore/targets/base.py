@@ -25,6 +25,18 @@ returns its target id or None. ``planned_id`` is what ``prepare`` promised.
 ``session.prepare(folder, message)`` returns an id to record in the journal
 *before* writing (Maildir: the unique file name it will use; IMAP: "").
 
+Durability in groups. A target whose writes can be made durable together
+(Maildir: one ``syncfs`` for many files instead of an fsync each) also
+offers ``session.stage(folder, batch)``: it writes the batch where no
+reader sees it yet (Maildir: ``tmp/``), without making it durable, and
+returns a ``Staged``; ``target.commit(staged)`` then makes many staged
+batches (of any sessions, in the order given) durable, visible and durable
+again, and returns one list of Outcomes per batch. A staged batch owns what
+its commit needs: the session that staged it may be closed meanwhile. A
+message is visible only once its bytes are durable, and ``commit`` returns
+only once its visibility is durable too. Targets that write durably in
+``append`` alone (IMAP: the server syncs) return None from ``stage``.
+
 ``session.take_created()`` returns what the session created since the last
 call (folders; for Maildir also the directories, ``maildirfolder`` and
 ``dovecot-keywords`` files, as paths relative to the mail root), oldest
@@ -72,6 +84,12 @@ class Outcome:
     warning: str = ""        # e.g. "server ignored INTERNALDATE"
 
 
+class Staged:
+    """A batch ``stage`` wrote but did not yet make durable or visible; ``Target.commit`` does."""
+
+    size: int                # messages in the batch
+
+
 class TargetSession(ABC):
     @abstractmethod
     def prepare(self, folder: str, message: Message) -> str: ...
@@ -81,6 +99,9 @@ class TargetSession(ABC):
 
     @abstractmethod
     def find(self, folder: str, message: Message) -> str | None: ...
+
+    def stage(self, folder: str, batch: Sequence[Message]) -> Staged | None:
+        return None
 
     def take_created(self) -> list[str]:
         return []
@@ -105,12 +126,16 @@ class TargetSession(ABC):
 class Target(ABC):
     spec: str
     kind: str
+    stages: bool = False     # sessions stage and ``commit`` makes them durable, in groups
 
     @abstractmethod
     def session(self, user: str) -> TargetSession: ...
 
     @abstractmethod
     def probe(self, user: str) -> str | None: ...
+
+    def commit(self, staged: Sequence[Staged]) -> list[list[Outcome]]:
+        raise NotImplementedError(f"{self.kind} targets do not stage")
 
     def describe(self) -> str:
         return self.spec

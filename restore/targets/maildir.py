@@ -11,14 +11,19 @@ Delivery follows the Maildir rules, plus what crash safety needs:
 1. a name never used before (time, microseconds, pid, counter, random,
    host, ``,S=size``), promised by ``prepare`` so the journal holds it
    before anything is written;
-2. create ``tmp/NAME`` with O_EXCL, write LF-terminated bytes, set the
-   mtime to the received time (Dovecot caches the received date the first
-   time it sees the file, so it must be right before the rename), fsync;
-3. hard-link into ``new/`` (or ``cur/NAME:2,FLAGS`` when flags are given,
-   keywords as Dovecot's letters: ``restore.targets.dovecot_keywords``),
-   which refuses an existing name, then unlink the tmp file;
-4. fsync ``new/`` once per batch, before ``append`` returns, so a message
-   reported written survives a power cut.
+2. ``stage``: create ``tmp/NAME`` with O_EXCL, write LF-terminated bytes,
+   set the mtime to the received time (Dovecot caches the received date the
+   first time it sees the file, so it must be right before the link);
+3. ``commit``, for many staged batches at once: make their files durable
+   (one ``syncfs`` per file system; where there is no syncfs, stage fsyncs
+   each file instead), hard-link each into ``new/`` (or ``cur/NAME:2,FLAGS``
+   when flags are given, keywords as Dovecot's letters:
+   ``restore.targets.dovecot_keywords``), which refuses an existing name,
+   unlink the tmp file, and make the links durable (``syncfs`` again; else
+   an fsync of each directory linked into), before ``commit`` returns. So a
+   file in ``new/`` never has contents a power cut could lose, and a message
+   reported written survives one. ``append`` is ``stage`` and ``commit`` of
+   one batch.
 
 Every directory is opened relative to the mail root's file descriptor and
 checked, once open, to still lie under the root: a user or folder name from
@@ -35,11 +40,13 @@ them again once their folder is empty.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from restore.errors import PermanentError, TargetError, TransientError, UsageError
 from restore.identity import fingerprint_of, is_same_message, normalize_newlines
@@ -53,7 +60,7 @@ from restore.mailnames import (
     maildir_dirname,
     unique_name,
 )
-from restore.targets.base import Message, Outcome, Target, TargetSession
+from restore.targets.base import Message, Outcome, Staged, Target, TargetSession
 from restore.targets.dovecot_keywords import KEYWORDS_FILE, KeywordsFull, keyword_letters
 
 NO_MAILBOX = "no mailbox"
@@ -76,6 +83,26 @@ def _real_path(fd: int, fallback: str) -> str:
         return os.path.realpath(fallback)
 
 
+def _syncfs() -> Any:
+    """libc's syncfs(2): one call makes every file of a file system durable (Linux)."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = [ctypes.c_int], ctypes.c_int
+    return function
+
+
+SYNCFS = _syncfs()
+
+
+def syncfs(fd: int) -> None:
+    """Make durable everything written to the file system ``fd`` is on."""
+    if SYNCFS is None or SYNCFS(fd) != 0:
+        code = ctypes.get_errno() if SYNCFS is not None else errno.ENOSYS
+        raise OSError(code, os.strerror(code))
+
+
 @dataclass
 class _Folder:
     """Open directory descriptors of one folder, and the mode of its new files."""
@@ -87,16 +114,64 @@ class _Folder:
     cur: int
     file_mode: int
     letters: dict[str, str] = field(default_factory=dict)   # keyword -> its dovecot-keywords letter
+    dev: int = 0
 
     def close(self) -> None:
         for fd in (self.tmp, self.new, self.cur, self.fd):
             os.close(fd)
 
 
+@dataclass
+class _StagedBatch(Staged):
+    """Files written into one folder's tmp/, to be linked by ``MaildirTarget.commit``.
+
+    It holds its own copies of the directory descriptors: the session that
+    staged it may be closed (a retry, the user's last batch) before the commit.
+    """
+
+    size: int
+    path: str
+    outcomes: list[Outcome | None]
+    # (position, tmp name, name in new/ or cur/, into cur/, warning)
+    files: list[tuple[int, str, str, bool, str]] = field(default_factory=list)
+    tmp: int = -1
+    new: int = -1
+    cur: int = -1
+    dev: int = 0
+
+    def link(self) -> set[int]:
+        """Link every file into place; the directories linked into."""
+        linked = set()
+        for position, name, final, into_cur, warning in self.files:
+            directory = self.cur if into_cur else self.new
+            try:
+                os.link(name, final, src_dir_fd=self.tmp, dst_dir_fd=directory,
+                        follow_symlinks=False)
+            except FileExistsError:
+                self.outcomes[position] = Outcome(ok=False, reason=f"{final} exists: name clash, refused")
+            except OSError as exc:
+                self.outcomes[position] = Outcome(ok=False, reason=f"{name}: {exc.strerror}")
+            else:
+                self.outcomes[position] = Outcome(ok=True, target_id=final, warning=warning)
+                linked.add(directory)
+            _unlink_quietly(name, self.tmp)
+        return linked
+
+    def close(self) -> None:
+        for fd in (self.tmp, self.new, self.cur):
+            if fd >= 0:
+                os.close(fd)
+        self.tmp = self.new = self.cur = -1
+
+    def results(self) -> list[Outcome]:
+        return [outcome or Outcome(ok=False, reason="not written") for outcome in self.outcomes]
+
+
 class MaildirTarget(Target):
     """Per-user Maildirs under a fixed mail root."""
 
     kind = "maildir"
+    stages = True
 
     def __init__(self, path: str, *, create_missing: bool = False):
         self.spec = f"maildir:{path}"
@@ -179,6 +254,34 @@ class MaildirTarget(Target):
                 os.close(fd)
             raise
         return fd
+
+    def commit(self, staged: Sequence[Staged]) -> list[list[Outcome]]:
+        """Make staged batches durable, visible (linked, in order) and durable again."""
+        batches = [b for b in staged if isinstance(b, _StagedBatch) and b.files]
+        try:
+            try:
+                if SYNCFS is not None:
+                    # The files' bytes first: a file in new/ must never lose its contents.
+                    for fd in {b.dev: b.tmp for b in batches}.values():
+                        syncfs(fd)
+                linked: set[int] = set()
+                for batch in batches:
+                    linked |= batch.link()
+                if SYNCFS is not None:
+                    for fd in {b.dev: b.tmp for b in batches}.values():
+                        syncfs(fd)
+                else:
+                    for fd in linked:
+                        os.fsync(fd)
+            except OSError as exc:
+                # The files are linked but maybe not durable: in doubt, not failed.
+                where = batches[0].path if len(batches) == 1 else f"{len(batches)} folders"
+                raise TransientError(f"{where}: sync: {exc.strerror}") from None
+        finally:
+            for each in staged:
+                if isinstance(each, _StagedBatch):
+                    each.close()
+        return [b.results() if isinstance(b, _StagedBatch) else [] for b in staged]
 
     def relative(self, path: str) -> str:
         """``path`` (under the mail root) relative to it, as the journal records it."""
@@ -270,28 +373,34 @@ class MaildirSession(TargetSession):
         return unique_name(len(maildir_bytes(message.data)))
 
     def append(self, folder: str, batch: Sequence[Message]) -> list[Outcome]:
+        return self.target.commit([self.stage(folder, batch)])[0]
+
+    def stage(self, folder: str, batch: Sequence[Message]) -> _StagedBatch:
+        staged = _StagedBatch(len(batch), self.path, [None] * len(batch))
         try:
             box = self._folder(folder, create=True)
         except PermanentError as exc:
-            return [Outcome(ok=False, reason=exc.reason) for _ in batch]
+            staged.outcomes = [Outcome(ok=False, reason=exc.reason) for _ in batch]
+            return staged
         except (ValueError, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            return [Outcome(ok=False, reason=f"folder {folder!r}: {reason}") for _ in batch]
+            staged.outcomes = [Outcome(ok=False, reason=f"folder {folder!r}: {reason}") for _ in batch]
+            return staged
         if box is None:  # only when not creating; here for the type checker
-            return [Outcome(ok=False, reason=f"folder {folder!r} missing") for _ in batch]
-        outcomes = [self._deliver(box, message) for message in batch]
-        linked_into = {box.cur if ":" in outcome.target_id else box.new
-                       for outcome in outcomes if outcome.ok}
-        for dir_fd in linked_into:
-            try:
-                # One directory fsync per batch makes every link above durable.
-                os.fsync(dir_fd)
-            except OSError as exc:
-                # The files are linked but maybe not durable: in doubt, not failed.
-                raise TransientError(f"{box.path}: fsync: {exc.strerror}") from None
-        return outcomes
+            staged.outcomes = [Outcome(ok=False, reason=f"folder {folder!r} missing") for _ in batch]
+            return staged
+        staged.path, staged.dev = box.path, box.dev
+        staged.tmp, staged.new, staged.cur = os.dup(box.tmp), os.dup(box.new), os.dup(box.cur)
+        for position, message in enumerate(batch):
+            written = self._write_tmp(box, message)
+            if isinstance(written, Outcome):
+                staged.outcomes[position] = written
+            else:
+                staged.files.append((position, *written))
+        return staged
 
-    def _deliver(self, box: _Folder, message: Message) -> Outcome:
+    def _write_tmp(self, box: _Folder, message: Message) -> tuple[str, str, bool, str] | Outcome:
+        """Write ``tmp/NAME``: (NAME, its final name, into cur/, warning), or why not."""
         data = maildir_bytes(message.data)
         name = message.planned_id or unique_name(len(data))
         try:
@@ -301,7 +410,6 @@ class MaildirSession(TargetSession):
         except OSError as exc:
             return Outcome(ok=False, reason=f"{box.path}/{KEYWORDS_FILE}: {exc.strerror}")
         suffix, unknown = info_suffix(message.flags, letters)
-        final_dir = box.cur if suffix else box.new
         try:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                          box.file_mode, dir_fd=box.tmp)
@@ -310,24 +418,22 @@ class MaildirSession(TargetSession):
         except OSError as exc:
             return Outcome(ok=False, reason=f"tmp/{name}: {exc.strerror}")
         try:
-            with open(fd, "wb", closefd=True) as fh:
-                fh.write(data)
-                fh.flush()
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
                 os.fchmod(fd, box.file_mode)
                 _copy_owner(fd, self.mailbox_stat)
                 os.utime(fd, (message.received, message.received))
-                os.fsync(fd)
-            os.link(name, name + suffix, src_dir_fd=box.tmp, dst_dir_fd=final_dir,
-                    follow_symlinks=False)
-        except FileExistsError:
-            _unlink_quietly(name, box.tmp)
-            return Outcome(ok=False, reason=f"{name}{suffix} exists: name clash, refused")
+                if SYNCFS is None:
+                    os.fsync(fd)    # no syncfs to make the group durable at once
+            finally:
+                os.close(fd)
         except OSError as exc:
             _unlink_quietly(name, box.tmp)
             return Outcome(ok=False, reason=f"{name}: {exc.strerror}")
-        _unlink_quietly(name, box.tmp)
         warning = f"flags not stored in Maildir: {' '.join(unknown)}" if unknown else ""
-        return Outcome(ok=True, target_id=name + suffix, warning=warning)
+        return name, name + suffix, bool(suffix), warning
 
     def _keyword_letters(self, box: _Folder, flags: Sequence[str]) -> dict[str, str]:
         """The folder's letters for the keywords among ``flags``, added to its file if new."""
@@ -500,7 +606,8 @@ class MaildirSession(TargetSession):
                 opened.append(sub_fd)
             if dirname is not None and create and _mark_maildirfolder(fd, owner):
                 self.created.append(self.target.relative(f"{path}/{MAILDIRFOLDER}"))
-            box = _Folder(path, fd, opened[1], opened[2], opened[3], file_mode=mode & 0o666)
+            box = _Folder(path, fd, opened[1], opened[2], opened[3], file_mode=mode & 0o666,
+                          dev=os.fstat(opened[1]).st_dev)
         finally:
             if box is None:
                 for fd in opened:
