@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial, wraps
@@ -232,6 +233,8 @@ class Catalog:
                 raise UsageError(f"--catalog {path}: directory {self.path.parent} does not exist")
         else:
             self.path = default_catalog_path()
+        # Threads that share the connection (inject's target check, the plan's cursor) take turns.
+        self.lock = threading.RLock()
         try:
             try:
                 self._open()

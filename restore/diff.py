@@ -55,6 +55,7 @@ FAIL_ON = (Class.MISSING.value, Class.UNROUTABLE.value, Class.UNREADABLE.value)
 USER_CLASSES = [Class.PRESENT.value, Class.MISSING.value, Class.OUTSIDE.value,
                 Class.DUPLICATE.value, Class.DELETED.value]
 BATCH = 2000
+PLAN_FETCH = 2000
 RESOLVED_CACHE = 100_000
 
 
@@ -128,11 +129,20 @@ class DiffResult:
         return PlanHeader(tuple(absolute_spec(s.spec) for s in self.archives), self.match)
 
     def plan(self, folder: str = "INBOX") -> Iterator[PlanEntry]:
-        """The missing messages, per user in received-time order."""
+        """The missing messages, per user in received-time order.
+
+        Read in pieces, each under the catalog's lock: inject's workers ask
+        the catalog too while this is read.
+        """
         specs = {s.store_id: absolute_spec(s.spec) for s in self.archives}
-        with self.catalog.guard():
-            for (user, received, store, ref, size, mid, key, strict,
-                 _) in self.catalog.paired(Class.MISSING):
+        with self.catalog.lock, self.catalog.guard():
+            cursor = self.catalog.paired(Class.MISSING)
+        while True:
+            with self.catalog.lock, self.catalog.guard():
+                rows = cursor.fetchmany(PLAN_FETCH)
+            if not rows:
+                return
+            for (user, received, store, ref, size, mid, key, strict, _) in rows:
                 yield PlanEntry(
                     user=user,
                     folder=folder,

@@ -1,6 +1,9 @@
 """Append a plan's messages to a target: in parallel across users, in order, exactly once.
 
-Each worker thread takes whole users: one session per user, so one mailbox
+The plan comes one user at a time (``restore.plan.PlanFile.users``, or the
+diff's cursor): a feeder hands each user to the next free worker thread
+through a short queue, so memory holds a few users' entries, never the
+plan. Each worker takes whole users: one session per user, so one mailbox
 is written by one worker, in received-time order. Per user:
 
 1. entries the journal has ``done`` or ``present`` are counted
@@ -16,6 +19,19 @@ is written by one worker, in received-time order. Per user:
    spelling of the target writes nothing twice;
 5. what remains: ``prepare`` (the target promises a name), journal
    ``pending``, ``append``, journal ``done`` with where it went.
+
+Durability in groups. Where the target can stage (Maildir, see
+``restore.targets.base``), step 5 is split: the worker journals its batch
+``pending`` without an fsync, stages it (files in ``tmp/``, not synced)
+and goes on with its next batch, while one committer thread takes every
+batch staged by any worker since its last round and, for all of them at
+once: syncs the journal (the ``pending`` rows are durable), commits them to
+the target (one syncfs: the files are durable; links into ``new/``;
+another syncfs: the links are durable) and journals them ``done`` in one
+transaction. So a crash or power cut at any moment leaves no file in
+``new/`` that the journal does not name as pending or done, and none
+whose contents are not durable; a round costs two syncs and two journal
+transactions however many batches it holds.
 
 An archive item that cannot be read fails that message only. A connection
 that drops (``TransientError``) is retried with backoff on a fresh session,
@@ -39,12 +55,13 @@ append, find present or fail; it writes nothing, not even the journal.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from itertools import groupby
+from itertools import chain, groupby
 from typing import Protocol, TypeVar
 
 from restore.errors import (
@@ -58,15 +75,15 @@ from restore.errors import (
     TransientError,
 )
 from restore.journal import Journal, Row, State, entry_key
-from restore.plan import PlanEntry
+from restore.plan import PlanEntry, UserLines, by_user
 from restore.ratelimit import TokenBucket
-from restore.targets.base import Message, Target, TargetSession
+from restore.targets.base import Message, Outcome, Staged, Target, TargetSession
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-BATCH_SIZE = 50
+COMMIT_LIMIT = 4096       # messages staged and not yet committed, across workers
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 SHOW_WOULD_WRITE = 200    # a dry run lists the first few; the counts cover every message
 
@@ -222,6 +239,9 @@ class _Context:
     # Reads the archive items of a user's next batch while this one is written.
     read_ahead: ThreadPoolExecutor | None = None
     pace: TokenBucket | None = None     # --max-rate, shared by every worker
+    committer: _Committer | None = None     # the target stages: durability in groups
+    todo: int = 0           # messages the journal had not settled, of the users met so far
+    skipped: int = 0        # messages the journal had settled before the run (already present)
 
     def prefetch(self, batch: list[_Delivery]) -> Future[None] | None:
         if self.read_ahead is None:
@@ -231,7 +251,11 @@ class _Context:
     def record(self, state: State, rows: list[Row]) -> None:
         """Journal ``rows`` in ``state`` for this run; a dry run journals nothing."""
         if self.journal and not self.dry_run and rows:
-            self.journal.mark(state, rows, self.run)
+            if state is State.PENDING and self.committer is not None:
+                # The committer flushes the journal before the target shows any of them.
+                self.journal.mark_pending(rows, self.run, durable=False)
+            else:
+                self.journal.mark(state, rows, self.run)
 
     def journal_created(self, user: str, session: TargetSession) -> None:
         created = session.take_created()
@@ -249,8 +273,14 @@ def _load(batch: list[_Delivery], read_source: Callable[[PlanEntry], bytes]) -> 
                 continue
 
 
-def inject(
-    entries: Iterable[PlanEntry],
+def inject(entries: Iterable[PlanEntry], target: Target, journal: Journal | None,
+           **options: object) -> InjectResult:
+    """``inject_users`` of entries in any order, grouped by user in memory (small plans, tests)."""
+    return inject_users(by_user(entries), target, journal, **options)  # type: ignore[arg-type]
+
+
+def inject_users(
+    users: Iterable[UserLines],
     target: Target,
     journal: Journal | None,
     *,
@@ -265,22 +295,24 @@ def inject(
     show_rate: Callable[[float], None] | None = None,
     max_rate: float | None = None,
     bad_item_limit: int | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int = 50,
     retry_delays: Sequence[float] = RETRY_DELAYS,
 ) -> InjectResult:
-    """Append ``entries`` to ``target`` exactly once; see the module docstring.
+    """Append each user's entries to ``target`` exactly once; see the module docstring.
 
-    ``folder`` overrides each entry's folder. ``check`` looks up what the
-    target holds already (None: only the journal is trusted). ``run`` is
-    the journal's id of this run, recorded on every row it writes.
-    ``progress`` is called with the number of messages settled since its
-    last call (``tqdm.update``), ``show_rate`` with the messages appended
-    per second so far. ``max_rate``: messages per second appended across
-    all workers at most (a batch holds at most a second's worth, so the
-    pace is even). ``bad_item_limit``: stop cleanly once that many messages
-    failed (``result.stopped``; a dry run goes on). With ``dry_run`` nothing is written, not
-    even the journal (pass one opened with ``Journal.open_readonly``, or
-    None): the result counts as ``appended`` what a run would write.
+    ``users`` yields (user, entries) once per user, in any order of users;
+    entries in any order. ``folder`` overrides each entry's folder.
+    ``check`` looks up what the target holds already (None: only the
+    journal is trusted). ``run`` is the journal's id of this run, recorded
+    on every row it writes. ``progress`` is called with the number of
+    messages settled since its last call (``tqdm.update``), ``show_rate``
+    with the messages appended per second so far. ``max_rate``: messages
+    per second appended across all workers at most (a batch holds at most a
+    second's worth, so the pace is even). ``bad_item_limit``: stop cleanly
+    once that many messages failed (``result.stopped``; a dry run goes on).
+    With ``dry_run`` nothing is written, not even the journal (pass one
+    opened with ``Journal.open_readonly``, or None): the result counts as
+    ``appended`` what a run would write.
     """
     tally = _Tally(dry_run, progress, show_rate, None if dry_run else bad_item_limit)
     rate = None if dry_run else max_rate
@@ -288,37 +320,46 @@ def inject(
         batch_size = max(1, min(batch_size, int(rate)))
     ctx = _Context(target, journal, flags, read_source, tally, batch_size, retry_delays,
                    check, run, dry_run, stop=tally.stop)
-    runs = [_UserRun(user, group, folder, ctx) for user, group in _by_user(entries).items()]
-    # Biggest mailboxes first, so no single late start draws the run out.
-    runs.sort(key=lambda run: (-len(run.deliveries), run.user))
+    runs = _todo(_UserRun(user, lines, folder, ctx) for user, lines in users)
+    first: tuple[_UserRun, TargetSession] | None = None
+    if not dry_run:
+        first, runs = _first_session(runs)
+    if rate:
+        # Filled from now, not from before the users' sessions opened.
+        ctx.pace = TokenBucket(rate, burst=batch_size)
+    tally.start()
+    try:
+        _run_pool(runs, first, jobs, ctx)
+    except KeyboardInterrupt:
+        result = tally.result   # the workers finished their batches: the journal is exact
+        raise Interrupted(f"interrupted: {result.appended:,} appended, {result.already_present:,}"
+                          f" already present, {result.failed:,} failed so far; the journal keeps"
+                          " them", result) from None
+    finally:
+        tally.finish()
+    result = tally.result
+    if result.stopped:
+        for _ in runs:      # the users the run did not get to count as left too
+            pass
+        settled = result.appended + result.failed + result.already_present - ctx.skipped
+        result.left = ctx.todo - settled
+    return result
+
+
+def _todo(runs: Iterable[_UserRun]) -> Iterator[_UserRun]:
+    """The users with something left to do once the journal has been asked."""
     for user_run in runs:
         user_run.skip_done()
-    runs = [user_run for user_run in runs if user_run.deliveries]
-    first_session = None
-    if not dry_run:
-        first_session, runs = _first_session(runs)
-    if runs:
-        if rate:
-            # Filled from now, not from before the users' sessions opened.
-            ctx.pace = TokenBucket(rate, burst=batch_size)
-        tally.start()
-        try:
-            _run_pool(runs, first_session, jobs, ctx)
-        except KeyboardInterrupt:
-            result = tally.result   # the workers finished their batches: the journal is exact
-            raise Interrupted(f"interrupted: {result.appended:,} appended, {result.already_present:,}"
-                              f" already present, {result.failed:,} failed so far; the journal keeps"
-                              " them", result) from None
-        finally:
-            tally.finish()
-        tally.result.left = sum(not d.settled for user_run in runs for d in user_run.deliveries)
-    return tally.result
+        user_run.ctx.todo += len(user_run.deliveries)
+        if user_run.deliveries:
+            yield user_run
 
 
 FIRST_SESSION_TRIES = 3
 
 
-def _first_session(runs: list[_UserRun]) -> tuple[TargetSession | None, list[_UserRun]]:
+def _first_session(runs: Iterator[_UserRun]
+                   ) -> tuple[tuple[_UserRun, TargetSession] | None, Iterator[_UserRun]]:
     """Open the first session alone, before any worker starts.
 
     If the target refuses it, it may refuse the target as a whole (wrong
@@ -328,57 +369,160 @@ def _first_session(runs: list[_UserRun]) -> tuple[TargetSession | None, list[_Us
     one gets in, the earlier refusals were about those users only.
     """
     refused: list[tuple[_UserRun, TargetError]] = []
-    while runs:
-        run = runs[0]
+    for run in runs:
         try:
             session = run.open_session()
         except PermanentError as exc:
             run.fail_all(exc.reason)
-            runs = runs[1:]
             continue
         except TargetUnavailable:
             raise
         except TargetError as exc:
             refused.append((run, exc))
-            runs = runs[1:]
-            if len(refused) < FIRST_SESSION_TRIES and runs:
+            if len(refused) < FIRST_SESSION_TRIES:
                 continue
             raise refused[0][1] from None
         for other, refusal in refused:
             other.fail_all(str(refusal))
-        return session, runs
+        return (run, session), runs
     if refused:
         raise refused[0][1] from None
     return None, runs
 
 
-def _by_user(entries: Iterable[PlanEntry]) -> dict[str, list[PlanEntry]]:
-    groups: dict[str, list[PlanEntry]] = {}
-    for entry in entries:
-        groups.setdefault(entry.user, []).append(entry)
-    return groups
-
-
-def _run_pool(runs: list[_UserRun], first_session: TargetSession | None, jobs: int,
+def _run_pool(runs: Iterator[_UserRun], first: tuple[_UserRun, TargetSession] | None, jobs: int,
               ctx: _Context) -> None:
-    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="inject")
-    ctx.read_ahead = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="read-ahead")
+    """Feed users to ``jobs`` worker threads; the first error (or Ctrl-C) stops them all.
+
+    Workers finish the batch in hand (so the journal stays exact) and stop;
+    what they staged is committed before this returns.
+    """
+    jobs = max(1, jobs)
+    work: queue.Queue[tuple[_UserRun, TargetSession | None] | None] = queue.Queue(maxsize=2 * jobs)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while (item := work.get()) is not None:
+            user_run, session = item
+            try:
+                user_run.run(session)
+            except BaseException as exc:  # noqa: BLE001 - handed to the feeding thread
+                errors.append(exc)
+                ctx.stop.set()
+
+    threads = [threading.Thread(target=worker, name=f"inject-{n}", daemon=True)
+               for n in range(jobs)]
+    ctx.read_ahead = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="read-ahead")
+    if not ctx.dry_run and ctx.target.stages:
+        ctx.committer = _Committer(ctx)
+    for thread in threads:
+        thread.start()
     try:
-        futures = [pool.submit(runs[0].run, first_session)]
-        futures += [pool.submit(run.run, None) for run in runs[1:]]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in done:
-            error = future.exception()
-            if error is not None:
-                raise error
+        items = chain([first] if first else [], ((user_run, None) for user_run in runs))
+        for item in items:
+            if not _put(work, item, ctx.stop):
+                break
     except BaseException:
-        # Workers finish the batch in hand (so the journal stays exact) and stop.
         ctx.stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
+        for _ in threads:
+            _put(work, None, None)
+        for thread in threads:
+            thread.join()
         ctx.read_ahead.shutdown(wait=True, cancel_futures=True)
-    pool.shutdown(wait=True)
+        if ctx.committer is not None:
+            ctx.committer.close()
+    if errors:
+        raise errors[0]
+
+
+def _put(work: queue.Queue, item: object, stop: threading.Event | None) -> bool:
+    """Queue ``item`` for a worker; False when the run stops first."""
+    while stop is None or not stop.is_set():
+        try:
+            work.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+@dataclass
+class _Group:
+    """One staged batch of one user, on its way to the committer."""
+
+    user_run: _UserRun
+    deliveries: list[_Delivery]
+    staged: Staged
+
+
+class _Committer:
+    """Makes the batches every worker stages durable together: one round, two syncs, many batches.
+
+    Workers ``submit`` and go on; the committer's thread takes everything
+    submitted since its last round. At most ``COMMIT_LIMIT`` messages wait,
+    so a slow disk holds the workers back rather than letting them run ahead.
+    """
+
+    def __init__(self, ctx: _Context):
+        self.ctx = ctx
+        self.waiting: list[_Group] = []
+        self.staged = 0          # messages submitted, not yet committed
+        self.closing = False
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._loop, name="inject-commit", daemon=True)
+        self.thread.start()
+
+    def submit(self, group: _Group) -> None:
+        with self.cond:
+            while self.staged >= COMMIT_LIMIT and self.error is None:
+                self.cond.wait()
+            if self.error is not None:
+                raise TargetUnavailable(f"{self.ctx.target.describe()}: {self.error}")
+            self.waiting.append(group)
+            self.staged += group.staged.size
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        """Commit what is waiting, and stop."""
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
+        self.thread.join()
+        if self.error is not None:
+            raise TargetUnavailable(f"{self.ctx.target.describe()}: {self.error}")
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.waiting and not self.closing:
+                    self.cond.wait()
+                groups, self.waiting = self.waiting, []
+                if not groups:
+                    return
+            try:
+                self._round(groups)
+            except BaseException as exc:  # noqa: BLE001 - the workers and the run see it
+                self.ctx.stop.set()
+                with self.cond:
+                    self.error = exc
+                    self.cond.notify_all()
+                return
+            with self.cond:
+                self.staged -= sum(group.staged.size for group in groups)
+                self.cond.notify_all()
+
+    def _round(self, groups: list[_Group]) -> None:
+        ctx = self.ctx
+        if ctx.journal is not None:
+            ctx.journal.flush()     # the pending rows, before any file is linked
+        outcomes = ctx.target.commit([group.staged for group in groups])
+        done: list[Row] = []
+        for group, results in zip(groups, outcomes, strict=True):
+            done += group.user_run.settle(group.deliveries, results)
+        ctx.record(State.DONE, done)
 
 
 class _UserRun:
@@ -408,6 +552,7 @@ class _UserRun:
                 delivery.in_doubt, delivery.planned_id = True, record.planned_id
             todo.append(delivery)
         self.deliveries = todo
+        self.ctx.skipped += present
         self.ctx.tally.add(self.user, present=present)
 
     def open_session(self) -> TargetSession:
@@ -587,8 +732,18 @@ class _UserRun:
             delivery.attempted = True
         # The journal must know the promised names before the target holds anything.
         self.ctx.record(State.PENDING, [d.row(d.planned_id) for d in deliveries])
+        committer = self.ctx.committer
+        staged = session.stage(folder, messages) if committer is not None else None
+        self.ctx.journal_created(self.user, session)
+        if committer is not None and staged is not None:
+            committer.submit(_Group(self, deliveries, staged))
+            return
         outcomes = session.append(folder, messages)
         self.ctx.journal_created(self.user, session)
+        self.ctx.record(State.DONE, self.settle(deliveries, outcomes))
+
+    def settle(self, deliveries: list[_Delivery], outcomes: Sequence[Outcome]) -> list[Row]:
+        """Count what the target did with a batch; the journal rows of those written, to mark done."""
         done, refused, warnings = [], [], []
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             if outcome.ok:
@@ -601,8 +756,8 @@ class _UserRun:
                 delivery.in_doubt = False  # refused: the target holds nothing of it
                 refused.append((delivery, outcome.reason))
         self._fail(refused)
-        self.ctx.record(State.DONE, [d.row(d.planned_id) for d in done])
         self.ctx.tally.add(self.user, appended=len(done), warnings=warnings)
+        return [d.row(d.planned_id) for d in done]
 
     def fail_all(self, reason: str) -> None:
         self._fail([(delivery, reason) for delivery in self.deliveries if not delivery.settled])

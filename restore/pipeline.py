@@ -9,18 +9,19 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from restore.catalog import Catalog, ScanStats
 from restore.diff import DiffResult, DiffSettings, ScannedStore, compare, recipients_of
-from restore.errors import MailrestoreError, RefusedItem, UnreadableItem
+from restore.errors import MailrestoreError, RefusedItem, UnreadableItem, UsageError
 from restore.identity import facts_of
-from restore.plan import PlanEntry, Seal
+from restore.plan import PlanEntry, PlanFile, Seal, UserLines, runs_of_users
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
+from restore.selection import EVERYONE, UserSelection
 from restore.stores import Store, StoreOptions, open_store
 from restore.stores.files import NOT_INSIDE, OUTSIDE_ROOT
 
@@ -133,7 +134,7 @@ class CatalogCheck:
     """inject's target check: what the catalog last read of the target, per user.
 
     ``held`` runs on inject's worker threads; the catalog's connection is
-    used by one of them at a time.
+    used by one thread at a time (``Catalog.lock``), the plan's cursor too.
     """
 
     def __init__(self, catalog: Catalog, store_id: int, match: str, per_user: bool):
@@ -141,7 +142,6 @@ class CatalogCheck:
         self.store_id = store_id
         self.match = match
         self.per_user = per_user
-        self.lock = threading.Lock()
         catalog.index_for_diff(match, by_received=False)
 
     def key(self, entry: PlanEntry, data: bytes) -> str:
@@ -151,9 +151,62 @@ class CatalogCheck:
         return facts.mid_key if self.match == "message-id" else facts.strict_key
 
     def held(self, user: str, keys: Sequence[str]) -> set[str]:
-        with self.lock:
+        with self.catalog.lock:
             return self.catalog.held(self.store_id, self.match, user if self.per_user else None,
                                      list(keys))
+
+
+class PlanSource(Protocol):
+    """A plan as inject reads it: one user's entries at a time, so its size does not matter."""
+
+    def user_names(self) -> list[str]:
+        """Every user with entries (whose mailboxes the target check reads)."""
+
+    def users(self, scratch: Path) -> Iterator[UserLines]:
+        """Each user's entries once; ``scratch``: a private directory for an on-disk sort."""
+
+
+class PlanFileSource:
+    """A plan file (``restore.plan.open_plan``), narrowed to the selected users.
+
+    Lines of other users are counted in ``not_selected``; bad lines go to
+    ``bad`` as they are met; ``each_user`` sees every selected user's lines
+    (the --report rows).
+    """
+
+    def __init__(self, plan: PlanFile, selection: UserSelection = EVERYONE,
+                 bad: Callable[[UsageError], None] = lambda exc: None,
+                 each_user: Callable[[UserLines], None] | None = None):
+        self.plan = plan
+        self.selection = selection
+        self.bad = bad
+        self.each_user = each_user
+        self.not_selected = 0
+
+    def user_names(self) -> list[str]:
+        return sorted(self.selection.select(self.plan.user_names))
+
+    def users(self, scratch: Path) -> Iterator[UserLines]:
+        for user, lines in self.plan.users(scratch, self.bad):
+            if not self.selection(user):
+                self.not_selected += len(lines)
+                continue
+            if self.each_user is not None:
+                self.each_user((user, lines))
+            yield user, lines
+
+
+class DiffPlan:
+    """The plan of a diff just made (``restore``), read from the catalog's cursor as inject goes."""
+
+    def __init__(self, result: DiffResult):
+        self.result = result
+
+    def user_names(self) -> list[str]:
+        return sorted(u for u, counts in self.result.users.items() if counts.get("missing"))
+
+    def users(self, scratch: Path) -> Iterator[UserLines]:
+        return runs_of_users(self.result.plan())
 
 
 @dataclass
@@ -174,7 +227,7 @@ class InjectSettings:
 
 
 def inject_plan(
-    entries: list[PlanEntry],
+    plan: PlanSource,
     settings: InjectSettings,
     job: Job,
     *,
@@ -192,7 +245,7 @@ def inject_plan(
     the journal read-only (or not at all) and writes nothing to the target
     or the journal; it does bring the catalog (a cache) up to date.
     """
-    from restore.inject import inject
+    from restore.inject import inject_users
     from restore.journal import Journal, RunStatus, default_journal_path
     from restore.targets import TargetOptions, canonical_target, open_target
 
@@ -207,15 +260,15 @@ def inject_plan(
                                               insecure=settings.insecure,
                                               max_message_size=job.store_options.max_message_size))
     try:
-        check = _target_check(job, target, settings, sorted({e.user for e in entries}),
+        check = _target_check(job, target, settings, plan.user_names(),
                               seal.match if seal else job.settings.match, scanned_target)
         run = journal.begin_run(run_info) if journal is not None and not settings.dry_run else None
         try:
-            result = inject(entries, target, journal, jobs=settings.jobs, folder=settings.folder,
-                            flags=settings.flags, dry_run=settings.dry_run,
-                            read_source=sources.read, check=check, run=run, progress=progress,
-                            show_rate=show_rate, max_rate=settings.max_rate,
-                            bad_item_limit=settings.bad_item_limit)
+            result = inject_users(plan.users(path.parent), target, journal, jobs=settings.jobs,
+                                  folder=settings.folder, flags=settings.flags,
+                                  dry_run=settings.dry_run, read_source=sources.read, check=check,
+                                  run=run, progress=progress, show_rate=show_rate,
+                                  max_rate=settings.max_rate, bad_item_limit=settings.bad_item_limit)
         except BaseException as exc:
             if journal is not None and run is not None:
                 interrupted = isinstance(exc, KeyboardInterrupt)

@@ -230,6 +230,28 @@ def _reading(path: str) -> Iterator[None]:
 
 # A user's lines, in plan order; inject orders them by received time.
 UserLines = tuple[str, list[PlanEntry]]
+
+
+def by_user(entries: Iterable[PlanEntry]) -> Iterator[UserLines]:
+    """Entries in any order, grouped by user in memory: for plans small enough to hold."""
+    groups: dict[str, list[PlanEntry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.user, []).append(entry)
+    yield from groups.items()
+
+
+def runs_of_users(entries: Iterable[PlanEntry]) -> Iterator[UserLines]:
+    """Entries already ordered by user (the diff's cursor), one user's at a time."""
+    user: str | None = None
+    group: list[PlanEntry] = []
+    for entry in entries:
+        if entry.user != user:
+            if user is not None:
+                yield user, group
+            user, group = entry.user, []
+        group.append(entry)
+    if user is not None:
+        yield user, group
 SORT_BATCH = 10_000
 BOM = b"\xef\xbb\xbf"
 
@@ -388,16 +410,19 @@ class Seal:
         self.archives = tuple(archives)
         self.match = match
         self._by_identity = {archive_identity(a): a for a in self.archives}
+        self._of_source: dict[str, str | None] = {}    # a plan repeats its few sources
 
     def archive_of(self, entry: PlanEntry) -> str:
         """The archive (as the header spells it) holding ``entry``; RefusedItem if none does."""
         if not entry.fingerprint:
             raise RefusedItem(entry.ref, NO_FINGERPRINT)
-        try:
-            identity = archive_identity(entry.source)
-        except UsageError:
-            identity = None
-        archive = self._by_identity.get(identity) if identity else None
+        if entry.source not in self._of_source:
+            try:
+                identity = archive_identity(entry.source)
+            except UsageError:
+                identity = None
+            self._of_source[entry.source] = self._by_identity.get(identity) if identity else None
+        archive = self._of_source[entry.source]
         if archive is None:
             raise RefusedItem(entry.ref, f"source {entry.source!r} is not one of the plan's archives")
         return archive

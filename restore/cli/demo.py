@@ -15,7 +15,7 @@ from restore.cli.common import make_job, public_argv
 from restore.errors import UsageError
 from restore.journal import RunInfo
 from restore.options import option
-from restore.pipeline import InjectSettings, inject_plan
+from restore.pipeline import DiffPlan, InjectSettings, inject_plan
 from restore.plan import Seal, save_plan
 from restore.times import human, iso
 
@@ -74,7 +74,7 @@ def demo(**opts: Any) -> int:
     bar = report.progress_factory(True)("appending", planned)
     try:
         header = result.plan_header()
-        injected = inject_plan(list(result.plan()), InjectSettings(incident.replica, state=str(journal)),
+        injected = inject_plan(DiffPlan(result), InjectSettings(incident.replica, state=str(journal)),
                                job, seal=Seal(header.archives, header.match),
                                run_info=RunInfo("demo", public_argv()),
                                scanned_target=result.replica, progress=bar.update)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from typing import TYPE_CHECKING, Any, cast
 
 import click
@@ -36,8 +35,8 @@ from restore.options import (
     selection_options,
     window_options,
 )
-from restore.pipeline import InjectSettings, Job, inject_plan
-from restore.plan import PlanEntry, Seal, load_plan, save_plan
+from restore.pipeline import DiffPlan, InjectSettings, Job, PlanFileSource, PlanSource, inject_plan
+from restore.plan import Seal, open_plan, save_plan
 
 if TYPE_CHECKING:
     from restore.diff import ScannedStore
@@ -56,9 +55,10 @@ def write_flags(opts: dict) -> tuple[str, ...]:
     return flags if keyword in flags else (*flags, keyword)
 
 
-def run_inject(entries: list[PlanEntry], opts: dict, job: Job, seal: Seal, run_info: RunInfo,
+def run_inject(plan: PlanSource, total: int, opts: dict, job: Job, seal: Seal, run_info: RunInfo,
                scanned_target: ScannedStore | None = None) -> InjectResult:
-    """Append ``entries`` to the --to target exactly once, with a progress bar on a terminal."""
+    """Append ``plan`` (``total`` messages at most) to the --to target exactly once, with a
+    progress bar on a terminal."""
     settings = InjectSettings(
         target=opts["target"], password=job.store_options.password,
         insecure=bool(opts["insecure"]), create_missing=bool(opts.get("create_missing")),
@@ -66,9 +66,9 @@ def run_inject(entries: list[PlanEntry], opts: dict, job: Job, seal: Seal, run_i
         flags=write_flags(opts), dry_run=opts["dry_run"],
         max_rate=opts["max_rate"], bad_item_limit=opts["bad_item_limit"])
     bar = report.progress_factory(not opts["as_json"])(
-        "checking" if settings.dry_run else "appending", len(entries))
+        "checking" if settings.dry_run else "appending", total)
     try:
-        return inject_plan(entries, settings, job, seal=seal, run_info=run_info,
+        return inject_plan(plan, settings, job, seal=seal, run_info=run_info,
                            scanned_target=scanned_target, progress=bar.update,
                            show_rate=bar.show_rate)
     finally:
@@ -139,7 +139,7 @@ def inject(**opts: Any) -> int:
     be written or plan lines were refused.
     """
     write_flags(opts)       # a bad --keyword is refused before anything is read
-    plan = load_plan(opts["plan"])
+    plan = open_plan(opts["plan"])
     archives = opts["archives"] or (plan.header.archives if plan.header else ())
     if not archives:
         raise UsageError(
@@ -148,19 +148,24 @@ def inject(**opts: Any) -> int:
             "'select(.mailrestore_plan or .user == \"alice@example.com\")'), or name the "
             "archives with --archive STORE")
     seal = Seal(archives, plan.header.match if plan.header else "auto")
-    for exc in plan.bad:
+    bad: list[UsageError] = []
+
+    def skip(exc: UsageError) -> None:
         click.echo(f"mailrestore: skipping {exc}", err=True)
-    users = selection(opts)
-    selected = [e for e in plan.entries if users(e.user)]
+        bad.append(exc)
+
+    rows: usercsv.Rows = {}
+    source = PlanFileSource(plan, selection(opts), skip,
+                            (lambda lines: rows.update(usercsv.from_plan(lines[1])))
+                            if opts["report_file"] else None)
     job = make_job(opts, opts["target"])
     info = RunInfo("inject", public_argv(), os.path.abspath(opts["plan"]),
                    file_sha256(opts["plan"]))
-    result = run_inject(selected, opts, job, seal, info)
-    for exc in plan.bad:
+    result = run_inject(source, plan.entries, opts, job, seal, info)
+    for exc in bad:
         result.failed += 1
         result.problems.append(Problem("plan", str(exc), user=""))
-    return finish_inject(result, opts, usercsv.from_plan(selected),
-                         not_selected=len(plan.entries) - len(selected))
+    return finish_inject(result, opts, rows, not_selected=source.not_selected)
 
 
 @command()
@@ -193,26 +198,27 @@ def restore(**opts: Any) -> int:
     # What this restore appends comes from these windows: a re-run keeps to them.
     recorded = [] if opts["dry_run"] else remember(
         memory, result, by="restore", replace=not job.settings.remembered)
-    entries = list(result.plan())
+    planned = result.counts["missing"]
     header = result.plan_header()
     if opts["plan_file"]:
-        save_plan(opts["plan_file"], entries, header)
+        save_plan(opts["plan_file"], result.plan(), header)
     if not opts["as_json"]:
-        report.print_diff(result, opts["plan_file"], len(entries), memory=report.memory_note(
+        report.print_diff(result, opts["plan_file"], planned, memory=report.memory_note(
             memory, bool(job.settings.remembered), recorded))
         click.echo()
     info = RunInfo("restore", public_argv(),
                    os.path.abspath(opts["plan_file"]) if opts["plan_file"] else "",
                    file_sha256(opts["plan_file"]) if opts["plan_file"] else "")
-    injected = run_inject(entries, opts, job, Seal(header.archives, header.match), info,
+    injected = run_inject(DiffPlan(result), planned, opts, job, Seal(header.archives, header.match),
+                          info,
                           scanned_target=result.replica if same_target(opts["replica"], opts["target"])
                           else None)
     if not opts["dry_run"] and same_target(opts["replica"], opts["target"]):
         # Only users every planned message of whom is there: a failure or a stopped
         # run (--bad-item-limit) leaves the rest missing, for the next run to write.
-        planned = Counter(e.user for e in entries)
+        missing = {user: counts.get("missing", 0) for user, counts in result.users.items()}
         result.record_restored(sorted(
             user for user, c in injected.users.items()
-            if not c.failed and c.appended + c.already_present == planned[user]))
+            if not c.failed and c.appended + c.already_present == missing.get(user)))
     rows = usercsv.from_diff(result) if opts["report_file"] else {}
     return finish_inject(injected, opts, rows, diff=result, journal=memory_doc(memory, job, recorded))
