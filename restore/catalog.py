@@ -340,6 +340,8 @@ class Catalog:
         """
         headers = tuple(h.lower() for h in envelope_headers)
         store_id = self.register(store.spec, headers, store.max_message_size)
+        if store.wants_known:
+            store.known(self.users(store_id))
         read = partial(read_batch, store, store_id, headers, message_row)
         stats = rescan(self.db, store, store_id, read, _MessageWriter(self.db).write, progress, workers)
         if stats.dropped:   # messages gone may leave envelopes nothing uses

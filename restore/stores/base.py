@@ -146,6 +146,12 @@ class Store(ABC):
         """Users that have a mailbox here, when the store is laid out per user; else None."""
         return None
 
+    # Whether ``known`` is worth calling: the store reads ahead for users new to the catalog.
+    wants_known = False
+
+    def known(self, users: set[str]) -> None:
+        """The users the catalog already holds mail of, before a scan (a hint: little changed)."""
+
     def lists_group(self, key: str) -> bool:
         """Whether this listing covers the group ``key`` a scan recorded earlier.
 

@@ -22,13 +22,23 @@ flag changes and nothing is expunged. One connection per user, kept for
 ``read()`` after ``units()`` listed it (a few stay open, in listing order).
 A connection that drops is opened afresh once; dropping again is a
 ``StoreError``.
+
+Thousands of users: a login and a folder listing cost a round trip or more
+each, and the server's work per login dwarfs a small mailbox's. So
+``units()`` lists the next ``PREFETCH_USERS`` users at once, each on a
+connection of its own, and for a user new to the catalog (``known``)
+fetches the header blocks of the small folders (at most ``HEADER_BATCH``
+messages) while it is logged in, for ``read()`` to hand out: one login per
+user, several users at a time. A user the catalog knows is only listed, so
+a re-scan still fetches only what is new.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -51,6 +61,8 @@ from restore.mailnames import imap_folder, invalid_mailbox_reason
 from restore.stores.base import Item, Store, StoreOptions, Unit, Unreadable
 
 HEADER_BATCH = 500    # UIDs per FETCH of header blocks: few round trips, little memory
+PREFETCH_USERS = 8    # users listed at once, each on its own connection
+PREFETCH_KEPT = 5000  # header blocks kept for read(); a scan that reads none (warm) keeps no more
 WHOLE_BATCH = 50      # UIDs per FETCH of whole messages: bounds memory, not round trips
 MAX_SESSIONS = 16     # connections kept open; units arrive user by user, so few are needed
 
@@ -138,6 +150,48 @@ class _Session:
         return found
 
 
+def mailbox_keys(client: IMAPClient, match: str) -> set[str]:
+    """The identity keys (under ``match``) of every message of the logged-in user, any folder.
+
+    What a store read of this mailbox would give the catalog, read through a
+    connection the caller already has (inject's session: one login per user).
+    """
+    from restore.identity import facts_of
+
+    whole = match == "strict"
+    part, key = (WHOLE, WHOLE_KEY) if whole else (HEADER, HEADER_KEY)
+
+    def identity(data: bytes, headers_only: bool) -> str:
+        facts = facts_of(data, headers_only=headers_only)
+        return {"auto": facts.key, "message-id": facts.mid_key}.get(match, facts.strict_key)
+
+    encode, client.folder_encode = client.folder_encode, False
+    try:
+        session = _Session(client)
+        keys: set[str] = set()
+        for name in session.folders().values():
+            _, uids = session.uids(name)
+            for start in range(0, len(uids), WHOLE_BATCH if whole else HEADER_BATCH):
+                chunk = uids[start:start + (WHOLE_BATCH if whole else HEADER_BATCH)]
+                response = client.fetch(chunk, [part])
+                bodies = []
+                for uid in chunk:
+                    data = response.get(uid, {}).get(key)
+                    if data is None:
+                        continue
+                    if not whole and lacks_message_id(data):
+                        bodies.append(uid)      # identity needs its body
+                    else:
+                        keys.add(identity(data, headers_only=not whole))
+                for at in range(0, len(bodies), WHOLE_BATCH):
+                    fetched = client.fetch(bodies[at:at + WHOLE_BATCH], [WHOLE])
+                    keys.update(identity(item[WHOLE_KEY], headers_only=False)
+                                for item in fetched.values() if WHOLE_KEY in item)
+        return keys
+    finally:
+        client.folder_encode = encode
+
+
 def _text(value: bytes | str | int) -> str:
     """A name from a server reply; modified UTF-7 is ASCII, anything else is kept byte for byte."""
     return value.decode("latin-1") if isinstance(value, bytes) else str(value)
@@ -171,6 +225,15 @@ class ImapStore(Store):
         self._present: set[str] | None = None
         self._folders: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()  # open_ref may be called from inject's workers
+        self._prefetched: dict[str, Item | Unreadable] = {}    # by ref, for read()
+        self._prefetched_by_user: OrderedDict[str, list[str]] = OrderedDict()
+        self._prefetched_pending: dict[str, list[str]] = {}     # fetched, user not yet listed
+        self._known: set[str] = set()     # users the catalog holds mail of: nothing fetched ahead
+
+    wants_known = True
+
+    def known(self, users: set[str]) -> None:
+        self._known = set(users)
 
     # -- users and units -------------------------------------------------------
 
@@ -181,31 +244,110 @@ class ImapStore(Store):
         return set(self._present)
 
     def units(self) -> Iterator[Unit | Unreadable]:
-        stamp = "whole" if self._whole else "header"
         present: set[str] = set()
-        for user in self._wanted:
-            if self._session(user) is None:
+        for user, found in self._listings():
+            if found is None:       # the login was refused
                 if user in self._unaddressable:     # said once: the diff names it unroutable
                     yield Unreadable(Unit(user, "", user=user), user, self._unaddressable[user])
                 continue
             present.add(user)
-            try:
-                folders = self._folder_names(user)
-            except BAD_REPLY as exc:
-                yield Unreadable(Unit(user, "", user=user), user, f"cannot list folders: {_reason(exc)}")
-                continue
-            for folder, name in folders.items():
-                try:
-                    uidvalidity, uids = self._attempt(user, partial(_Session.uids, name=name))
-                except BAD_REPLY as exc:
-                    where = f"{user}/{folder}"
-                    yield Unreadable(Unit(where, "", folder, user), where,
-                                     f"cannot open folder: {_reason(exc)}")
-                    continue
-                for uid in sorted(uids):
-                    yield Unit(str(MessageRef(user, folder, uidvalidity, uid)), stamp, folder, user)
+            self._keep_prefetched(user)
+            yield from found
         self._present = present
         self._check_any_login()
+
+    def _listings(self) -> Iterator[tuple[str, list[Unit | Unreadable] | None]]:
+        """Each wanted user's units, in order; several users listed at once when there are."""
+        if len(self._wanted) < 2:
+            for user in self._wanted:
+                yield user, self._list(user)
+            return
+        with ThreadPoolExecutor(PREFETCH_USERS, thread_name_prefix="imap-list") as pool:
+            wanted = iter(self._wanted)
+            ahead: deque[tuple[str, Future[list[Unit | Unreadable] | None]]] = deque()
+
+            def fill() -> None:
+                while len(ahead) < 2 * PREFETCH_USERS and (user := next(wanted, None)):
+                    ahead.append((user, pool.submit(self._list_ahead, user)))
+
+            fill()
+            while ahead:
+                user, listed = ahead.popleft()
+                fill()
+                yield user, listed.result()
+
+    def _keep_prefetched(self, user: str) -> None:
+        """Hand out ``user``'s prefetched headers; forget the oldest users' beyond the bound."""
+        self._prefetched_by_user[user] = self._prefetched_pending.pop(user, [])
+        kept = sum(len(r) for r in self._prefetched_by_user.values())
+        while kept > PREFETCH_KEPT and len(self._prefetched_by_user) > 1:
+            _, old = self._prefetched_by_user.popitem(last=False)
+            kept -= len(old)
+            for ref in old:
+                self._prefetched.pop(ref, None)
+
+    def _list_ahead(self, user: str) -> list[Unit | Unreadable] | None:
+        """``user``'s units on a connection of its own, small folders' headers fetched too.
+
+        None when the login is refused. Anything else going wrong (a dropped
+        connection, a garbled reply) leaves the user to ``_list``, one user at
+        a time on the shared connections, with its retry.
+        """
+        try:
+            client = connect(self.address, insecure=self._insecure, timeout=self._timeout,
+                             error=StoreError)
+        except StoreError:
+            return self._list(user)
+        try:
+            refusal = try_login(client, self.address, user, self._password, error=StoreError)
+            if refusal is not None:
+                self._refusals[user] = refusal
+                return None
+            session = _Session(client)
+            with connection_guard(self.address.where):
+                folders = session.folders()
+                found: list[Unit | Unreadable] = []
+                for folder, name in folders.items():
+                    uidvalidity, uids = session.uids(name)
+                    units = self._units(user, folder, uidvalidity, uids)
+                    found += units
+                    if user not in self._known and 0 < len(uids) <= HEADER_BATCH:
+                        batch = {MessageRef.parse(u.ref).uid: u for u in units}
+                        fetched = self._fetch(session, name, uidvalidity, batch)
+                        self._prefetched.update((item.unit.ref, item) for item in fetched)
+                        self._prefetched_pending.setdefault(user, []).extend(
+                            item.unit.ref for item in fetched)
+            self._folders[user] = folders
+            return found
+        except (StoreError, TransientError, PermanentError, *BAD_REPLY):
+            return self._list(user)     # and there, a name the server cannot take is said once
+        finally:
+            close_quietly(client)
+
+    def _list(self, user: str) -> list[Unit | Unreadable] | None:
+        """``user``'s units, one round trip after another on the shared connection."""
+        if self._session(user) is None:
+            return None
+        try:
+            folders = self._folder_names(user)
+        except BAD_REPLY as exc:
+            return [Unreadable(Unit(user, "", user=user), user, f"cannot list folders: {_reason(exc)}")]
+        found: list[Unit | Unreadable] = []
+        for folder, name in folders.items():
+            try:
+                uidvalidity, uids = self._attempt(user, partial(_Session.uids, name=name))
+            except BAD_REPLY as exc:
+                where = f"{user}/{folder}"
+                found.append(Unreadable(Unit(where, "", folder, user), where,
+                                        f"cannot open folder: {_reason(exc)}"))
+                continue
+            found += self._units(user, folder, uidvalidity, uids)
+        return found
+
+    def _units(self, user: str, folder: str, uidvalidity: int, uids: list[int]) -> list[Unit]:
+        stamp = "whole" if self._whole else "header"
+        return [Unit(str(MessageRef(user, folder, uidvalidity, uid)), stamp, folder, user)
+                for uid in sorted(uids)]
 
     def _check_any_login(self) -> None:
         """Every login refused: a wrong password, not a server without any of these mailboxes."""
@@ -228,6 +370,10 @@ class ImapStore(Store):
     def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
         folders: dict[tuple[str, str, int], dict[int, Unit]] = {}
         for unit in units:
+            ready = self._prefetched.pop(unit.ref, None)
+            if ready is not None:
+                yield ready
+                continue
             try:
                 ref = MessageRef.parse(unit.ref)
             except UnreadableItem as exc:
