@@ -97,6 +97,13 @@ class TargetCheck(Protocol):
     def held(self, user: str, keys: Sequence[str]) -> set[str]:
         """Those of ``keys`` that ``user``'s mailbox holds, in any folder. Thread-safe."""
 
+    def read(self, user: str, session: TargetSession | None) -> str | None:
+        """Before ``user``'s first look-up: read the mailbox through ``session`` if the check
+        works that way (None: a dry run, which opens its own). Why it cannot, or None."""
+
+    def forget(self, user: str) -> None:
+        """``user`` is done: what was read of the mailbox can go."""
+
 
 @dataclass
 class UserCounts:
@@ -295,7 +302,7 @@ def inject_users(
     show_rate: Callable[[float], None] | None = None,
     max_rate: float | None = None,
     bad_item_limit: int | None = None,
-    batch_size: int = 50,
+    batch_size: int | None = None,
     retry_delays: Sequence[float] = RETRY_DELAYS,
 ) -> InjectResult:
     """Append each user's entries to ``target`` exactly once; see the module docstring.
@@ -312,9 +319,11 @@ def inject_users(
     once that many messages failed (``result.stopped``; a dry run goes on).
     With ``dry_run`` nothing is written, not even the journal (pass one
     opened with ``Journal.open_readonly``, or None): the result counts as
-    ``appended`` what a run would write.
+    ``appended`` what a run would write. ``batch_size``: messages per batch
+    (default: the target's ``batch_messages``, within its ``batch_bytes``).
     """
     tally = _Tally(dry_run, progress, show_rate, None if dry_run else bad_item_limit)
+    batch_size = batch_size or target.batch_messages
     rate = None if dry_run else max_rate
     if rate:
         batch_size = max(1, min(batch_size, int(rate)))
@@ -535,6 +544,7 @@ class _UserRun:
         deliveries.sort(key=lambda delivery: (delivery.received, delivery.entry.ref))
         self.deliveries = deliveries
         self.retries = 0
+        self.checked = False        # the target check has read this user's mailbox
 
     def skip_done(self) -> None:
         """Count what the journal has done or found present (or what the plan lists twice)."""
@@ -605,12 +615,12 @@ class _UserRun:
         finally:
             if session is not None:
                 _close_quietly(session)
+            if self.ctx.check is not None:
+                self.ctx.check.forget(self.user)
 
     def _batches(self) -> Iterator[list[_Delivery]]:
         """The user's batches, the next one's items read ahead while this one is handled."""
-        size = self.ctx.batch_size
-        todo = self.deliveries
-        batches = [todo[start:start + size] for start in range(0, len(todo), size)]
+        batches = _split(self.deliveries, self.ctx.batch_size, self.ctx.target.batch_bytes)
         ahead = self.ctx.prefetch(batches[0]) if batches else None
         for i, batch in enumerate(batches):
             if self.ctx.stop.is_set():
@@ -622,15 +632,21 @@ class _UserRun:
 
     def dry_run(self) -> None:
         """What a run would do for this user, touching nothing."""
-        reason = self.ctx.target.probe(self.user)
+        check = self.ctx.check
+        reason = check.read(self.user, None) if check is not None else None
+        reason = reason or self.ctx.target.probe(self.user)
         if reason is not None:
             self.fail_all(reason)
             return
-        for batch in self._batches():
-            read = [(d, m) for d in batch if (m := self._message(d)) is not None]
-            ready = self._not_held(read)
-            self.ctx.tally.add(self.user, appended=len(ready),
-                               would_write=[delivery.entry for delivery, _ in ready])
+        try:
+            for batch in self._batches():
+                read = [(d, m) for d in batch if (m := self._message(d)) is not None]
+                ready = self._not_held(read)
+                self.ctx.tally.add(self.user, appended=len(ready),
+                                   would_write=[delivery.entry for delivery, _ in ready])
+        finally:
+            if check is not None:
+                check.forget(self.user)
 
     def _not_held(self, read: list[tuple[_Delivery, Message]]) -> list[tuple[_Delivery, Message]]:
         """Journal as ``present`` what the target holds already; the rest, to write."""
@@ -671,6 +687,9 @@ class _UserRun:
         return self._retrying(attempt, lost)
 
     def _write(self, session: TargetSession, batch: list[_Delivery]) -> None:
+        if not self.checked and self.ctx.check is not None:
+            self.ctx.check.read(self.user, session)     # a dropped connection: read again
+            self.checked = True
         unknown: list[tuple[_Delivery, Message]] = []
         ready: list[tuple[_Delivery, Message]] = []
         found: list[_Delivery] = []
@@ -770,6 +789,23 @@ class _UserRun:
             [delivery.row(reason) for delivery, reason in failures if not delivery.in_doubt])
         self.ctx.tally.add(
             self.user, failed=[Problem(d.entry.ref, reason, user=self.user) for d, reason in failures])
+
+
+def _split(deliveries: list[_Delivery], most: int, most_bytes: int | None) -> list[list[_Delivery]]:
+    """Batches of at most ``most`` messages and (but for a single larger one) ``most_bytes``."""
+    batches: list[list[_Delivery]] = []
+    batch: list[_Delivery] = []
+    size = 0
+    for delivery in deliveries:
+        if batch and (len(batch) >= most or
+                      (most_bytes is not None and size + delivery.entry.size > most_bytes)):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(delivery)
+        size += delivery.entry.size
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _close_quietly(session: TargetSession) -> None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from restore.inject import InjectResult
     from restore.journal import RunInfo
     from restore.targets import Target
+    from restore.targets.base import TargetSession
 
 # A progress reporter: called with (label, total or None) it returns a
 # function counting items done, and ``close()`` ends the bar.
@@ -145,15 +146,63 @@ class CatalogCheck:
         catalog.index_for_diff(match, by_received=False)
 
     def key(self, entry: PlanEntry, data: bytes) -> str:
-        if self.match == "auto":
-            return entry.fingerprint    # the seal checked it is the item's
-        facts = facts_of(data)
-        return facts.mid_key if self.match == "message-id" else facts.strict_key
+        return identity_key(entry, data, self.match)
 
     def held(self, user: str, keys: Sequence[str]) -> set[str]:
         with self.catalog.lock:
             return self.catalog.held(self.store_id, self.match, user if self.per_user else None,
                                      list(keys))
+
+    def read(self, user: str, session: TargetSession | None) -> str | None:
+        return None     # the catalog read the target before the run
+
+    def forget(self, user: str) -> None:
+        pass
+
+
+class SessionCheck:
+    """inject's target check read through each user's own session (IMAP: ``held_keys``).
+
+    Each user's mailbox is read when the user's session opens, right before
+    anything is written to it, on the worker's connection: one login per
+    user for the check and the writing together, as many users at a time as
+    there are workers. A dry run opens a session only to read.
+    """
+
+    def __init__(self, target: Target, match: str):
+        self.target = target
+        self.match = match
+        self.keys: dict[str, set[str]] = {}
+
+    def key(self, entry: PlanEntry, data: bytes) -> str:
+        return identity_key(entry, data, self.match)
+
+    def held(self, user: str, keys: Sequence[str]) -> set[str]:
+        return self.keys.get(user, set()).intersection(keys)
+
+    def read(self, user: str, session: TargetSession | None) -> str | None:
+        from restore.errors import TargetError, TransientError
+
+        if session is not None:
+            self.keys[user] = session.held_keys(self.match) or set()
+            return None
+        try:
+            with self.target.session(user) as own:
+                self.keys[user] = own.held_keys(self.match) or set()
+        except (TargetError, TransientError) as exc:
+            return str(exc)
+        return None
+
+    def forget(self, user: str) -> None:
+        self.keys.pop(user, None)
+
+
+def identity_key(entry: PlanEntry, data: bytes, match: str) -> str:
+    """The identity key of a plan entry's message under ``match``, as the catalog keys it."""
+    if match == "auto":
+        return entry.fingerprint    # the seal checked it is the item's
+    facts = facts_of(data)
+    return facts.mid_key if match == "message-id" else facts.strict_key
 
 
 class PlanSource(Protocol):
@@ -288,8 +337,14 @@ def inject_plan(
 
 
 def _target_check(job: Job, target: Target, settings: InjectSettings, users: list[str],
-                  match: str, scanned: ScannedStore | None) -> CatalogCheck:
-    """Read the target (as a store) into the catalog: what it holds before anything is written."""
+                  match: str, scanned: ScannedStore | None) -> CatalogCheck | SessionCheck:
+    """Read the target (as a store) into the catalog: what it holds before anything is written.
+
+    An IMAP target not read already is read user by user in inject's own
+    sessions instead (``SessionCheck``).
+    """
+    if scanned is None and target.kind == "imap":
+        return SessionCheck(target, match)
     if scanned is None:
         options = StoreOptions(password=settings.password, insecure=settings.insecure,
                                users=users if target.kind == "imap" else None, match=match)

@@ -46,6 +46,12 @@ first, for the journal.
 not be written (no mailbox, and it would not be created), or None: what a
 dry run checks.
 
+``session.held_keys(match)`` returns the identity keys (``--match``) of
+every message in the user's mailbox, any folder, read through the session
+itself, or None when the target leaves that to a scan into the catalog
+(Maildir: files are listed faster than logins are made). inject's target
+check then costs no login of its own (IMAP: one login per user, not two).
+
 For undo:
   - ``session.remove(folder, batch, dry_run)``, ``batch`` being (target id,
     fingerprint, digest) as the journal recorded them, removes each message
@@ -103,6 +109,9 @@ class TargetSession(ABC):
     def stage(self, folder: str, batch: Sequence[Message]) -> Staged | None:
         return None
 
+    def held_keys(self, match: str) -> set[str] | None:
+        return None
+
     def take_created(self) -> list[str]:
         return []
 
@@ -127,6 +136,8 @@ class Target(ABC):
     spec: str
     kind: str
     stages: bool = False     # sessions stage and ``commit`` makes them durable, in groups
+    batch_messages: int = 50                # inject's batch: at most this many messages ...
+    batch_bytes: int | None = None          # ... and bytes (None: any)
 
     @abstractmethod
     def session(self, user: str) -> TargetSession: ...

@@ -1,16 +1,23 @@
 """IMAP target: APPEND with INTERNALDATE = received time, one connection per user.
 
 Speed comes from MULTIAPPEND (RFC 3502) with LITERAL+: one command, and one
-round trip, carries up to ``CHUNK_MESSAGES`` messages or ``CHUNK_BYTES``
-instead of one APPEND per message. MULTIAPPEND is atomic, so when the server refuses a
+round trip, carries a user's whole batch (up to ``CHUNK_MESSAGES`` messages
+or ``CHUNK_BYTES``; inject makes batches of that size, ``batch_messages``
+and ``batch_bytes``), so the server writes it in one transaction, with one
+round of fsyncs, instead of one APPEND per message. MULTIAPPEND is atomic, so when the server refuses a
 chunk (one message too big, the quota reached half way) the chunk is appended
 again one message at a time: only the messages the server refuses fail.
 
-The folder is EXAMINEd (read-only, so \\Recent and flags stay untouched)
-before appending: Dovecot then keeps the mailbox open instead of reopening it
-for every APPEND, and the new UIDs can be read back to check INTERNALDATE.
-Folders are only ever created, never renamed or deleted, so an existing
-folder keeps its UIDVALIDITY.
+INTERNALDATE is read back (a FETCH of the new UIDs, the folder EXAMINEd:
+read-only, so \\Recent and flags stay untouched) until one chunk shows
+that the server keeps the dates it is sent; later sessions of the run then
+spare themselves the EXAMINE and the FETCH, two round trips per user, but
+for a chunk with a date outside 1970-2038, which servers storing 32-bit
+file times change. A server that stored other dates goes on being checked,
+and each message it misdates carries a warning. A batch of several chunks EXAMINEs its folder
+anyway: Dovecot then keeps the mailbox open instead of reopening it for
+every APPEND. Folders are only ever created, never renamed or deleted, so
+an existing folder keeps its UIDVALIDITY; INBOX always exists.
 
 Undo (``remove``) needs UIDPLUS: each message is removed by its recorded
 UID, after checking UIDVALIDITY and the fingerprint of what that UID holds,
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -44,8 +52,8 @@ from restore.imapconn import (
 from restore.mailnames import is_keyword
 from restore.targets.base import Message, Outcome, Target, TargetSession
 
-CHUNK_MESSAGES = 100
-CHUNK_BYTES = 8 * 1024 * 1024
+CHUNK_MESSAGES = 1000
+CHUNK_BYTES = 4 * 1024 * 1024
 FETCH_CHUNK = 20  # candidates whose full bytes are fetched at once by find()
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
@@ -57,6 +65,8 @@ class ImapTarget(Target):
     """``imap://[LOGIN@]HOST[:PORT]`` or ``imaps://…`` as a place to append to."""
 
     kind = "imap"
+    batch_messages = CHUNK_MESSAGES
+    batch_bytes = CHUNK_BYTES
 
     def __init__(self, spec: str, password: str, insecure: bool = False, timeout: float = 60.0):
         self.spec = spec
@@ -65,6 +75,7 @@ class ImapTarget(Target):
         self._insecure = insecure
         self._timeout = timeout
         self._reached = False  # a session has been opened: later outages are transient
+        self.dates_kept = threading.Event()   # the server kept the INTERNALDATE it was sent
 
     def session(self, user: str) -> ImapSession:
         """A logged-in session for ``user``.
@@ -86,7 +97,7 @@ class ImapTarget(Target):
             close_quietly(client)
             raise TargetError(refused(self.address, user, refusal))
         self._reached = True
-        return ImapSession(client, self.address.where)
+        return ImapSession(client, self.address.where, self.dates_kept)
 
     def probe(self, user: str) -> str | None:
         try:
@@ -110,15 +121,17 @@ class _Pending:
 class ImapSession(TargetSession):
     """One logged-in connection; used by one thread at a time."""
 
-    def __init__(self, client: IMAPClient, where: str):
+    def __init__(self, client: IMAPClient, where: str, dates_kept: threading.Event | None = None):
         self._client = client
         self._where = where
+        self._dates_kept = dates_kept or threading.Event()
         capabilities = set(client.capabilities())
         self._multiappend = {b"MULTIAPPEND", b"LITERAL+"} <= capabilities
         self._uidplus = b"UIDPLUS" in capabilities
         self._delimiter: str | None = None
         self._existing: set[str] = set()
         self._selected: str | None = None
+        self._selected_for_append = "INBOX"
         self._uidvalidity = 0
         self._permanent_flags: tuple[bytes, ...] = ()
         self._created: list[str] = []
@@ -129,6 +142,15 @@ class ImapSession(TargetSession):
 
     def prepare(self, folder: str, message: Message) -> str:
         return ""
+
+    def held_keys(self, match: str) -> set[str]:
+        from restore.stores.imap import mailbox_keys
+
+        with connection_guard(self._where):
+            try:
+                return mailbox_keys(self._client, match)
+            finally:
+                self._selected = None   # it EXAMINEd folders of its own
 
     def close(self) -> None:
         close_quietly(self._client)
@@ -143,9 +165,11 @@ class ImapSession(TargetSession):
                 pending.append(_prepare(index, message))
             except ValueError as exc:
                 outcomes[index] = Outcome(ok=False, reason=str(exc))
+        chunks = list(_chunks(pending))
         with connection_guard(self._where):
             try:
-                mailbox = self._open_for_append(folder)
+                mailbox = self._open_for_append(
+                    folder, examine=len(chunks) > 1 or any(map(self._check_wanted, chunks)))
             except imaplib.IMAP4.abort:
                 raise
             except imaplib.IMAP4.error as exc:
@@ -156,12 +180,13 @@ class ImapSession(TargetSession):
             if refusal:
                 reason = f"folder {folder!r}: {refusal}"
                 return [outcome or Outcome(ok=False, reason=reason) for outcome in outcomes]
-            for chunk in _chunks(pending):
+            for chunk in chunks:
                 if self._multiappend and len(chunk) > 1:
                     results = self._append_together(mailbox, chunk)
                 else:
                     results = self._append_each(mailbox, chunk)
-                self._check_dates(chunk, results)
+                if self._check_wanted(chunk) and self._check_dates(chunk, results):
+                    self._dates_kept.set()
                 for item, outcome in zip(chunk, results, strict=True):
                     outcomes[item.index] = outcome
         return [outcome or Outcome(ok=False, reason="not appended") for outcome in outcomes]
@@ -199,15 +224,23 @@ class ImapSession(TargetSession):
                 results.append(Outcome(ok=True, warning="server gave no APPENDUID"))
         return results
 
-    def _check_dates(self, chunk: list[_Pending], results: list[Outcome]) -> None:
-        """Warn where the server stored another INTERNALDATE than the one sent, or lost a keyword."""
+    def _check_wanted(self, chunk: list[_Pending]) -> bool:
+        """Whether to read ``chunk`` back: dates not known to be kept, out of range, or keywords."""
+        return not self._dates_kept.is_set() or any(
+            not 0 <= item.internal_date.timestamp() < 2**31
+            or any(not flag.startswith("\\") for flag in item.flags) for item in chunk)
+
+    def _check_dates(self, chunk: list[_Pending], results: list[Outcome]) -> bool:
+        """Warn where the server stored another INTERNALDATE than the one sent, or lost a
+        keyword; True when it kept everything."""
         wanted = {}
         for position, (item, outcome) in enumerate(zip(chunk, results, strict=True)):
             if outcome.ok and outcome.target_id:
                 uid = int(outcome.target_id.rsplit(" ", 1)[1])
                 wanted[uid] = (position, item)
         if not wanted:
-            return
+            return False
+        self._examine(self._selected_for_append)
         keywords = any(not flag.startswith("\\") for item in chunk for flag in item.flags)
         try:
             stored = self._client.fetch(sorted(wanted),
@@ -216,6 +249,7 @@ class ImapSession(TargetSession):
             raise
         except imaplib.IMAP4.error:
             stored = {}  # each message then carries "could not be read back"
+        kept = True
         for uid, (position, item) in wanted.items():
             got = stored.get(uid, {}).get(b"INTERNALDATE")
             if got is None:
@@ -228,8 +262,10 @@ class ImapSession(TargetSession):
             else:
                 warning = _lost_keywords(item.flags, stored.get(uid, {}).get(b"FLAGS"))
             if warning:
+                kept = False
                 outcome = results[position]
                 results[position] = Outcome(ok=True, target_id=outcome.target_id, warning=warning)
+        return kept
 
     # -- find --------------------------------------------------------------
 
@@ -280,13 +316,18 @@ class ImapSession(TargetSession):
 
     # -- folders -----------------------------------------------------------
 
-    def _open_for_append(self, folder: str) -> str:
-        """EXAMINE ``folder`` (a "/"-separated name), creating it when missing."""
+    def _open_for_append(self, folder: str, examine: bool = True) -> str:
+        """``folder`` (a "/"-separated name) as the server names it, created when missing,
+        and EXAMINEd when ``examine``."""
         mailbox = self._server_name(folder)
-        if mailbox not in self._existing and not self._client.folder_exists(mailbox):
+        if mailbox != "INBOX" and mailbox not in self._existing and \
+                not self._client.folder_exists(mailbox):
             if self._create(mailbox):
                 self._created.append(folder)
-        self._examine(mailbox)
+        self._existing.add(mailbox)
+        self._selected_for_append = mailbox
+        if examine:
+            self._examine(mailbox)
         return mailbox
 
     def _open_existing(self, folder: str) -> str | None:
