@@ -111,7 +111,8 @@ def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry | Pl
     if not isinstance(obj, dict):
         raise UsageError(f"{where}: expected a JSON object")
     try:    # JSON may escape a lone surrogate ("\\ud800"), which no file name, journal or report holds
-        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        if "\\u" in line or not line.isascii():    # only an escape, or a surrogate itself, makes one
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise UsageError(f"{where}: not valid text (a lone surrogate escaped in the JSON)") from None
     if HEADER_FIELD in obj:
