@@ -426,24 +426,49 @@ def _run_pool(runs: Iterator[_UserRun], first: tuple[_UserRun, TargetSession] | 
         ctx.committer = _Committer(ctx)
     for thread in threads:
         thread.start()
+    interrupted = False
     try:
         items = chain([first] if first else [], ((user_run, None) for user_run in runs))
         for item in items:
             if not _put(work, item, ctx.stop):
                 break
+    except KeyboardInterrupt:
+        interrupted = True
+        ctx.stop.set()
     except BaseException:
         ctx.stop.set()
         raise
     finally:
-        for _ in threads:
-            _put(work, None, None)
-        for thread in threads:
-            thread.join()
-        ctx.read_ahead.shutdown(wait=True, cancel_futures=True)
-        if ctx.committer is not None:
-            ctx.committer.close()
+        while True:
+            try:
+                _wind_down(work, threads, ctx)
+                break
+            except KeyboardInterrupt:   # while waiting for the workers: they still finish
+                interrupted = True
+                ctx.stop.set()
+    if interrupted:
+        raise KeyboardInterrupt
     if errors:
         raise errors[0]
+
+
+def _wind_down(work: queue.Queue, threads: list[threading.Thread], ctx: _Context) -> None:
+    """Let every worker finish the batch in hand, then commit what they staged.
+
+    Safe to call again when a Ctrl-C cut it short: a worker still alive gets
+    another end-of-work mark whenever the queue has room.
+    """
+    for thread in threads:
+        while thread.is_alive():
+            try:
+                work.put_nowait(None)
+            except queue.Full:
+                pass
+            thread.join(timeout=0.2)
+    assert ctx.read_ahead is not None
+    ctx.read_ahead.shutdown(wait=True, cancel_futures=True)
+    if ctx.committer is not None:
+        ctx.committer.close()
 
 
 def _put(work: queue.Queue, item: object, stop: threading.Event | None) -> bool:
