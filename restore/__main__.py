@@ -1,3 +1,4 @@
 from restore.cli import main
 
-main()
+if __name__ == "__main__":     # not again in a process multiprocessing starts
+    main()

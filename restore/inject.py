@@ -247,13 +247,14 @@ class _Context:
     read_ahead: ThreadPoolExecutor | None = None
     pace: TokenBucket | None = None     # --max-rate, shared by every worker
     committer: _Committer | None = None     # the target stages: durability in groups
+    read_many: Callable[[list[PlanEntry]], list[bytes | None]] | None = None
     todo: int = 0           # messages the journal had not settled, of the users met so far
     skipped: int = 0        # messages the journal had settled before the run (already present)
 
     def prefetch(self, batch: list[_Delivery]) -> Future[None] | None:
         if self.read_ahead is None:
             return None
-        return self.read_ahead.submit(_load, batch, self.read_source)
+        return self.read_ahead.submit(_load, batch, self.read_source, self.read_many)
 
     def record(self, state: State, rows: list[Row]) -> None:
         """Journal ``rows`` in ``state`` for this run; a dry run journals nothing."""
@@ -270,8 +271,17 @@ class _Context:
             self.journal.record_created(self.run, user, created)
 
 
-def _load(batch: list[_Delivery], read_source: Callable[[PlanEntry], bytes]) -> None:
+def _load(batch: list[_Delivery], read_source: Callable[[PlanEntry], bytes],
+          read_many: Callable[[list[PlanEntry]], list[bytes | None]] | None = None) -> None:
     """Fill in what can be read; a failure is left for the writer to read again and report."""
+    if read_many is not None:
+        wanted = [d for d in batch if d.data is None and not d.settled]
+        try:
+            for delivery, data in zip(wanted, read_many([d.entry for d in wanted]), strict=True):
+                delivery.data = data
+            return
+        except Exception as exc:  # noqa: BLE001 - the readers are gone: read here
+            log.warning("reader processes failed (%s); reading in this process", exc)
     for delivery in batch:
         if delivery.data is None and not delivery.settled:
             try:
@@ -304,6 +314,7 @@ def inject_users(
     bad_item_limit: int | None = None,
     batch_size: int | None = None,
     retry_delays: Sequence[float] = RETRY_DELAYS,
+    read_many: Callable[[list[PlanEntry]], list[bytes | None]] | None = None,
 ) -> InjectResult:
     """Append each user's entries to ``target`` exactly once; see the module docstring.
 
@@ -321,6 +332,9 @@ def inject_users(
     opened with ``Journal.open_readonly``, or None): the result counts as
     ``appended`` what a run would write. ``batch_size``: messages per batch
     (default: the target's ``batch_messages``, within its ``batch_bytes``).
+    ``read_many`` reads the items of a whole batch ahead elsewhere (reader
+    processes), None for one it could not: that one is read again with
+    ``read_source``, which reports why.
     """
     tally = _Tally(dry_run, progress, show_rate, None if dry_run else bad_item_limit)
     batch_size = batch_size or target.batch_messages
@@ -328,7 +342,7 @@ def inject_users(
     if rate:
         batch_size = max(1, min(batch_size, int(rate)))
     ctx = _Context(target, journal, flags, read_source, tally, batch_size, retry_delays,
-                   check, run, dry_run, stop=tally.stop)
+                   check, run, dry_run, stop=tally.stop, read_many=read_many)
     runs = _todo(_UserRun(user, lines, folder, ctx) for user, lines in users)
     first: tuple[_UserRun, TargetSession] | None = None
     if not dry_run:

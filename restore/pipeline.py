@@ -131,6 +131,67 @@ class SourceReader:
             store.close()
 
 
+READERS_FROM = 5000     # messages: below, starting reader processes costs more than they save
+
+
+def readers_for(total: int) -> int:
+    """Reader processes for a plan of ``total`` messages: two per CPU when it is large.
+
+    Two, because a reader of a cold archive waits for the disk half the time.
+    """
+    from restore.scanpool import worker_count
+
+    cpus = worker_count()
+    return min(2 * cpus, 16) if total >= READERS_FROM and cpus > 1 else 0
+
+
+class ReaderPool:
+    """Reads and checks archive items in worker processes, beside inject's threads.
+
+    Opening, decompressing and fingerprinting an archive item (the seal's
+    check) is most of inject's Python work per message; in one process it
+    all runs under one interpreter lock with the writing. ``readers``
+    processes (started by a forkserver: forking inject's threads is unsafe)
+    each open the plan's archives with the same seal and options, and read
+    whole batches: inject's read-ahead hands them a batch and gets back the
+    bytes of each item, or None for one they could not read or that failed
+    the seal, which the worker then reads again itself, to report it.
+    """
+
+    def __init__(self, seal: Seal | None, options: StoreOptions, readers: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.pool = ProcessPoolExecutor(
+            readers, mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_start_reader, initargs=(seal, options))
+
+    def read_many(self, entries: list[PlanEntry]) -> list[bytes | None]:
+        return self.pool.submit(_read_many, entries).result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_READER: SourceReader | None = None     # a reader process's own
+
+
+def _start_reader(seal: Seal | None, options: StoreOptions) -> None:
+    global _READER
+    _READER = SourceReader(seal, options)
+
+
+def _read_many(entries: list[PlanEntry]) -> list[bytes | None]:
+    assert _READER is not None
+    out: list[bytes | None] = []
+    for entry in entries:
+        try:
+            out.append(_READER.read(entry))
+        except Exception:  # noqa: BLE001 - the worker reads it again and reports why
+            out.append(None)
+    return out
+
+
 class CatalogCheck:
     """inject's target check: what the catalog last read of the target, per user.
 
@@ -273,6 +334,7 @@ class InjectSettings:
     dry_run: bool = False
     max_rate: float | None = None       # messages appended per second, across all jobs
     bad_item_limit: int | None = None   # stop cleanly after this many failed messages
+    readers: int = 0                    # reader processes for the archive items (0: in-process)
 
 
 def inject_plan(
@@ -305,9 +367,10 @@ def inject_plan(
     path = Path(settings.state) if settings.state else default_journal_path(canonical)
     journal = (Journal.open_readonly(path, canonical) if settings.dry_run
                else Journal(path, canonical))
-    sources = SourceReader(seal, StoreOptions(password=settings.password,
-                                              insecure=settings.insecure,
-                                              max_message_size=job.store_options.max_message_size))
+    options = StoreOptions(password=settings.password, insecure=settings.insecure,
+                           max_message_size=job.store_options.max_message_size)
+    sources = SourceReader(seal, options)
+    readers = ReaderPool(seal, options, settings.readers) if settings.readers > 0 else None
     try:
         check = _target_check(job, target, settings, plan.user_names(),
                               seal.match if seal else job.settings.match, scanned_target)
@@ -317,7 +380,8 @@ def inject_plan(
                                   folder=settings.folder, flags=settings.flags,
                                   dry_run=settings.dry_run, read_source=sources.read, check=check,
                                   run=run, progress=progress, show_rate=show_rate,
-                                  max_rate=settings.max_rate, bad_item_limit=settings.bad_item_limit)
+                                  max_rate=settings.max_rate, bad_item_limit=settings.bad_item_limit,
+                                  read_many=readers.read_many if readers else None)
         except BaseException as exc:
             if journal is not None and run is not None:
                 interrupted = isinstance(exc, KeyboardInterrupt)
@@ -334,6 +398,8 @@ def inject_plan(
         if journal is not None:
             journal.close()
         sources.close()
+        if readers is not None:
+            readers.close()
 
 
 def _target_check(job: Job, target: Target, settings: InjectSettings, users: list[str],

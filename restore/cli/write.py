@@ -35,7 +35,15 @@ from restore.options import (
     selection_options,
     window_options,
 )
-from restore.pipeline import DiffPlan, InjectSettings, Job, PlanFileSource, PlanSource, inject_plan
+from restore.pipeline import (
+    DiffPlan,
+    InjectSettings,
+    Job,
+    PlanFileSource,
+    PlanSource,
+    inject_plan,
+    readers_for,
+)
 from restore.plan import Seal, open_plan, save_plan
 
 if TYPE_CHECKING:
@@ -64,7 +72,7 @@ def run_inject(plan: PlanSource, total: int, opts: dict, job: Job, seal: Seal, r
         insecure=bool(opts["insecure"]), create_missing=bool(opts.get("create_missing")),
         state=opts["state"], jobs=opts["jobs"], folder=opts["folder"],
         flags=write_flags(opts), dry_run=opts["dry_run"],
-        max_rate=opts["max_rate"], bad_item_limit=opts["bad_item_limit"])
+        max_rate=opts["max_rate"], bad_item_limit=opts["bad_item_limit"], readers=readers_for(total))
     bar = report.progress_factory(not opts["as_json"])(
         "checking" if settings.dry_run else "appending", total)
     try:
