@@ -133,7 +133,8 @@ def test_bad_item_limit_stops_on_unreadable_and_changed_items_and_the_resume_com
     entries += write_archive(tmp_path / "archive", users[1:], 20)
     target = f"maildir:{make_mailboxes(tmp_path / 'vmail', users)}"
     plan = write_plan_file(tmp_path / "plan.jsonl", entries)
-    # alice has the most mail, so her batch goes first: three items gone, two changed.
+    # Users go in plan order, alice first: three of her items gone, two changed. One job,
+    # so that bob and carol are still to do when her failures reach the limit.
     archive = tmp_path / "archive"
     gone = [archive / e.ref for e in entries[:3]]
     changed = [archive / e.ref for e in entries[3:5]]
@@ -148,7 +149,7 @@ def test_bad_item_limit_stops_on_unreadable_and_changed_items_and_the_resume_com
             path.with_suffix(".away").unlink(missing_ok=True)
             path.write_bytes(data)
 
-    command = inject_command(plan, target, tmp_path / "journal.sqlite", "--jobs", "2",
+    command = inject_command(plan, target, tmp_path / "journal.sqlite", "--jobs", "1",
                              "--bad-item-limit", "3")
     report = stopped_then_resumed(command, cli_env(tmp_path), len(entries), repair)
 
@@ -165,8 +166,9 @@ def test_bad_item_limit_stops_on_server_refusals_and_the_resume_completes(
     entries = write_archive(tmp_path / "archive", [full], 30)
     entries += write_archive(tmp_path / "archive", others, 20)
     plan = write_plan_file(tmp_path / "plan.jsonl", entries)
+    # One job: the others are still to do when the full mailbox's refusals reach the limit.
     command = inject_command(plan, master_url(dovecot_server), tmp_path / "journal.sqlite",
-                             "--jobs", "2", "--bad-item-limit", "3")
+                             "--jobs", "1", "--bad-item-limit", "3")
 
     report = stopped_then_resumed(command, imap_env(tmp_path, dovecot_server.master_pass),
                                   len(entries), lambda: dovecot_server.set_quota(full, "0"))
