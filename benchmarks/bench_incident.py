@@ -53,6 +53,7 @@ from measure import (  # noqa: E402
     run_measured,
     tree_cpu,
 )
+from server import MODES  # noqa: E402
 
 DATA = HERE / "data"
 WORK = HERE / "work"
@@ -351,6 +352,7 @@ class Bench:
                                     self.shape.missing, cold, env=env,
                                     dovecot_pid=server.master_pid)
             row["dovecot_fsync"] = self.args.dovecot_fsync
+            row["dovecot_mode"] = self.args.dovecot_mode
             self._after_restore(row, run, catalog, journal, replica)
             if row["status"].startswith("exact"):
                 self._doveadm_sample(row, server)
@@ -376,9 +378,11 @@ class Bench:
                                                                 range(self.shape.users))]
         if os.getuid() == 0:  # Dovecot refuses mail as root: the copy belongs to the mail uid
             subprocess.run(["chown", "-R", "5000:5000", str(replica)], check=True)
-        server = private_dovecot(users, self.args.dovecot_fsync, home).start()
+        server = private_dovecot(users, self.args.dovecot_fsync, home,
+                                 self.args.dovecot_mode).start()
         print(f"  dovecot pid {server.master_pid} on {server.host}:{server.port} "
-              f"({len(users):,} users, mail_fsync={self.args.dovecot_fsync})", flush=True)
+              f"({len(users):,} users, mail_fsync={self.args.dovecot_fsync}, "
+              f"{self.args.dovecot_mode} mode)", flush=True)
         return server
 
     def _doveadm_sample(self, row: dict, server) -> None:  # noqa: ANN001
@@ -421,7 +425,8 @@ def report(bench: Bench) -> str:
         if "decompress_s" in r:
             extra = f"decompress {r['decompress_s']} s CPU"
         if "dovecot_cpu_s" in r:
-            extra += f"; Dovecot CPU {r['dovecot_cpu_s']} s (mail_fsync={r['dovecot_fsync']})"
+            extra += (f"; Dovecot CPU {r['dovecot_cpu_s']} s (mail_fsync={r['dovecot_fsync']}, "
+                      f"{r.get('dovecot_mode', 'default')} mode)")
         table.append([r["step"], f"{r['messages']:,}", fmt(r["seconds"], 1), fmt(r["msgs_per_s"]),
                       f"{r['user_s']:.1f} + {r['sys_s']:.1f}", fmt(r["peak_rss_mb"], 0),
                       fmt(r["tree_pss_mb"], 0),
@@ -475,6 +480,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=4, help="inject/restore --jobs for Maildir")
     ap.add_argument("--imap-jobs", type=int, default=8, help="restore --jobs over IMAP")
     ap.add_argument("--dovecot-fsync", choices=("optimized", "always", "never"), default="optimized")
+    ap.add_argument("--dovecot-mode", choices=MODES, default="default",
+                    help="Dovecot's login and imap processes: default (one per connection) or "
+                    "performance (reused; benchmarks/server.py)")
     ap.add_argument("--readers", type=int, default=2, help="raw read processes")
     ap.add_argument("--writers", type=int, default=4, help="raw write processes")
     ap.add_argument("--raw-write-files", type=int, default=0, help="default: the gap's size")
@@ -528,6 +536,8 @@ def main() -> None:
     name = f"incident-{shape.label}-{shape.fmt}-{'-'.join(targets)}"
     if "imap" in targets and args.dovecot_fsync != "optimized":
         name += f"-fsync-{args.dovecot_fsync}"
+    if "imap" in targets and args.dovecot_mode != "default":
+        name += f"-{args.dovecot_mode}"
     if args.profile:
         name += "-profiled"
     (WORK / f"{name}.md").write_text(text + "\n")

@@ -372,7 +372,7 @@ PARALLEL = ["mailrestore jK", "mbsync", "mbsync parallel", "doveadm import",
 # ------------------------------------------------------------- report
 
 def report(results: dict[str, Measurement], n: int, users: int, source: str,
-           mail_fsync: str = "optimized") -> str:
+           mail_fsync: str = "optimized", mode: str = "default") -> str:
     def rate(name: str) -> float | None:
         return results[name].rate if name in results else None
 
@@ -385,7 +385,8 @@ def report(results: dict[str, Measurement], n: int, users: int, source: str,
     out = [f"# mailrestore inject benchmark ({machine_line()})",
            f"{n:,} messages from the {source} corpus over {users} users; each contender into "
            "fresh empty INBOXes, counts verified after each run.",
-           f"Dovecot 2.3 on 127.0.0.1, mail_fsync={mail_fsync}; timings exclude setup and the "
+           f"Dovecot 2.3 on 127.0.0.1, mail_fsync={mail_fsync}, {mode} mode "
+           "(benchmarks/server.py); timings exclude setup and the "
            "count check. CPU: user+system seconds of the contender's processes, and of "
            "Dovecot's processes meanwhile.", "",
            markdown_table([*MEASUREMENT_HEADERS[:-1], "client CPU s", "Dovecot CPU s",
@@ -430,6 +431,9 @@ def main() -> None:
                     f"{', '.join(PARALLEL)}")
     ap.add_argument("--mail-fsync", choices=("optimized", "always", "never"), default="optimized",
                     help="Dovecot's mail_fsync (default optimized, as the tests run it)")
+    ap.add_argument("--dovecot-mode", choices=("default", "performance"), default="default",
+                    help="Dovecot's login and imap processes: default (one per connection) or "
+                    "performance (reused; benchmarks/server.py)")
     ap.add_argument("--json", type=Path, default=WORK / "inject-results.json")
     args = ap.parse_args()
     chosen = ([c.strip() for c in args.only.split(",") if c.strip()]
@@ -450,7 +454,7 @@ def main() -> None:
     work = WORK / "inject"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    server = private_dovecot(mail_fsync=args.mail_fsync).start()
+    server = private_dovecot(mail_fsync=args.mail_fsync, mode=args.dovecot_mode).start()
     print(f"dovecot pid {server.master_pid} on {server.host}:{server.port}, base {server.base}",
           flush=True)
     results: dict[str, Measurement] = {}
@@ -469,7 +473,8 @@ def main() -> None:
                   flush=True)
     finally:
         server.cleanup()  # SIGTERM to the master we started, then its directory goes
-    print("\n" + report(results, args.n, args.users, stamp["source"], args.mail_fsync))
+    print("\n" + report(results, args.n, args.users, stamp["source"], args.mail_fsync,
+                         args.dovecot_mode))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps([m.as_dict() for m in results.values()], indent=1) + "\n")
 
