@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from imapclient import IMAPClient
+from imapclient.datetime_util import datetime_to_INTERNALDATE
+from imapclient.imapclient import seq_to_parenstr
 
 from restore.errors import TargetError, TransientError
 from restore.identity import fingerprint_of, is_same_message, normalize_newlines
@@ -193,9 +195,8 @@ class ImapSession(TargetSession):
 
     def _append_together(self, mailbox: str, chunk: list[_Pending]) -> list[Outcome]:
         """One MULTIAPPEND; if refused, one APPEND each to find who is refused."""
-        payload = [{"msg": p.data, "flags": p.flags, "date": p.internal_date} for p in chunk]
         try:
-            status, data = self._client.multiappend(mailbox, payload)
+            status, data = self._send_multiappend(mailbox, chunk)
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error:  # BAD: something in the chunk the server rejects
@@ -206,6 +207,26 @@ class ImapSession(TargetSession):
         if len(uids) != len(chunk):
             return [Outcome(ok=True, warning="server gave no APPENDUID") for _ in chunk]
         return [Outcome(ok=True, target_id=f"APPENDUID {uidvalidity} {uid}") for uid in uids]
+
+    def _send_multiappend(self, mailbox: str, chunk: list[_Pending]) -> tuple[str, list]:
+        """Send the MULTIAPPEND in one write and wait for its answer.
+
+        With LITERAL+ nothing waits for the server mid-command, so the whole
+        command goes out at once: imapclient's ``multiappend`` writes three
+        pieces per message, each a system call and a small packet that wakes
+        the server to read it.
+        """
+        parts = [b"", b"APPEND", self._client._normalise_folder(mailbox)]
+        for item in chunk:
+            if item.flags:
+                parts.append(seq_to_parenstr(item.flags).encode("ascii"))
+            parts.append(f'"{datetime_to_INTERNALDATE(item.internal_date)}" '
+                         f"{{{len(item.data)}+}}\r\n".encode("ascii") + item.data)
+        imap = self._client._imap
+        tag = imap._new_tag()
+        parts[0] = tag
+        imap.send(b" ".join(parts) + b"\r\n")
+        return imap._command_complete("APPEND", tag)
 
     def _append_each(self, mailbox: str, chunk: list[_Pending]) -> list[Outcome]:
         results = []
