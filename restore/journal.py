@@ -324,9 +324,10 @@ class Journal:
                                   " COMMIT;")
             return
         self._check_schema(tables)
-        with self.db:
-            self.db.executescript(SCHEMA)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        # One transaction: executescript commits each statement on its own, and a crash
+        # between the tables and the version left a journal every later run refused.
+        self.db.executescript(f"BEGIN; {SCHEMA} INSERT OR IGNORE INTO meta VALUES ('schema', "
+                              f"'{SCHEMA_VERSION}'); COMMIT;")
 
     def _check_schema(self, tables: set[str] | None = None) -> None:
         tables = _tables(self.db) if tables is None else tables
