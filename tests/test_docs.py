@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from restore.cli import cli
 from restore.cli.command import PIPELINE
-from restore.options import StagedOption
+from restore.cli.options import StagedOption
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["mailrestore"] + [f"mailrestore-{name}" for name in cli.commands]

@@ -4,7 +4,7 @@
     python tools/gen_man.py --check   exit 1, listing the pages that differ from what would be written
 
 Options, their help, defaults and choices come from click, so a change in
-restore/cli/ or restore/options.py only needs a re-run. Hand-written prose
+restore/cli/ (options.py included) only needs a re-run. Hand-written prose
 goes in man/extra/PAGE.roff (e.g. man/extra/mailrestore-audit.roff): raw roff,
 inserted before SEE ALSO of that page. The output carries no date, so the same
 sources always give the same bytes.

@@ -4,7 +4,7 @@ One module per command family (``scan``, ``compare``: timeline and diff,
 ``write``: inject and restore, ``runs``: runs and undo, ``audit``, ``merge``:
 report merge, ``config``,
 ``completion``, ``demo``), their shared helpers in ``common``, their shared
-options in ``restore.options``; ``command`` gives every command --config and
+options in ``restore.cli.options``; ``command`` gives every command --config and
 --profile and its stage-by-stage --help. Commands return an
 exit status or raise; ``main()`` here is the only place where errors become
 exit codes (SPEC.md and ``restore.errors``).

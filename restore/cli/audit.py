@@ -11,7 +11,7 @@ from restore import audit as auditing
 from restore import report
 from restore.cli.command import command
 from restore.cli.common import make_job, recall
-from restore.options import (
+from restore.cli.options import (
     fail_on_option,
     imap_options,
     journal_options,

@@ -5,7 +5,7 @@
 from ``MAILRESTORE_*`` variables (``restore.config``), through click's
 ``default_map``: the command line still wins, and this is the only place
 that does it. Its ``--help`` lists options in sections, one per stage of
-``restore.options.STAGES``; ``PipelineGroup`` lists commands in the order
+``restore.cli.options.STAGES``; ``PipelineGroup`` lists commands in the order
 mail flows through them. ``option_sections`` is the one grouping both
 ``--help`` and the man pages (tools/gen_man.py) use.
 """
@@ -17,7 +17,7 @@ import functools
 import click
 
 from restore import config
-from restore.options import STAGES, option
+from restore.cli.options import STAGES, option
 
 # The order of a night's work; commands not named here follow, alphabetically.
 PIPELINE = ("scan", "timeline", "diff", "inject", "restore", "audit", "runs", "undo", "report",

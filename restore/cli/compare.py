@@ -9,8 +9,7 @@ import click
 from restore import report, usercsv
 from restore.cli.command import command
 from restore.cli.common import make_job, memory_doc, recall, remember
-from restore.diff import FAIL_ON
-from restore.options import (
+from restore.cli.options import (
     fail_on_option,
     imap_options,
     journal_options,
@@ -22,6 +21,7 @@ from restore.options import (
     selection_options,
     window_options,
 )
+from restore.diff import FAIL_ON
 from restore.plan import save_plan
 
 

@@ -8,7 +8,7 @@ import click
 
 from restore import report
 from restore.cli.command import command, load_config, settings_of
-from restore.options import STAGES, json_option
+from restore.cli.options import STAGES, json_option
 
 BUILT_IN = "built-in"
 

@@ -12,9 +12,9 @@ import click
 from restore import report
 from restore.cli.command import command
 from restore.cli.common import make_job, public_argv
+from restore.cli.options import option
 from restore.errors import UsageError
 from restore.journal import RunInfo
-from restore.options import option
 from restore.pipeline import DiffPlan, InjectSettings, inject_plan
 from restore.plan import Seal, save_plan
 from restore.times import human, iso

@@ -9,9 +9,9 @@ import click
 
 from restore import report
 from restore.cli.command import command
+from restore.cli.options import json_option
 from restore.errors import UsageError
 from restore.merge import merge
-from restore.options import json_option
 
 
 @command("report")

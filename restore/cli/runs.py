@@ -10,9 +10,9 @@ import click
 from restore import report
 from restore.cli.command import command
 from restore.cli.common import public_argv, wants_imap
+from restore.cli.options import json_option, option
 from restore.credentials import get_password
 from restore.errors import UsageError
-from restore.options import json_option, option
 
 journal_options = [
     option("--state", type=click.Path(), metavar="FILE", stage="writing",

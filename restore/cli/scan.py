@@ -10,8 +10,8 @@ import click
 from restore import report
 from restore.cli.command import command
 from restore.cli.common import make_job
+from restore.cli.options import imap_options, json_option, option, reading_options
 from restore.errors import Problem
-from restore.options import imap_options, json_option, option, reading_options
 from restore.selection import EVERYONE
 from restore.stores import item_location, open_store
 from restore.times import iso

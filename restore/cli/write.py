@@ -19,10 +19,7 @@ from restore.cli.common import (
     same_target,
     selection,
 )
-from restore.errors import Problem, UsageError
-from restore.journal import RunInfo, file_sha256
-from restore.mailnames import keyword_problem
-from restore.options import (
+from restore.cli.options import (
     catalog_option,
     imap_options,
     inject_options,
@@ -35,6 +32,9 @@ from restore.options import (
     selection_options,
     window_options,
 )
+from restore.errors import Problem, UsageError
+from restore.journal import RunInfo, file_sha256
+from restore.mailnames import keyword_problem
 from restore.pipeline import (
     DiffPlan,
     InjectSettings,
