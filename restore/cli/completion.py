@@ -25,9 +25,8 @@ def completion(shell: str) -> int:
 
     or for the current shell only: eval "$(mailrestore completion bash)".
     """
-    from restore.cli import cli
-
+    root = click.get_current_context().find_root().command   # the group above: no import cycle
     complete = get_completion_class(shell)
     assert complete is not None     # SHELLS are click's own
-    click.echo(complete(cli, {}, "mailrestore", "_MAILRESTORE_COMPLETE").source())
+    click.echo(complete(root, {}, "mailrestore", "_MAILRESTORE_COMPLETE").source())
     return 0
