@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from restore.errors import UsageError
-from restore.journal import Journal, default_journal_path
+from restore.journal import Journal
+from restore.journalfile import default_journal_path
 from restore.targets import canonical_target
 from restore.window import Window
 

@@ -357,7 +357,8 @@ def inject_plan(
     or the journal; it does bring the catalog (a cache) up to date.
     """
     from restore.inject import inject_users
-    from restore.journal import Journal, RunStatus, default_journal_path
+    from restore.journal import Journal, RunStatus
+    from restore.journalfile import default_journal_path
     from restore.targets import TargetOptions, canonical_target, open_target
 
     canonical = canonical_target(settings.target)

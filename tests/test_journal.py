@@ -15,9 +15,9 @@ from restore.journal import (
     RunStatus,
     State,
     Written,
-    default_journal_path,
     entry_key,
 )
+from restore.journalfile import default_journal_path
 from restore.plan import PlanEntry
 from restore.targets import canonical_target
 from restore.window import Window

@@ -30,7 +30,7 @@ def with_journal_options(func: Any) -> Any:
 
 def journal_path(opts: dict) -> tuple[Path, str | None]:
     """The journal --state or --to names, and the canonical target if --to was given."""
-    from restore.journal import default_journal_path
+    from restore.journalfile import default_journal_path
     from restore.targets import canonical_target
 
     if not opts["state"] and not opts["target"]:
