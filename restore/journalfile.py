@@ -253,21 +253,7 @@ class JournalFile:
         self.close()
     def _run_lock_held(self) -> bool:
         """Whether some process (this one included) holds the journal's run lock now."""
-        if self._lock_fd >= 0:
-            return True
-        import fcntl
-
-        try:
-            fd = os.open(f"{self.path}.lock", os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return self._lock_fd >= 0 or locks.is_held(Path(f"{self.path}.lock"))
 
     def _writable(self) -> None:
         if self.readonly:

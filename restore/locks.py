@@ -50,3 +50,18 @@ def held(path: Path, what: str, refused: Callable[[str], str]) -> Iterator[None]
         yield
     finally:
         os.close(fd)
+
+
+def is_held(path: Path) -> bool:
+    """Whether some process holds the lock at ``path`` now (one that holds none: False)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
