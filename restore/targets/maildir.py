@@ -35,21 +35,19 @@ Undo (``remove``) finds a message by the name it was delivered under, in
 that its content still has the fingerprint, unlinks it and fsyncs the
 directory. Directories this target created, and a ``dovecot-keywords``
 file, are listed by the session (``take_created``) so that undo can remove
-them again once their folder is empty.
+them again once their folder is empty (``restore.targets.maildir_undo``).
+The calls on the disk, by directory descriptor, are
+``restore.targets.maildir_fs``'s.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import stat
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 from restore.errors import PermanentError, TargetError, TransientError, UsageError
-from restore.identity import fingerprint_of, is_same_message, normalize_newlines
+from restore.identity import fingerprint_of, normalize_newlines
 from restore.mailnames import (
     PathTemplate,
     info_suffix,
@@ -62,109 +60,30 @@ from restore.mailnames import (
 )
 from restore.targets.base import Message, Outcome, Staged, Target, TargetSession
 from restore.targets.dovecot_keywords import KEYWORDS_FILE, KeywordsFull, keyword_letters
+from restore.targets.maildir_fs import (
+    MAILDIRFOLDER,
+    OUTSIDE_ROOT,
+    SYNCFS,
+    Folder,
+    StagedBatch,
+    copy_owner,
+    exists,
+    listdir,
+    mark_maildirfolder,
+    read,
+    real_path,
+    syncfs,
+    unlink_quietly,
+)
+from restore.targets.maildir_undo import remove_created, remove_written
 
 NO_MAILBOX = "no mailbox"
-OUTSIDE_ROOT = "path leaves the mail root"
-MAILDIRFOLDER = "maildirfolder"
-MOVED = "no longer where it was written (moved or deleted since): left alone"
-CHANGED = "changed since it was written: left alone"
 
 
 def maildir_bytes(data: bytes) -> bytes:
     """Maildir files hold LF line endings: CRLF and a bare CR become LF (identity stays)."""
     return normalize_newlines(data)
 
-
-def _real_path(fd: int, fallback: str) -> str:
-    """Where an open directory really is (after symlinks), without a race on the path."""
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return os.path.realpath(fallback)
-
-
-def _syncfs() -> Any:
-    """libc's syncfs(2): one call makes every file of a file system durable (Linux)."""
-    try:
-        function = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    function.argtypes, function.restype = [ctypes.c_int], ctypes.c_int
-    return function
-
-
-SYNCFS = _syncfs()
-
-
-def syncfs(fd: int) -> None:
-    """Make durable everything written to the file system ``fd`` is on."""
-    if SYNCFS is None or SYNCFS(fd) != 0:
-        code = ctypes.get_errno() if SYNCFS is not None else errno.ENOSYS
-        raise OSError(code, os.strerror(code))
-
-
-@dataclass
-class _Folder:
-    """Open directory descriptors of one folder, and the mode of its new files."""
-
-    path: str
-    fd: int
-    tmp: int
-    new: int
-    cur: int
-    file_mode: int
-    letters: dict[str, str] = field(default_factory=dict)   # keyword -> its dovecot-keywords letter
-    dev: int = 0
-
-    def close(self) -> None:
-        for fd in (self.tmp, self.new, self.cur, self.fd):
-            os.close(fd)
-
-
-@dataclass
-class _StagedBatch(Staged):
-    """Files written into one folder's tmp/, to be linked by ``MaildirTarget.commit``.
-
-    It holds its own copies of the directory descriptors: the session that
-    staged it may be closed (a retry, the user's last batch) before the commit.
-    """
-
-    size: int
-    path: str
-    outcomes: list[Outcome | None]
-    # (position, tmp name, name in new/ or cur/, into cur/, warning)
-    files: list[tuple[int, str, str, bool, str]] = field(default_factory=list)
-    tmp: int = -1
-    new: int = -1
-    cur: int = -1
-    dev: int = 0
-
-    def link(self) -> set[int]:
-        """Link every file into place; the directories linked into."""
-        linked = set()
-        for position, name, final, into_cur, warning in self.files:
-            directory = self.cur if into_cur else self.new
-            try:
-                os.link(name, final, src_dir_fd=self.tmp, dst_dir_fd=directory,
-                        follow_symlinks=False)
-            except FileExistsError:
-                self.outcomes[position] = Outcome(ok=False, reason=f"{final} exists: name clash, refused")
-            except OSError as exc:
-                self.outcomes[position] = Outcome(ok=False, reason=f"{name}: {exc.strerror}")
-            else:
-                self.outcomes[position] = Outcome(ok=True, target_id=final, warning=warning)
-                linked.add(directory)
-            _unlink_quietly(name, self.tmp)
-        return linked
-
-    def close(self) -> None:
-        for fd in (self.tmp, self.new, self.cur):
-            if fd >= 0:
-                os.close(fd)
-        self.tmp = self.new = self.cur = -1
-
-    def results(self) -> list[Outcome]:
-        return [outcome or Outcome(ok=False, reason="not written") for outcome in self.outcomes]
 
 
 class MaildirTarget(Target):
@@ -257,7 +176,7 @@ class MaildirTarget(Target):
 
     def commit(self, staged: Sequence[Staged]) -> list[list[Outcome]]:
         """Make staged batches durable, visible (linked, in order) and durable again."""
-        batches = [b for b in staged if isinstance(b, _StagedBatch) and b.files]
+        batches = [b for b in staged if isinstance(b, StagedBatch) and b.files]
         try:
             try:
                 if SYNCFS is not None:
@@ -279,9 +198,9 @@ class MaildirTarget(Target):
                 raise TransientError(f"{where}: sync: {exc.strerror}") from None
         finally:
             for each in staged:
-                if isinstance(each, _StagedBatch):
+                if isinstance(each, StagedBatch):
                     each.close()
-        return [b.results() if isinstance(b, _StagedBatch) else [] for b in staged]
+        return [b.results() if isinstance(b, StagedBatch) else [] for b in staged]
 
     def relative(self, path: str) -> str:
         """``path`` (under the mail root) relative to it, as the journal records it."""
@@ -324,23 +243,16 @@ class MaildirTarget(Target):
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
             try:
                 os.fchmod(fd, mode)
-                _copy_owner(fd, owner or os.fstat(parent))
+                copy_owner(fd, owner or os.fstat(parent))
                 os.fsync(parent)
             except BaseException:
                 os.close(fd)
                 raise
-        if not is_inside(_real_path(fd, path), self.real_root):
+        if not is_inside(real_path(fd, path), self.real_root):
             os.close(fd)
             raise PermanentError(user, f"{path}: {OUTSIDE_ROOT}")
         return fd
 
-
-def _copy_owner(fd: int, template: os.stat_result) -> None:
-    """Give a new file or directory the owner of the Maildir (only root may)."""
-    if os.geteuid() == 0:
-        st = os.fstat(fd)
-        if (st.st_uid, st.st_gid) != (template.st_uid, template.st_gid):
-            os.fchown(fd, template.st_uid, template.st_gid)
 
 
 class MaildirSession(TargetSession):
@@ -353,7 +265,7 @@ class MaildirSession(TargetSession):
         self.path = path
         self.mailbox_fd = mailbox_fd
         self.mailbox_stat = os.fstat(mailbox_fd)
-        self.folders: dict[str, _Folder] = {}
+        self.folders: dict[str, Folder] = {}
         self.created = created or []
         self._cur_names: dict[str, dict[str, str]] = {}   # undo: folder -> cur/ base name -> entry
 
@@ -375,8 +287,8 @@ class MaildirSession(TargetSession):
     def append(self, folder: str, batch: Sequence[Message]) -> list[Outcome]:
         return self.target.commit([self.stage(folder, batch)])[0]
 
-    def stage(self, folder: str, batch: Sequence[Message]) -> _StagedBatch:
-        staged = _StagedBatch(len(batch), self.path, [None] * len(batch))
+    def stage(self, folder: str, batch: Sequence[Message]) -> StagedBatch:
+        staged = StagedBatch(len(batch), self.path, [None] * len(batch))
         try:
             box = self._folder(folder, create=True)
         except PermanentError as exc:
@@ -399,7 +311,7 @@ class MaildirSession(TargetSession):
                 staged.files.append((position, *written))
         return staged
 
-    def _write_tmp(self, box: _Folder, message: Message) -> tuple[str, str, bool, str] | Outcome:
+    def _write_tmp(self, box: Folder, message: Message) -> tuple[str, str, bool, str] | Outcome:
         """Write ``tmp/NAME``: (NAME, its final name, into cur/, warning), or why not."""
         data = maildir_bytes(message.data)
         name = message.planned_id or unique_name(len(data))
@@ -423,25 +335,25 @@ class MaildirSession(TargetSession):
                 while view:
                     view = view[os.write(fd, view):]
                 os.fchmod(fd, box.file_mode)
-                _copy_owner(fd, self.mailbox_stat)
+                copy_owner(fd, self.mailbox_stat)
                 os.utime(fd, (message.received, message.received))
                 if SYNCFS is None:
                     os.fsync(fd)    # no syncfs to make the group durable at once
             finally:
                 os.close(fd)
         except OSError as exc:
-            _unlink_quietly(name, box.tmp)
+            unlink_quietly(name, box.tmp)
             return Outcome(ok=False, reason=f"{name}: {exc.strerror}")
         warning = f"flags not stored in Maildir: {' '.join(unknown)}" if unknown else ""
         return name, name + suffix, bool(suffix), warning
 
-    def _keyword_letters(self, box: _Folder, flags: Sequence[str]) -> dict[str, str]:
+    def _keyword_letters(self, box: Folder, flags: Sequence[str]) -> dict[str, str]:
         """The folder's letters for the keywords among ``flags``, added to its file if new."""
         missing = [flag for flag in flags if is_keyword(flag) and flag not in box.letters]
         if missing:
-            existed = _exists(KEYWORDS_FILE, box.fd)
+            existed = exists(KEYWORDS_FILE, box.fd)
             box.letters.update(keyword_letters(
-                box.fd, missing, box.file_mode, lambda fd: _copy_owner(fd, self.mailbox_stat)))
+                box.fd, missing, box.file_mode, lambda fd: copy_owner(fd, self.mailbox_stat)))
             if not existed:
                 self.created.append(self.target.relative(f"{box.path}/{KEYWORDS_FILE}"))
         return box.letters
@@ -456,15 +368,15 @@ class MaildirSession(TargetSession):
             return None
         name = message.planned_id
         if name:
-            if _exists(name, box.new):
+            if exists(name, box.new):
                 return name
-            for entry in _listdir(box.cur):
+            for entry in listdir(box.cur):
                 # The MUA moves new/NAME to cur/NAME:2,FLAGS; the NAME part is stable.
                 if entry == name or entry.startswith(name + ":"):
                     return entry
             # A crash between create and rename left our own partial file: it is
             # no mail (never renamed into new/), and the name will not be reused.
-            _unlink_quietly(name, box.tmp)
+            unlink_quietly(name, box.tmp)
         return self._find_by_content(box, message)
 
     def remove(self, folder: str, batch: Sequence[tuple[str, str, str]], dry_run: bool = False
@@ -473,111 +385,31 @@ class MaildirSession(TargetSession):
             box = self._folder(folder, create=False)
         except (ValueError, PermanentError, OSError):
             box = None
-        if box is None:
-            return [f"folder {folder!r} no longer exists: left alone"] * len(batch)
-        outcomes: list[str | None] = []
-        unlinked: set[int] = set()
-        for target_id, fingerprint, digest in batch:
-            found = self._written_file(folder, box, target_id)
-            if found is None:
-                outcomes.append(MOVED)
-                continue
-            dir_fd, entry = found
-            content = _read(entry, dir_fd)
-            if content is None:
-                outcomes.append(MOVED)
-            elif not is_same_message(content, fingerprint, digest):
-                outcomes.append(CHANGED)
-            elif dry_run:
-                outcomes.append(None)
-            else:
-                try:
-                    os.unlink(entry, dir_fd=dir_fd)
-                except FileNotFoundError:
-                    outcomes.append(MOVED)
-                    continue
-                unlinked.add(dir_fd)
-                outcomes.append(None)
-        for dir_fd in unlinked:
-            os.fsync(dir_fd)    # the removals are durable before the journal says undone
-        return outcomes
-
-    def _written_file(self, folder: str, box: _Folder, target_id: str) -> tuple[int, str] | None:
-        """Where the file delivered as ``target_id`` is now: new/NAME, or cur/NAME with any flags."""
-        name = target_id.partition(":")[0]
-        if not name or "/" in name or name.startswith("."):
-            return None
-        if _exists(name, box.new):
-            return box.new, name
-        names = self._cur_names.get(folder)
-        if names is None:
-            # One listing per folder: cur/ may hold a hundred thousand messages.
-            names = self._cur_names[folder] = {e.partition(":")[0]: e for e in _listdir(box.cur)}
-        entry = names.get(name)
-        return (box.cur, entry) if entry is not None else None
+        return remove_written(box, folder, batch, self._cur_names, dry_run)
 
     def remove_created(self, path: str, dry_run: bool = False) -> str | None:
-        parts = path.split("/")
-        if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            return f"{path}: not a path under the mail root: left alone"
-        full = f"{self.target.root}/{path}"
-        if not is_inside(os.path.realpath(os.path.dirname(full)), self.target.real_root):
-            return f"{path}: {OUTSIDE_ROOT}: left alone"
-        try:
-            st = os.lstat(full)
-        except FileNotFoundError:
-            return None
-        if parts[-1] == MAILDIRFOLDER and stat.S_ISREG(st.st_mode):
-            if st.st_size:
-                return f"{path}: no longer empty: left alone"
-            if not dry_run:
-                os.unlink(full)
-        elif parts[-1] == KEYWORDS_FILE and stat.S_ISREG(st.st_mode):
-            if dry_run:
-                return None     # the undo itself empties the folder first, or it says then why not
-            folder = os.path.dirname(full)
-            if any(os.listdir(f"{folder}/{sub}") for sub in ("cur", "new") if os.path.isdir(f"{folder}/{sub}")):
-                # Mail the run did not write may carry the letters the file names.
-                return f"{path}: the folder still holds mail: left alone"
-            os.unlink(full)
-        elif stat.S_ISDIR(st.st_mode):
-            if dry_run:
-                return None     # emptied first by the undo itself, or it says then why not
-            try:
-                os.rmdir(full)
-            except OSError as exc:
-                return f"{path}: {'not empty' if exc.errno == errno.ENOTEMPTY else exc.strerror}: left alone"
-        else:
-            return f"{path}: not what the run created: left alone"
-        if dry_run:
-            return None
-        parent = os.open(os.path.dirname(full), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(parent)
-        finally:
-            os.close(parent)
-        return None
+        return remove_created(self.target.root, self.target.real_root, path, dry_run)
 
-    def _find_by_content(self, box: _Folder, message: Message) -> str | None:
+    def _find_by_content(self, box: Folder, message: Message) -> str | None:
         """Scan for a file with the received mtime and the same bytes or fingerprint."""
         data = maildir_bytes(message.data)
         second = int(message.received)
         for dir_fd in (box.new, box.cur):
-            for entry in _listdir(dir_fd):
+            for entry in listdir(dir_fd):
                 try:
                     st = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
                 except OSError:
                     continue
                 if not stat.S_ISREG(st.st_mode) or int(st.st_mtime) != second:
                     continue
-                content = _read(entry, dir_fd)
+                content = read(entry, dir_fd)
                 if content is None:
                     continue
                 if content == data or (message.fingerprint and fingerprint_of(content) == message.fingerprint):
                     return entry
         return None
 
-    def _folder(self, folder: str, *, create: bool) -> _Folder | None:
+    def _folder(self, folder: str, *, create: bool) -> Folder | None:
         """Open ``folder``, creating it and its cur/new/tmp when ``create``; None if absent."""
         if folder in self.folders:
             return self.folders[folder]
@@ -604,9 +436,9 @@ class MaildirSession(TargetSession):
                 if sub_fd is None:
                     return None
                 opened.append(sub_fd)
-            if dirname is not None and create and _mark_maildirfolder(fd, owner):
+            if dirname is not None and create and mark_maildirfolder(fd, owner):
                 self.created.append(self.target.relative(f"{path}/{MAILDIRFOLDER}"))
-            box = _Folder(path, fd, opened[1], opened[2], opened[3], file_mode=mode & 0o666,
+            box = Folder(path, fd, opened[1], opened[2], opened[3], file_mode=mode & 0o666,
                           dev=os.fstat(opened[1]).st_dev)
         finally:
             if box is None:
@@ -614,48 +446,3 @@ class MaildirSession(TargetSession):
                     os.close(fd)
         self.folders[folder] = box
         return box
-
-
-def _mark_maildirfolder(folder_fd: int, owner: os.stat_result) -> bool:
-    """The empty ``maildirfolder`` file tells Maildir++ readers this is a subfolder; True if made."""
-    try:
-        fd = os.open(MAILDIRFOLDER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                     stat.S_IMODE(owner.st_mode) & 0o666, dir_fd=folder_fd)
-    except FileExistsError:
-        return False
-    try:
-        _copy_owner(fd, owner)
-    finally:
-        os.close(fd)
-    return True
-
-
-def _exists(name: str, dir_fd: int) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except OSError:
-        return False
-    return True
-
-
-def _listdir(dir_fd: int) -> Iterator[str]:
-    try:
-        yield from os.listdir(dir_fd)
-    except OSError:
-        return
-
-
-def _read(name: str, dir_fd: int) -> bytes | None:
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    except OSError:
-        return None
-    with open(fd, "rb") as fh:
-        return fh.read()
-
-
-def _unlink_quietly(name: str, dir_fd: int) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
