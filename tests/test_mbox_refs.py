@@ -147,12 +147,17 @@ def test_bad_offsets_are_unreadable_and_spoil_nothing(tmp_path, mail_factory):
     assert [store.open_ref(f"box.zst:{o}") for o in reversed(offsets)] == msgs[::-1]
 
 
-def test_refs_in_increasing_order_decompress_the_file_once(tmp_path, mail_factory, opener):
-    msgs = hostile_messages(mail_factory, 500)
+def _zst_day(tmp_path, mail_factory, n):
+    """A zstd mbox of ``n`` hostile messages: (their bytes as read, offsets, size unpacked, store)."""
+    msgs = hostile_messages(mail_factory, n)
     offsets = mail_factory.write_mbox(tmp_path / "day.mbox.zst", msgs, compress="zst")
     size = _decompressed_size(tmp_path / "day.mbox.zst")
     store = open_store(f"mbox:{tmp_path / 'day.mbox.zst'}")
-    msgs = [i.data for i in read_items(store)]
+    return [i.data for i in read_items(store)], offsets, size, store
+
+
+def test_refs_in_increasing_order_decompress_the_file_once(tmp_path, mail_factory, opener):
+    msgs, offsets, size, store = _zst_day(tmp_path, mail_factory, 500)
     opener.opened = opener.bytes_read = 0
 
     got = [store.open_ref(f"day.mbox.zst:{o}") for o in offsets]
@@ -162,11 +167,7 @@ def test_refs_in_increasing_order_decompress_the_file_once(tmp_path, mail_factor
 
 
 def test_workers_at_different_speeds_each_keep_a_reader(tmp_path, mail_factory, opener):
-    msgs = hostile_messages(mail_factory, 400)
-    offsets = mail_factory.write_mbox(tmp_path / "day.mbox.zst", msgs, compress="zst")
-    size = _decompressed_size(tmp_path / "day.mbox.zst")
-    store = open_store(f"mbox:{tmp_path / 'day.mbox.zst'}")
-    msgs = [i.data for i in read_items(store)]
+    msgs, offsets, size, store = _zst_day(tmp_path, mail_factory, 400)
     opener.bytes_read = 0
     walks = [list(range(w, 400, 4)) for w in range(4)]  # worker w's messages, increasing
 

@@ -199,12 +199,18 @@ def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def test_a_hostile_plan_writes_nothing_outside_the_mail_root(tmp_path):
+def diffed_incident(tmp_path: Path) -> tuple[Incident, dict[str, str], Path]:
+    """A four-user incident, the CLI's environment, and the plan its diff wrote."""
     incident = build_incident(tmp_path / "incident", users=4)
     env = cli_env(tmp_path)
     plan = tmp_path / "gap.jsonl"
     mailrestore(env, "diff", "--archive", incident.archives[0], "--replica", incident.replica,
                 "--alias-map", str(incident.alias_map), "--plan", str(plan))
+    return incident, env, plan
+
+
+def test_a_hostile_plan_writes_nothing_outside_the_mail_root(tmp_path):
+    incident, env, plan = diffed_incident(tmp_path)
     header, *good = plan.read_text(encoding="utf-8").splitlines()
     archive = incident.archives[0]
     secret = b"Subject: not in the archive\n\nsecret\n"
@@ -263,11 +269,7 @@ def incident_keys(replica: Path) -> Counter[tuple[str, str]]:
 
 
 def test_dry_run_writes_nothing_and_a_second_run_appends_nothing(tmp_path):
-    incident = build_incident(tmp_path / "incident", users=4)
-    env = cli_env(tmp_path)
-    plan = tmp_path / "gap.jsonl"
-    mailrestore(env, "diff", "--archive", incident.archives[0], "--replica", incident.replica,
-                "--alias-map", str(incident.alias_map), "--plan", str(plan))
+    incident, env, plan = diffed_incident(tmp_path)
     missing = len(incident.truth.missing)
     state = tmp_path / "state" / "journal.sqlite"
     replica = tmp_path / "incident" / "replica"
