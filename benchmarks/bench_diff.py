@@ -72,8 +72,8 @@ def ensure_incident(n: int, users: int, days: int) -> dict:
     from restore.demo import build_incident  # the package under test; may be unfinished
 
     shutil.rmtree(root, ignore_errors=True)
-    print(f"building incident {root.name}: {users} users x {per_user_per_day}/day x {days} days ...",
-          flush=True)
+    print(f"building incident {root.name}: {users} users x {per_user_per_day}/day"
+          f" x {days} days ...", flush=True)
     incident = build_incident(root, users=users, per_user_per_day=per_user_per_day, days=days,
                               twists=False)
     stamp = dict(wanted, replica=incident.replica, archives=list(incident.archives),
@@ -100,7 +100,8 @@ def audit_cmd(stamp: dict, catalog: Path) -> list[str]:
 
 def measure_audit(name: str, cmd: list[str], pairs: int) -> Measurement:
     env = dict(os.environ, XDG_STATE_HOME=str(WORK / "state"))  # the audit lock lives there
-    run = run_measured(cmd, env=env, log_dir=WORK / "logs" / f"audit-{pairs}-{name.replace(' ', '-')}")
+    run = run_measured(cmd, env=env,
+                       log_dir=WORK / "logs" / f"audit-{pairs}-{name.replace(' ', '-')}")
     result = Measurement(name, pairs, extra={"command": " ".join(cmd)})
     if run.returncode not in (0, 1):  # 1: the audit found the gap's mail missing
         result.note = failure_note(run)
@@ -177,9 +178,16 @@ def report(by_size: dict[int, list[Measurement]]) -> str:
     small, large = by_size[sizes[0]], by_size[sizes[-1]]
     rows = []
     for a, b in zip(small, large, strict=True):
-        rows.append([a.name, fmt(a.rate), fmt(b.rate), fmt(a.peak_rss_kb / 1024 if a.ok else None, 1),
-                     fmt(b.peak_rss_kb / 1024 if b.ok else None, 1),
-                     fmt(ratio(b.peak_rss_kb, a.peak_rss_kb) if a.ok and b.ok else None, 2)])
+        rows.append(
+            [
+                a.name,
+                fmt(a.rate),
+                fmt(b.rate),
+                fmt(a.peak_rss_kb / 1024 if a.ok else None, 1),
+                fmt(b.peak_rss_kb / 1024 if b.ok else None, 1),
+                fmt(ratio(b.peak_rss_kb, a.peak_rss_kb) if a.ok and b.ok else None, 2),
+            ]
+        )
     if len(sizes) > 1:
         out += [f"## Growth from ~{sizes[0]:,} to ~{sizes[-1]:,} messages", "",
                 markdown_table(("run", "msgs/s small", "msgs/s large", "RSS MB small",

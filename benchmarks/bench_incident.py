@@ -330,7 +330,8 @@ class Bench:
     def restore(self, target: str) -> None:
         replica = self.fresh_replica(f"replica-restore-{target}")
         template = f"maildir:{replica}/%d/%n/Maildir"
-        catalog, journal = self.work / f"catalog-{target}.sqlite", self.work / f"journal-{target}.sqlite"
+        catalog = self.work / f"catalog-{target}.sqlite"
+        journal = self.work / f"journal-{target}.sqlite"
         for leftover in [*self.work.glob(catalog.name + "*"), *self.work.glob(journal.name + "*")]:
             leftover.unlink()
         cold = [self.root / "archive", replica]
@@ -338,7 +339,9 @@ class Bench:
                 "--replica", template, "--catalog", str(catalog), "--state", str(journal), "--json"]
         if target == "maildir":
             cmd = [*base, "--to", template, "--jobs", str(self.args.jobs)]
-            row, run = self.measure(f"restore --jobs {self.args.jobs}", cmd, self.shape.missing, cold)
+            row, run = self.measure(
+                f"restore --jobs {self.args.jobs}", cmd, self.shape.missing, cold
+            )
             self._after_restore(row, run, catalog, journal, replica)
             if not self.args.keep:
                 shutil.rmtree(replica, ignore_errors=True)
@@ -361,7 +364,8 @@ class Bench:
         if not self.args.keep:
             shutil.rmtree(replica, ignore_errors=True)
 
-    def _after_restore(self, row: dict, run: Run, catalog: Path, journal: Path, replica: Path) -> None:
+    def _after_restore(self, row: dict, run: Run, catalog: Path, journal: Path,
+                       replica: Path) -> None:
         self.expect_json(row, run, "appended", self.shape.missing)
         row["catalog_mb"] = round(file_bytes(catalog) / 1e6, 1)
         row["journal_mb"] = round(file_bytes(journal) / 1e6, 1)
@@ -400,7 +404,9 @@ class Bench:
 
 def json_output(run: Run) -> dict:
     """The command's --json document (py-spy, when profiling, adds lines of its own)."""
-    return json.loads("\n".join(ln for ln in run.stdout.splitlines() if not ln.startswith("py-spy>")))
+    return json.loads(
+        "\n".join(ln for ln in run.stdout.splitlines() if not ln.startswith("py-spy>"))
+    )
 
 
 def file_bytes(path: Path) -> int:
@@ -479,7 +485,8 @@ def main() -> None:
                     "diff (diff --plan alone), restore")
     ap.add_argument("--jobs", type=int, default=4, help="inject/restore --jobs for Maildir")
     ap.add_argument("--imap-jobs", type=int, default=8, help="restore --jobs over IMAP")
-    ap.add_argument("--dovecot-fsync", choices=("optimized", "always", "never"), default="optimized")
+    ap.add_argument("--dovecot-fsync", choices=("optimized", "always", "never"),
+                    default="optimized")
     ap.add_argument("--dovecot-mode", choices=MODES, default="default",
                     help="Dovecot's login and imap processes: default (one per connection) or "
                     "performance (reused; benchmarks/server.py)")

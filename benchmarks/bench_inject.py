@@ -107,14 +107,16 @@ class Bench:
         return by_user
 
     def count(self, user: str) -> int | None:
-        proc = self.server.doveadm("mailbox", "status", "-u", user, "messages", "INBOX", check=False)
+        proc = self.server.doveadm("mailbox", "status", "-u", user, "messages", "INBOX",
+                                   check=False)
         match = re.search(r"messages=(\d+)", proc.stdout)
         return int(match.group(1)) if match else None
 
     def verify(self, by_user: dict[str, list[SourceMessage]]) -> str:
         """'' when every INBOX holds exactly its messages, else what is wrong."""
         counts = {u: self.count(u) for u in by_user}
-        wrong = [f"{u}: {counts[u]} of {len(ms)}" for u, ms in by_user.items() if counts[u] != len(ms)]
+        wrong = [f"{u}: {counts[u]} of {len(ms)}" for u, ms in by_user.items()
+                 if counts[u] != len(ms)]
         return "" if not wrong else "COUNT MISMATCH " + "; ".join(wrong[:3])
 
     def chown_to_mail(self, path: Path) -> None:
@@ -393,16 +395,27 @@ def report(results: dict[str, Measurement], n: int, users: int, source: str,
                            MEASUREMENT_HEADERS[-1]],
                           [[*r[:-3], r[-2], r[-1], r[-3]] for r in table], "lrrrrrrl"),
            "", "## Ratios (msgs/s)", ""]
-    rows = [["best mailrestore IMAP / mbsync", fmt(ratio(imap_best, rate("mbsync")), 2)],
-            ["best mailrestore IMAP / doveadm import", fmt(ratio(imap_best, rate("doveadm import")), 2)],
-            [f"best mailrestore IMAP / mbsync, {users} at once",
-             fmt(ratio(imap_best, rate("mbsync parallel")), 2)],
-            [f"best mailrestore IMAP / doveadm import, {users} at once",
-             fmt(ratio(imap_best, rate("doveadm import parallel")), 2)],
-            ["mailrestore j1 / mbsync", fmt(ratio(rate("mailrestore j1"), rate("mbsync")), 2)],
-            ["mailrestore maildir j1 / plain copy", fmt(ratio(maildir_j1, rate("plain copy")), 2)],
-            ["mailrestore maildir j4 / plain copy",
-             fmt(ratio(rate("mailrestore maildir j4"), rate("plain copy")), 2)]]
+    rows = [
+        ["best mailrestore IMAP / mbsync", fmt(ratio(imap_best, rate("mbsync")), 2)],
+        [
+            "best mailrestore IMAP / doveadm import",
+            fmt(ratio(imap_best, rate("doveadm import")), 2),
+        ],
+        [
+            f"best mailrestore IMAP / mbsync, {users} at once",
+            fmt(ratio(imap_best, rate("mbsync parallel")), 2),
+        ],
+        [
+            f"best mailrestore IMAP / doveadm import, {users} at once",
+            fmt(ratio(imap_best, rate("doveadm import parallel")), 2),
+        ],
+        ["mailrestore j1 / mbsync", fmt(ratio(rate("mailrestore j1"), rate("mbsync")), 2)],
+        ["mailrestore maildir j1 / plain copy", fmt(ratio(maildir_j1, rate("plain copy")), 2)],
+        [
+            "mailrestore maildir j4 / plain copy",
+            fmt(ratio(rate("mailrestore maildir j4"), rate("plain copy")), 2),
+        ],
+    ]
     rows = [r for r in rows if r[1] != "-"]
     out += [markdown_table(("ratio", "value"), rows), "", "## Targets", ""]
     targets = [("mailrestore IMAP (best --jobs) vs mbsync", "mbsync", 4),
@@ -422,10 +435,12 @@ def report(results: dict[str, Measurement], n: int, users: int, source: str,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="mailrestore inject vs mbsync, doveadm import, plain copy")
+    ap = argparse.ArgumentParser(
+        description="mailrestore inject vs mbsync, doveadm import, plain copy")
     ap.add_argument("--n", type=int, default=5000, help="messages per contender (default 5000)")
     ap.add_argument("--users", type=int, default=8, help="mailboxes the messages spread over")
-    ap.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(CONTENDERS)}")
+    ap.add_argument("--only", default="",
+                    help=f"comma-separated subset of: {', '.join(CONTENDERS)}")
     ap.add_argument("--parallel", action="store_true",
                     help="the peers as run for many mailboxes, K = --users at once: "
                     f"{', '.join(PARALLEL)}")

@@ -133,8 +133,8 @@ def bench_size(n: int) -> list[Measurement]:
     print(f"\n## {n:,} messages: {path} ({stamp_line(stamp)})", flush=True)
     before = fingerprint_tree(path)
     files, size = read_all(str(path))  # untimed warm-up: everyone reads from the page cache
-    print(f"warm-up read: {files:,} files, {size / 1e6:.0f} MB (page cache warm for all contenders)",
-          flush=True)
+    print(f"warm-up read: {files:,} files, {size / 1e6:.0f} MB"
+          " (page cache warm for all contenders)", flush=True)
     WORK.mkdir(parents=True, exist_ok=True)
     catalog = WORK / f"scan-catalog-{n}.sqlite"
     mdedup_cache = WORK / f"mdedup-cache-{n}.db"

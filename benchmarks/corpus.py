@@ -243,7 +243,8 @@ def fingerprint_tree(root: Path) -> str:
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             st = os.stat(path)
-            digest.update(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            digest.update(
+                f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

@@ -201,7 +201,8 @@ def archive_copy(shape: Shape, u: int, k: int, received: int) -> bytes:
         f"Content-Transfer-Encoding: 8bit\n\n"
     ).encode()
     # log-normal sizes around MEAN_SIZE, from 1.2 KB to 24 KB
-    gauss = (int.from_bytes(d[27:30], "big") / (1 << 24) + int.from_bytes(d[29:32], "big") / (1 << 24)
+    gauss = (int.from_bytes(d[27:30], "big") / (1 << 24)
+             + int.from_bytes(d[29:32], "big") / (1 << 24)
              + d[12] / 256 - 1.5) * 2  # ~N(0, 1): sum of three uniforms, rescaled
     body_len = max(200, min(22000, int((MEAN_SIZE - len(head)) * 2.718 ** (0.45 * gauss - 0.1))))
     start = TEXT.find(b"\n", int.from_bytes(d[14:17], "big") % (len(TEXT) - 24000)) + 1

@@ -242,8 +242,9 @@ def target_line(label: str, value: float | None, goal: float, unit: str = "x",
     if value is None:
         return f"- {label}: not measured (goal {goal:g}{unit})"
     met = value >= goal if higher_is_better else value <= goal
-    return f"- {label}: {value:.2f}{unit} (goal {'>=' if higher_is_better else '<='} {goal:g}{unit}) " \
-           f"{'MET' if met else 'NOT MET'}"
+    relation = ">=" if higher_is_better else "<="
+    return (f"- {label}: {value:.2f}{unit} (goal {relation} {goal:g}{unit}) "
+            f"{'MET' if met else 'NOT MET'}")
 
 
 def machine_line() -> str:

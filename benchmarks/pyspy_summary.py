@@ -24,8 +24,8 @@ from collections import Counter
 SYNC = re.compile(r"^(fsync|fdatasync|syncfs)\b")
 WAITING_PY = re.compile(r"[(/](threading|queues|connection|selectors|popen_fork)\.py|"
                         r"concurrent/futures/(_base\.py|thread\.py\)$)")
-NETWORK = re.compile(r"[(/](socket|ssl|imaplib)\.py|^(send|recv|sendto|recvfrom|__libc_send|__libc_recv|"
-                     r"SSL_\w+)\b")
+NETWORK = re.compile(r"[(/](socket|ssl|imaplib)\.py|"
+                     r"^(send|recv|sendto|recvfrom|__libc_send|__libc_recv|SSL_\w+)\b")
 SYSCALL = re.compile(
     r"^(__libc_|__GI___libc_)?(open|open64|openat|openat64|read|pread64|write|pwrite64|close|"
     r"stat|stat64|fstat|fstat64|lstat|newfstatat|fstatat|fstatat64|statx|rename|renameat|"

@@ -111,7 +111,9 @@ def write_share(args: tuple[str, list[str], int, str]) -> int:
             try:
                 for _ in range(per_box):
                     name = f"{int(time.time())}.P{os.getpid()}Q{done}.raw,S={len(data)}"
-                    fd = os.open(os.path.join(tmp, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    fd = os.open(
+                        os.path.join(tmp, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+                    )
                     try:
                         os.write(fd, data)
                         if sync == "file":

@@ -129,7 +129,10 @@ def message_row(store_id: int, item: Item, headers: tuple[str, ...]) -> tuple:
 
 
 def _stored_key(key: str) -> str | bytes:
-    """An identity key (``identity.Facts``) as a row holds it: a digest as its bytes, a Message-ID as text."""
+    """An identity key (``identity.Facts``) as a row holds it.
+
+    A digest is stored as its bytes, a Message-ID as text.
+    """
     if key.startswith("<"):
         return key
     try:
@@ -264,12 +267,15 @@ class Catalog:
         # writes it twice (the log, then the checkpoint).
         self.db.execute("PRAGMA page_size=16384")
         self.db.execute("PRAGMA journal_mode=DELETE")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last commit only costs a re-read
+        # a cache: losing the last commit only costs a re-read
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA temp_store=FILE")
-        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
         if tables and "meta" not in tables:     # someone else's data: never dropped
-            raise UsageError(f"catalog {self.path} is not a mailrestore catalog (an SQLite database "
-                             "with other tables); give --catalog a file of its own")
+            raise UsageError(f"catalog {self.path} is not a mailrestore catalog (an SQLite "
+                             "database with other tables); give --catalog a file of its own")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
         row = self.db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
         if row is None or row[0] != str(SCHEMA_VERSION):
@@ -319,7 +325,8 @@ class Catalog:
         headers = sorted({h.lower() for h in envelope_headers})
         settings = json.dumps(headers if max_message_size == DEFAULT_MAX_MESSAGE_SIZE
                               else {"headers": headers, "max_message_size": max_message_size})
-        self.db.execute("INSERT OR IGNORE INTO stores (spec, settings) VALUES (?, ?)", (spec, settings))
+        self.db.execute("INSERT OR IGNORE INTO stores (spec, settings) VALUES (?, ?)",
+                        (spec, settings))
         row = self.db.execute(
             "SELECT id FROM stores WHERE spec=? AND settings=?", (spec, settings)
         ).fetchone()
@@ -343,7 +350,8 @@ class Catalog:
         if store.wants_known:
             store.known(self.users(store_id))
         read = partial(read_batch, store, store_id, headers, message_row)
-        stats = rescan(self.db, store, store_id, read, _MessageWriter(self.db).write, progress, workers)
+        stats = rescan(self.db, store, store_id, read, _MessageWriter(self.db).write, progress,
+                       workers)
         if stats.dropped:   # messages gone may leave envelopes nothing uses
             self.db.execute("DELETE FROM envelopes WHERE id NOT IN (SELECT envelope FROM messages)")
         stats.messages = self.summary(store_id)["messages"]
@@ -372,7 +380,8 @@ class Catalog:
         summary = {"messages": sum(row[2] for row in rows),
                    "first": min(firsts, default=None), "last": max(lasts, default=None),
                    "folders": [row[:3] for row in rows]}
-        self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?)", (store_id, json.dumps(summary)))
+        self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?)",
+                        (store_id, json.dumps(summary)))
         return summary
 
     @_guarded
@@ -395,8 +404,9 @@ class Catalog:
 
     def is_per_user(self, store_id: int) -> bool:
         """Whether a store is laid out per user: some message of it belongs to a user."""
-        return self.db.execute("SELECT 1 FROM messages WHERE store = ? AND user IS NOT NULL LIMIT 1",
-                               (store_id,)).fetchone() is not None
+        return self.db.execute(
+            "SELECT 1 FROM messages WHERE store = ? AND user IS NOT NULL LIMIT 1",
+            (store_id,)).fetchone() is not None
 
     def index_for_diff(self, match: str, by_received: bool) -> None:
         """Look-ups the diff makes, indexed once per catalog and kept up to date by later scans."""
@@ -404,19 +414,22 @@ class Catalog:
         self.db.execute(
             f"CREATE INDEX IF NOT EXISTS messages_{column} ON messages (store, {column}, user)")
         if by_received:
-            self.db.execute("CREATE INDEX IF NOT EXISTS messages_received ON messages (store, received)")
+            self.db.execute(
+                "CREATE INDEX IF NOT EXISTS messages_received ON messages (store, received)")
 
     def to_pair(self, store_id: int, match: str, after: float | None) -> sqlite3.Cursor:
-        """(id, user, received, identity key, envelope id) of a store's messages received after ``after``."""
-        since, args = ("", (store_id,)) if after is None else (" AND received > ?", (store_id, after))
+        """(id, user, received, identity key, envelope id) of a store's messages after ``after``."""
+        since, args = ("", (store_id,)) if after is None else (" AND received > ?",
+                                                               (store_id, after))
         return self.db.execute(f"SELECT id, user, received, {KEY_COLUMN[match]}, envelope"
                                f" FROM messages WHERE store = ?{since} ORDER BY id", args)
 
     def envelopes(self, store_id: int) -> Iterator[tuple[str | None, dict[str, list[str]]]]:
         """Each distinct (user, envelope headers) of a store's messages."""
         for user, envelope in self.db.execute(
-                "SELECT DISTINCT m.user, e.json FROM messages m JOIN envelopes e ON e.id = m.envelope"
-                " WHERE m.store = ?", (store_id,)):
+                "SELECT DISTINCT m.user, e.json"
+                " FROM messages m JOIN envelopes e ON e.id = m.envelope WHERE m.store = ?",
+                (store_id,)):
             yield user, json.loads(envelope)
 
     def envelope(self, envelope_id: int) -> dict[str, list[str]]:
@@ -425,7 +438,7 @@ class Catalog:
         return json.loads(row[0]) if row else {}
 
     def mark_present(self, store_id: int, match: str, routable: str, same_user: bool) -> None:
-        """Mark the pairs matching ``routable`` routable, and present when store ``store_id`` has their key."""
+        """Mark the pairs matching ``routable`` routable; present where the store has their key."""
         column = KEY_COLUMN[match]
         user = " AND m.user = pairs.user" if same_user else ""
         self.db.execute(f"UPDATE pairs SET routable = 1, present = EXISTS (SELECT 1 FROM messages m"
@@ -486,7 +499,7 @@ class Catalog:
             (classes[1], classes[0], *args, store_id, match, seen_since)).rowcount
 
     def paired(self, cls: str, by_received: bool = True) -> sqlite3.Cursor:
-        """(user, received, store, ref, size, Message-ID, key, strict key, reason) of class ``cls``."""
+        """(user, received, store, ref, size, Message-ID, key, strict key, reason) of ``cls``."""
         order = "p.user, p.received, m.ref" if by_received else "p.user, m.ref"
         return self.db.execute(
             "SELECT p.user, p.received, m.store, m.ref, m.size, m.message_id, m.key, m.strict_key,"
@@ -495,7 +508,7 @@ class Catalog:
             (cls,))
 
     def first_message_ids(self, cls: str, user: str, limit: int) -> list[str]:
-        """The Message-IDs (or refs) of ``user``'s first pairs of class ``cls``, by received time."""
+        """The Message-IDs (or refs) of ``user``'s first pairs of class ``cls``, oldest first."""
         return [mid for (mid,) in self.db.execute(
             "SELECT COALESCE(m.message_id, '(no Message-ID) ' || m.ref) FROM pairs p"
             " JOIN messages m ON m.id = p.msg WHERE p.class = ? AND p.user = ?"

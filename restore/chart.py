@@ -33,7 +33,8 @@ def render(series: list[tuple[float, int, int, int]], windows: list[Window], buc
     peak = max((max(a, r) for _, a, _, r in series), default=0) or 1
     lines = [Text(title, style="bold"),
              Text.assemble("archive mail: ", ("█", "green"), " on the replica  ",
-                           ("█", "red"), " absent from it   ", ("█", "blue"), " replica arrivals   ",
+                           ("█", "red"), " absent from it   ", ("█", "blue"),
+                           " replica arrivals   ",
                            ("▌", "yellow"), " in the window"),
              Text("")]
     for start, archived, absent, replica in series:

@@ -35,7 +35,9 @@ def _read_password_file(path: str) -> str:
         with open(path, encoding="utf-8") as handle:
             first_line = handle.readline()
     except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+        reason = (
+            error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+        )
         raise UsageError(f"cannot read password file {path}: {reason}") from None
     password = first_line.rstrip("\r\n")
     if not password:

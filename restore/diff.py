@@ -153,7 +153,8 @@ class DiffResult:
                     message_id=mid,
                     fingerprint=key.hex(),
                     # What seals the body too; an archive read by headers alone has none.
-                    digest="" if strict.hex() == headers_only_strict_key(key.hex()) else strict.hex(),
+                    digest="" if strict.hex() == headers_only_strict_key(key.hex())
+                    else strict.hex(),
                 )
 
     def record_restored(self, users: Sequence[str]) -> None:
@@ -338,7 +339,8 @@ def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) 
                 if len(resolved) > RESOLVED_CACHE:
                     resolved.clear()
                 users, rejected = resolve_users(
-                    path_user, catalog.envelope(envelope), settings.recipient_headers, settings.aliases)
+                    path_user, catalog.envelope(envelope), settings.recipient_headers,
+                    settings.aliases)
                 targets = [(u, None) for u in users] + [(r.address, r.reason) for r in rejected]
                 if not targets:
                     # Mail for nobody: with a user filter not part of the run; of one shard only.
@@ -353,7 +355,9 @@ def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) 
                 out.append((targets[0][0], msg, received, key, targets[0][1]))
             else:
                 out.extend([(user, msg, received, key, reason) for user, reason in targets])
-        db.executemany("INSERT INTO pairs (user, msg, received, key, reason) VALUES (?,?,?,?,?)", out)
+        db.executemany(
+            "INSERT INTO pairs (user, msg, received, key, reason) VALUES (?,?,?,?,?)", out
+        )
 
 
 def _windows(catalog: Catalog, settings: DiffSettings) -> tuple[Window, list[Window]]:
@@ -378,7 +382,8 @@ def _windows(catalog: Catalog, settings: DiffSettings) -> tuple[Window, list[Win
     return window, [window]
 
 
-def _pick(windows: list[Window], gap: int | None, how: str, none: str) -> tuple[Window, list[Window]]:
+def _pick(windows: list[Window], gap: int | None, how: str,
+          none: str) -> tuple[Window, list[Window]]:
     """All ``windows`` or, with --gap N, the Nth; and the one to report (``none``: why none)."""
     if gap is not None:
         if not 1 <= gap <= len(windows):
@@ -406,7 +411,8 @@ def _detect(catalog: Catalog, until: float | None = None) -> Detection:
     return detect(timeline)
 
 
-def _tally(catalog: Catalog, archives: Sequence[ScannedStore], replica: ScannedStore, window: Window,
+def _tally(catalog: Catalog, archives: Sequence[ScannedStore], replica: ScannedStore,
+           window: Window,
            replica_users: set[str]) -> DiffResult:
     db = catalog.db
     counts = dict.fromkeys(CLASSES, 0)
@@ -439,7 +445,8 @@ def _tally(catalog: Catalog, archives: Sequence[ScannedStore], replica: ScannedS
     return DiffResult(window, counts, users, problems, pairs, catalog, list(archives), replica)
 
 
-def recipients_of(catalog: Catalog, archives: Sequence[ScannedStore], settings: DiffSettings) -> list[str]:
+def recipients_of(catalog: Catalog, archives: Sequence[ScannedStore],
+                  settings: DiffSettings) -> list[str]:
     """Every valid user the archives' messages belong to (for an IMAP replica's user list)."""
     users: set[str] = set()
     with catalog.guard():

@@ -120,7 +120,7 @@ class UnreadableItem(ItemError):
 
 
 class RefusedItem(ItemError):
-    """A plan line inject will not follow: outside the plan's archives, or changed since the diff."""
+    """A plan line inject will not follow: not in the plan's archives, or changed since the diff."""
 
 
 class PermanentError(ItemError):

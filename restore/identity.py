@@ -86,7 +86,7 @@ class Facts(NamedTuple):
 
     @property
     def mid_key(self) -> str:
-        """--match message-id: the Message-ID, else the key (the catalog computes the same column)."""
+        """--match message-id: the Message-ID, else the key (the catalog's column is the same)."""
         return self.message_id or self.key
 
 
@@ -406,7 +406,8 @@ def normalize_subject(value: str | None) -> str:
 def normalize_body(body: bytes) -> bytes:
     """Body as compared: LF endings, ``>From`` quoting undone, trailing blank lines dropped."""
     body = normalize_newlines(body)
-    if b">" in body and b">From " in body:   # most bodies hold no ">" at all: one byte is found fastest
+    # most bodies hold no ">" at all: one byte is found fastest
+    if b">" in body and b">From " in body:
         body = _QUOTED_FROM.sub(rb"\1", body)
     return body.rstrip(b"\n")
 
@@ -424,7 +425,8 @@ def facts_of(
     strict key are then marked as such and match nothing that has a body.
     """
     names, envelope_count = _scan_names(tuple(envelope_headers))
-    scanned = scan_headers(data, names, envelope_count) or _scan_by_line(data, names, envelope_count)
+    scanned = (scan_headers(data, names, envelope_count)
+               or _scan_by_line(data, names, envelope_count))
     first, envelope, topmost_received, body = scanned
     received = received_date(topmost_received) if topmost_received is not None else None
 

@@ -211,7 +211,8 @@ def try_login(
         try:
             name = imap_login_name(user, utf8=plain and b"UTF8=ACCEPT" in capabilities)
         except ValueError as exc:
-            raise PermanentError(user, f"cannot log in as {user} on {address.where}: {exc}") from None
+            raise PermanentError(user,
+                                 f"cannot log in as {user} on {address.where}: {exc}") from None
         _login(client, admin if admin != user else None, name, password, plain)
         return None
     except PermanentError:

@@ -180,8 +180,10 @@ class Journal(JournalFile):
             # This process holds the journal's lock: no other run is running.
             self.db.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
             cursor = self.db.execute(
-                "INSERT INTO runs (command, argv, plan, plan_sha256, target, undoes, started, status)"
-                " VALUES (?, ?, ?, ?, (SELECT value FROM meta WHERE name = 'target'), ?, ?, 'running')",
+                "INSERT INTO runs"
+                " (command, argv, plan, plan_sha256, target, undoes, started, status)"
+                " VALUES (?, ?, ?, ?, (SELECT value FROM meta WHERE name = 'target'), ?, ?,"
+                " 'running')",
                 (info.command, json.dumps(list(info.argv), ensure_ascii=False), info.plan,
                  info.plan_sha256, info.undoes, time.time()))
         return int(cursor.lastrowid or 0)
@@ -213,9 +215,9 @@ class Journal(JournalFile):
             state = RunStatus(status)
             if state is RunStatus.RUNNING and not running:
                 state = RunStatus.INTERRUPTED
-            out.append(RunRecord(run_id, command, json.loads(argv), plan, plan_sha256, target, undoes,
-                                 started, ended, appended, already_present, failed, removed,
-                                 left_alone, state, exit_code))
+            out.append(RunRecord(run_id, command, json.loads(argv), plan, plan_sha256, target,
+                                 undoes, started, ended, appended, already_present, failed,
+                                 removed, left_alone, state, exit_code))
         return out
 
     def run(self, run_id: int) -> RunRecord | None:
@@ -258,17 +260,20 @@ class Journal(JournalFile):
         # commit made before it started.
         os.fsync(fd)
 
-    def mark_pending(self, rows: Iterable[Row], run: int | None = None, durable: bool = True) -> None:
+    def mark_pending(self, rows: Iterable[Row], run: int | None = None,
+                     durable: bool = True) -> None:
         """About to write: ``detail`` is the id the target promised (may be empty).
 
         ``durable=False``: the caller calls ``flush`` before the target shows any of them.
         """
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, planned_id, ref, updated, run, digest) "
-            "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
-            "state = 'pending', planned_id = excluded.planned_id, reason = '', target_id = '', "
-            "ref = excluded.ref, updated = excluded.updated, run = excluded.run, "
-            "digest = excluded.digest",
+            "INSERT INTO messages"
+            " (user, folder, key, state, planned_id, ref, updated, run, digest)"
+            " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)"
+            " ON CONFLICT (user, folder, key) DO UPDATE SET"
+            " state = 'pending', planned_id = excluded.planned_id, reason = '', target_id = '',"
+            " ref = excluded.ref, updated = excluded.updated, run = excluded.run,"
+            " digest = excluded.digest",
             rows, run, durable=durable,
         )
 
@@ -279,30 +284,37 @@ class Journal(JournalFile):
         after a crash was written by the run that crashed.
         """
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, target_id, ref, updated, run, digest) "
-            "VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
-            "state = 'done', target_id = excluded.target_id, reason = '', updated = excluded.updated, "
-            "run = coalesce(messages.run, excluded.run), digest = excluded.digest",
+            "INSERT INTO messages"
+            " (user, folder, key, state, target_id, ref, updated, run, digest)"
+            " VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?)"
+            " ON CONFLICT (user, folder, key) DO UPDATE SET"
+            " state = 'done', target_id = excluded.target_id, reason = '',"
+            " updated = excluded.updated, run = coalesce(messages.run, excluded.run),"
+            " digest = excluded.digest",
             rows, run,
         )
 
     def mark_present(self, rows: Iterable[Row], run: int | None = None) -> None:
         """The target held the message before this run wrote it: never to be written, nor undone."""
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, target_id, ref, updated, run, digest) "
-            "VALUES (?, ?, ?, 'present', ?, ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
-            "state = 'present', target_id = excluded.target_id, reason = '', "
-            "updated = excluded.updated, run = excluded.run WHERE state != 'done'",
+            "INSERT INTO messages"
+            " (user, folder, key, state, target_id, ref, updated, run, digest)"
+            " VALUES (?, ?, ?, 'present', ?, ?, ?, ?, ?)"
+            " ON CONFLICT (user, folder, key) DO UPDATE SET"
+            " state = 'present', target_id = excluded.target_id, reason = '',"
+            " updated = excluded.updated, run = excluded.run WHERE state != 'done'",
             rows, run,
         )
 
     def mark_failed(self, rows: Iterable[Row], run: int | None = None) -> None:
-        """Not written, known for sure: ``detail`` is the reason. Never overrides done or present."""
+        """Surely not written: ``detail`` is the reason. Never overrides done or present."""
         self._upsert(
-            "INSERT INTO messages (user, folder, key, state, reason, ref, updated, run, digest) "
-            "VALUES (?, ?, ?, 'failed', ?, ?, ?, ?, ?) ON CONFLICT (user, folder, key) DO UPDATE SET "
-            "state = 'failed', reason = excluded.reason, updated = excluded.updated, "
-            "run = excluded.run WHERE state NOT IN ('done', 'present')",
+            "INSERT INTO messages"
+            " (user, folder, key, state, reason, ref, updated, run, digest)"
+            " VALUES (?, ?, ?, 'failed', ?, ?, ?, ?, ?)"
+            " ON CONFLICT (user, folder, key) DO UPDATE SET"
+            " state = 'failed', reason = excluded.reason, updated = excluded.updated,"
+            " run = excluded.run WHERE state NOT IN ('done', 'present')",
             rows, run,
         )
 
@@ -316,7 +328,8 @@ class Journal(JournalFile):
                     "UPDATE messages SET state = 'undone', reason = ?, updated = ?"
                     " WHERE user = ? AND folder = ? AND key = ? AND state = 'done'", params)
 
-    def _upsert(self, sql: str, rows: Iterable[Row], run: int | None, durable: bool = False) -> None:
+    def _upsert(self, sql: str, rows: Iterable[Row], run: int | None,
+                durable: bool = False) -> None:
         self._writable()
         now = time.time()
         params = [(r.user, r.folder, r.key, r.detail, r.ref, now, run, r.digest) for r in rows]
@@ -351,7 +364,9 @@ class Journal(JournalFile):
         params = [(run, user, path) for path in paths]
         if params:
             with self._lock, self._guard(), self.db:
-                self.db.executemany("INSERT INTO created (run, user, path) VALUES (?, ?, ?)", params)
+                self.db.executemany(
+                    "INSERT INTO created (run, user, path) VALUES (?, ?, ?)", params
+                )
 
     def created_by(self, run: int) -> list[tuple[str, str]]:
         """(user, path) of what ``run`` created, newest first: the order to remove them in."""

@@ -171,9 +171,8 @@ class JournalFile:
             columns = [row[1] for row in self.db.execute("PRAGMA table_info(messages)")]
             if columns != _V1_COLUMNS:
                 raise JournalError(f"journal {self.path} has an unknown layout; {WHAT_TO_DO}")
-            self.db.executescript(f"BEGIN; {_MIGRATE_V1.format(schema=SCHEMA)}"
-                                  f" INSERT OR REPLACE INTO meta VALUES ('schema', '{SCHEMA_VERSION}');"
-                                  " COMMIT;")
+            self.db.executescript(f"BEGIN; {_MIGRATE_V1.format(schema=SCHEMA)} INSERT OR REPLACE "
+                                  f"INTO meta VALUES ('schema', '{SCHEMA_VERSION}'); COMMIT;")
             return
         self._check_schema(tables)
         # One transaction: executescript commits each statement on its own, and a crash
@@ -306,8 +305,8 @@ def _check_is_journal(path: Path) -> None:
     except sqlite3.Error as exc:
         raise JournalError(f"journal {path} is damaged ({exc}); {WHAT_TO_DO}") from None
     if verdict is None or verdict[0] != "ok":
-        raise JournalError(f"journal {path} is damaged ({verdict[0] if verdict else 'unreadable'}); "
-                           f"{WHAT_TO_DO}")
+        raise JournalError(f"journal {path} is damaged "
+                           f"({verdict[0] if verdict else 'unreadable'}); {WHAT_TO_DO}")
     if tables and not {"meta", "messages"} <= tables:
         raise JournalError(f"journal {path} is an SQLite database but not a mailrestore journal "
                            "(a catalog?); give --state a journal or a new file")

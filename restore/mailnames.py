@@ -57,7 +57,8 @@ def name_text(name: str) -> str:
     """A file name (as ``os.listdir`` gives it) as text that SQLite, JSON and terminals accept."""
     if "\\" not in name and (name.isascii() or not _has_surrogate(name)):
         return name
-    return _NEEDS_ESCAPE.sub(lambda m: "\\x5c" if m.group() == "\\" else f"\\x{ord(m.group()) - 0xDC00:02x}",
+    return _NEEDS_ESCAPE.sub(lambda m: "\\x5c" if m.group() == "\\"
+                             else f"\\x{ord(m.group()) - 0xDC00:02x}",
                              name)
 
 
@@ -65,7 +66,9 @@ def fs_name(text: str) -> str:
     """The file name ``name_text`` made ``text`` from."""
     if "\\" not in text:
         return text
-    return _ESCAPED.sub(lambda m: "\\" if m.group(1) == "5c" else chr(0xDC00 + int(m.group(1), 16)), text)
+    return _ESCAPED.sub(
+        lambda m: "\\" if m.group(1) == "5c" else chr(0xDC00 + int(m.group(1), 16)), text
+    )
 
 
 def _has_surrogate(name: str) -> bool:
@@ -214,7 +217,10 @@ def mbox_folder(rel: str) -> str:
 
 
 def imap_folder(raw: str, delimiter: str | None) -> str:
-    """A server's folder name as text with "/" between levels: ``Archiv.&AMQ-rger`` -> ``Archiv/Ärger``."""
+    """A server's folder name as text with "/" between levels.
+
+    ``Archiv.&AMQ-rger`` -> ``Archiv/Ärger``.
+    """
     if raw.upper() == "INBOX":
         return "INBOX"
     parts = raw.split(delimiter) if delimiter else [raw]
@@ -225,7 +231,8 @@ def imap_folder(raw: str, delimiter: str | None) -> str:
 
 INFO_SEPARATOR = ":2,"
 # IMAP system flags that Maildir stores as info letters (kept sorted by letter).
-FLAG_LETTERS = {"\\draft": "D", "\\flagged": "F", "\\answered": "R", "\\seen": "S", "\\deleted": "T"}
+FLAG_LETTERS = {"\\draft": "D", "\\flagged": "F", "\\answered": "R", "\\seen": "S",
+                "\\deleted": "T"}
 
 _deliveries = itertools.count(1)
 
@@ -236,7 +243,7 @@ def message_stem(name: str) -> str:
 
 
 def unique_name(size: int) -> str:
-    """A Maildir file name no delivery has used: ``time.M<usec>P<pid>Q<n>R<rand>.<host>,S=<size>``."""
+    """A Maildir file name never used: ``time.M<usec>P<pid>Q<n>R<rand>.<host>,S=<size>``."""
     import socket  # here: only a Maildir delivery needs it, not every command's start
 
     now = time.time()

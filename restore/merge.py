@@ -153,7 +153,8 @@ def _problems(docs: Sequence[dict[str, Any]], merged: dict[str, Any]) -> list[di
     for doc in docs:
         for problem in doc.get("problems") or []:
             if not problem.get("user"):
-                key = (str(problem.get("class", "")), str(problem.get("where", problem.get("ref", ""))),
+                key = (str(problem.get("class", "")),
+                       str(problem.get("where", problem.get("ref", ""))),
                        str(problem.get("reason", "")))
                 if key in seen:
                     _uncount(problem, merged)

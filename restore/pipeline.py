@@ -76,7 +76,8 @@ class Job:
             archive_sides = [self.scan(store)[0] for store in archives]
             replica = self._open(stack, replica_spec, archive_sides)
             replica_side = self.scan(replica)[0]
-            return compare(self.catalog, archive_sides, replica_side, replica.users(), self.settings)
+            return compare(self.catalog, archive_sides, replica_side, replica.users(),
+                           self.settings)
 
     def _open(self, stack: ExitStack, spec: str, archives: Sequence[ScannedStore] = ()) -> Store:
         options = self.store_options
@@ -381,7 +382,8 @@ def inject_plan(
                                   folder=settings.folder, flags=settings.flags,
                                   dry_run=settings.dry_run, read_source=sources.read, check=check,
                                   run=run, progress=progress, show_rate=show_rate,
-                                  max_rate=settings.max_rate, bad_item_limit=settings.bad_item_limit,
+                                  max_rate=settings.max_rate,
+                                  bad_item_limit=settings.bad_item_limit,
                                   read_many=readers.read_many if readers else None)
         except BaseException as exc:
             if journal is not None and run is not None:

@@ -93,7 +93,8 @@ def _parse_header(obj: dict, where: str) -> PlanHeader:
         raise UsageError(f"{where}: the header's archives must be a list of STOREs")
     match = obj.get("match", "auto")
     if match not in MATCH_MODES:
-        raise UsageError(f"{where}: the header's match {match!r} is not one of {', '.join(MATCH_MODES)}")
+        raise UsageError(
+            f"{where}: the header's match {match!r} is not one of {', '.join(MATCH_MODES)}")
     try:
         made = parse_iso(str(obj["made"])) if obj.get("made") else 0.0
     except ValueError:
@@ -102,7 +103,7 @@ def _parse_header(obj: dict, where: str) -> PlanHeader:
 
 
 def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry | PlanHeader:
-    """One plan line -> PlanEntry (or the header); raises UsageError naming the line and the reason."""
+    """One plan line -> PlanEntry (or the header); UsageError naming the line and the reason."""
     where = f"{name}:{lineno}"
     try:
         obj = json.loads(line)
@@ -110,11 +111,14 @@ def parse_line(line: str, lineno: int = 0, name: str = "plan") -> PlanEntry | Pl
         raise UsageError(f"{where}: not JSON ({exc.msg})") from None
     if not isinstance(obj, dict):
         raise UsageError(f"{where}: expected a JSON object")
-    try:    # JSON may escape a lone surrogate ("\\ud800"), which no file name, journal or report holds
-        if "\\u" in line or not line.isascii():    # only an escape, or a surrogate itself, makes one
+    # JSON may escape a lone surrogate ("\\ud800"), which no file name, journal or report holds
+    try:
+        # only an escape, or a surrogate itself, makes one
+        if "\\u" in line or not line.isascii():
             json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise UsageError(f"{where}: not valid text (a lone surrogate escaped in the JSON)") from None
+        raise UsageError(
+            f"{where}: not valid text (a lone surrogate escaped in the JSON)") from None
     if HEADER_FIELD in obj:
         return _parse_header(obj, where)
     missing = [f for f in ("user", "source", "ref", "received") if not obj.get(f)]
@@ -201,7 +205,8 @@ def load_plan(path: str) -> LoadedPlan:
     bad: list[UsageError] = []
     headers: list[PlanHeader] = []
     with _reading(path):
-        with open(path, encoding="utf-8-sig") as fh:    # a byte-order mark, as Notepad writes, is no line
+        # a byte-order mark, as Notepad writes, is no line
+        with open(path, encoding="utf-8-sig") as fh:
             for got in read_plan(fh, name=path, headers=headers):
                 (bad if isinstance(got, UsageError) else entries).append(got)  # type: ignore[arg-type]
     return LoadedPlan(entries, bad, _merged(headers, path))
@@ -323,7 +328,8 @@ class PlanFile:
                     db.executemany("INSERT INTO lines VALUES (?, ?, ?)", rows)
                     rows = []
             db.executemany("INSERT INTO lines VALUES (?, ?, ?)", rows)
-            for lineno, offset in db.execute("SELECT lineno, offset FROM lines ORDER BY user, lineno"):
+            for lineno, offset in db.execute(
+                "SELECT lineno, offset FROM lines ORDER BY user, lineno"):
                 fh.seek(offset)
                 yield lineno, fh.readline()
         finally:
@@ -338,7 +344,8 @@ def open_plan(path: str) -> PlanFile:
     entries, grouped, last = 0, True, None
     with _reading(path), open(path, "rb") as fh:
         for lineno, _, raw in _entry_lines(fh):
-            raw.decode("utf-8")     # UnicodeDecodeError: not a plan, refused before anything is done
+            # UnicodeDecodeError: not a plan, refused before anything is done
+            raw.decode("utf-8")
             user = _user_of(raw)
             if user is None and HEADER_FIELD.encode() in raw:
                 try:
@@ -425,7 +432,8 @@ class Seal:
             self._of_source[entry.source] = self._by_identity.get(identity) if identity else None
         archive = self._of_source[entry.source]
         if archive is None:
-            raise RefusedItem(entry.ref, f"source {entry.source!r} is not one of the plan's archives")
+            raise RefusedItem(entry.ref,
+                              f"source {entry.source!r} is not one of the plan's archives")
         return archive
 
     @staticmethod

@@ -29,7 +29,8 @@ def header_addresses(values: Iterable[str]) -> list[str]:
     plain = [_PLAIN_ADDRESS.fullmatch(v) for v in values]
     if all(plain):
         return [normalize_address(m.group(1)) for m in plain if m]
-    # Imported here, not at the top: most envelope headers are plain (see _general_date in identity).
+    # Imported here, not at the top: most envelope headers are plain
+    # (see _general_date in identity).
     from email.utils import getaddresses
 
     out: list[str] = []
@@ -64,7 +65,8 @@ class AliasMap:
                 continue
             fields = line.split()
             if len(fields) != 2:
-                raise UsageError(f"--alias-map {path}:{lineno}: expected 'alias@domain user@domain'")
+                raise UsageError(
+                    f"--alias-map {path}:{lineno}: expected 'alias@domain user@domain'")
             mapping[normalize_address(fields[0])] = normalize_address(fields[1])
         return cls(mapping)
 

@@ -96,7 +96,8 @@ def _offset(ref: str) -> int:
     return int(offset) if colon and offset.isdigit() else 0
 
 
-def rescan(db: sqlite3.Connection, store: Store, store_id: int, read: Read[Changes], write: WriteRows,
+def rescan(db: sqlite3.Connection, store: Store, store_id: int, read: Read[Changes],
+           write: WriteRows,
            progress: Progress | None = None, workers: int | None = None) -> ScanStats:
     """Re-scan ``store`` (catalog id ``store_id``) in one transaction; what it found and did.
 
@@ -118,7 +119,8 @@ class _Rescan:
         stats = ScanStats()
         db = self.db
         db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (ref TEXT PRIMARY KEY) WITHOUT ROWID")
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS seen_groups (key TEXT PRIMARY KEY) WITHOUT ROWID")
+        db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS seen_groups (key TEXT PRIMARY KEY) WITHOUT ROWID")
         db.execute("DELETE FROM seen_groups")
         listing_problems: list[Unreadable] = []
 
@@ -131,10 +133,12 @@ class _Rescan:
         try:
             # Listing problems outside any keyed group are found again by every scan.
             db.execute("DELETE FROM problems WHERE store=? AND unit=''", (store_id,))
-            with BatchReader(read, apply, READ_BATCH, workers, parallel=store.parallel_safe) as reader:
+            with BatchReader(read, apply, READ_BATCH, workers,
+                             parallel=store.parallel_safe) as reader:
                 grouping_checked = False
                 recorded = dict(db.execute(
-                    "SELECT key, stamp FROM groups WHERE store=? AND stamp IS NOT NULL", (store_id,)))
+                    "SELECT key, stamp FROM groups WHERE store=? AND stamp IS NOT NULL",
+                    (store_id,)))
                 for group in store.unit_groups(recorded):
                     if isinstance(group, Unreadable):
                         listing_problems.append(group)
@@ -146,7 +150,8 @@ class _Rescan:
                 reader.finish()
             for key in recount:
                 in_group, bounds = _in_group("ref", key)
-                db.execute(f"UPDATE groups SET units=(SELECT COUNT(*) FROM units WHERE store=?{in_group})"
+                db.execute("UPDATE groups SET units="
+                           f"(SELECT COUNT(*) FROM units WHERE store=?{in_group})"
                            " WHERE store=? AND key=?", (store_id, *bounds, store_id, key))
             self._drop_gone_groups(store, store_id, stats)
             db.executemany(
@@ -203,7 +208,8 @@ class _Rescan:
             self._compare(store_id, to_compare, reader, stats)
         if known:
             gone = [r for (r,) in db.execute(
-                f"SELECT ref FROM units WHERE store=?{in_group} AND ref NOT IN (SELECT ref FROM seen)",
+                f"SELECT ref FROM units WHERE store=?{in_group}"
+                " AND ref NOT IN (SELECT ref FROM seen)",
                 (store_id, *bounds))]
             for ref in gone:
                 self._forget_unit(store_id, ref)
@@ -264,20 +270,23 @@ class _Rescan:
         for key in gone:
             in_group, bounds = _in_group("ref", key or None)
             stats.dropped += int(db.execute(
-                f"SELECT COUNT(*) FROM units WHERE store=?{in_group}", (store_id, *bounds)).fetchone()[0])
+                f"SELECT COUNT(*) FROM units WHERE store=?{in_group}",
+                (store_id, *bounds)).fetchone()[0])
             for table, column in (("messages", "unit"), ("problems", "unit"), ("units", "ref")):
                 in_group, bounds = _in_group(column, key or None)
                 db.execute(f"DELETE FROM {table} WHERE store=?{in_group}", (store_id, *bounds))
             db.execute("DELETE FROM groups WHERE store=? AND key=?", (store_id, key))
 
     def _unlist(self, store_id: int, ref: str, where: str, reason: str, recount: set[str]) -> None:
-        """Record a listed entry that reading found to be no message file, as listing it would have."""
+        """Record a listed entry that reading found no message file, as listing it would have."""
         prefixes = [ref[:i] for i, char in enumerate(ref) if char == "/"]
         keys = {k for (k,) in self.db.execute(
-            f"SELECT key FROM seen_groups WHERE key IN ({','.join('?' * len(prefixes))})", prefixes)}
+            f"SELECT key FROM seen_groups WHERE key IN ({','.join('?' * len(prefixes))})",
+            prefixes)}
         # Only a keyed group lists its units unstamped: the longest key is the ref's group.
         key = max(keys, key=len, default="")
-        self.db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", (store_id, key + "/", where, reason))
+        self.db.execute("INSERT INTO problems VALUES (?, ?, ?, ?)",
+                        (store_id, key + "/", where, reason))
         recount.add(key)
 
     def _forget_unit(self, store_id: int, ref: str) -> None:
@@ -321,7 +330,8 @@ class _Rescan:
             self.write(rows)
         db.executemany(
             "INSERT OR REPLACE INTO units (store, ref, stamp, end_offset) VALUES (?, ?, ?, ?)",
-            [(store_id, unit.ref, unit.stamp or found_stamps.get(unit.ref, ""), store.end_offset(unit))
+            [(store_id, unit.ref, unit.stamp or found_stamps.get(unit.ref, ""),
+              store.end_offset(unit))
              for unit in units if unit.ref not in unlisted],
         )
         stats.units -= len(unlisted)

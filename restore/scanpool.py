@@ -4,16 +4,17 @@ What reading a batch means is the caller's (``restore.catalog`` reads and
 fingerprints messages); this module only runs it. Reading message files and
 fingerprinting them is nearly all of a cold scan's work, and each unit's is
 independent of the others'. When the caller allows it (a ``parallel_safe``
-store: a file store, holding no connection between calls), batches of units are read by ``workers`` readers: the main process and
-``workers - 1`` forked worker processes, one reader per CPU by default. A
-batch goes to a worker process while one has room; when every worker is
-busy the main process reads the batch itself rather than wait, so that N
-CPUs run N busy processes (not N workers beside a main process that needs
-a CPU too), and what the main process reads is never pickled. The main
-process also lists the store and writes what comes back, batch by batch in
-the order the batches were handed in, so the catalog's rows come out in the
-same order as when read in one process. A store with fewer than two
-batches to read is read in-process: forking would cost more than it saves.
+store: a file store, holding no connection between calls), batches of units
+are read by ``workers`` readers: the main process and ``workers - 1`` forked
+worker processes, one reader per CPU by default. A batch goes to a worker
+process while one has room; when every worker is busy the main process reads
+the batch itself rather than wait, so that N CPUs run N busy processes (not
+N workers beside a main process that needs a CPU too), and what the main
+process reads is never pickled. The main process also lists the store and
+writes what comes back, batch by batch in the order the batches were handed
+in, so the catalog's rows come out in the same order as when read in one
+process. A store with fewer than two batches to read is read in-process:
+forking would cost more than it saves.
 
 At most ``3 * workers`` batches are in flight, so memory stays bounded
 by the batch size however large the store is.
@@ -90,9 +91,10 @@ class _Worker:
             failed, payload = pickle.loads(self._results.recv_bytes())
         except (EOFError, OSError):
             self.process.join(1)
-            raise WorkerDied(f"a scan worker process ended without answering (exit code "
-                             f"{self.process.exitcode}); the catalog is unchanged, run the scan again"
-                             ) from None
+            raise WorkerDied(
+                f"a scan worker process ended without answering (exit code "
+                f"{self.process.exitcode}); the catalog is unchanged, run the scan again"
+            ) from None
         self.waiting -= 1
         if failed:
             raise payload

@@ -1,4 +1,4 @@
-"""Which users a run is about: ``--user MASK``, ``--users FILE``, ``--exclude-user MASK``, ``--shard K/N``.
+"""Which users a run is about: --user MASK, --users FILE, --exclude-user MASK, --shard K/N.
 
 One predicate, ``UserSelection``, answers "is this user's mail part of the
 run?" everywhere a user appears: the archive's recipients when the diff

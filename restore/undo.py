@@ -49,7 +49,8 @@ def undo(journal: Journal, target: Target, run_id: int, info: RunInfo, *,
     """Remove what run ``run_id`` appended to ``target``; see the module docstring."""
     record = journal.run(run_id)
     if record is None:
-        raise UsageError(f"journal {journal.path} has no run {run_id} (mailrestore runs lists them)")
+        raise UsageError(
+            f"journal {journal.path} has no run {run_id} (mailrestore runs lists them)")
     if record.command == "undo":
         raise UsageError(f"run {run_id} is an undo: it appended nothing to take back")
     result = UndoResult(run_id, dry_run, journal=str(journal.path))
@@ -85,7 +86,8 @@ def _remove_messages(journal: Journal, target: Target, result: UndoResult) -> No
         try:
             for folder, group in groupby(rows, key=lambda r: r.folder):
                 for chunk in _chunks(list(group)):
-                    outcomes = session.remove(folder, [(r.target_id, r.key, r.digest) for r in chunk],
+                    outcomes = session.remove(folder,
+                                              [(r.target_id, r.key, r.digest) for r in chunk],
                                               result.dry_run)
                     gone = [r for r, why in zip(chunk, outcomes, strict=True) if why is None]
                     result.left += [Problem(_where(r), why, user=user)

@@ -150,7 +150,7 @@ class Scoring:
                    log_rate, log_keep, math.log(max(pairs, 1) / ALPHA))
 
     def log10_p(self, evidence: float, pairs: int) -> float:
-        """log10 of the bound ``pairs * exp(-evidence)`` on the chance of such a gap by deletions."""
+        """log10 of ``pairs * exp(-evidence)``: a bound on the chance of such a gap by deletions."""
         return min(0.0, (math.log(max(pairs, 1)) - evidence) / math.log(10))
 
 
@@ -396,7 +396,8 @@ def _test(timeline: Timeline, scoring: Scoring, runs: list[_Run], single_user: b
             break
         lo, hi = bounds[i]
         if lo < ts <= hi:
-            tallies[i].add_to_block(ts, user, present, log_keep[user] if present else log_rate[user])
+            log_chance = log_keep[user] if present else log_rate[user]
+            tallies[i].add_to_block(ts, user, present, log_chance)
     for tally in tallies:
         tally.close_block()
     found = []
@@ -493,7 +494,8 @@ def combine(auto: Window | None, since: float | None, until: float | None) -> Wi
         return Window(since, until, "given", "given with --since and --until")
     if auto is not None and auto.empty and (since is not None or until is not None):
         # No gap detected: one bound alone means "everything after / before it".
-        return Window(since if since is not None else EARLIEST, until if until is not None else LATEST,
+        return Window(since if since is not None else EARLIEST,
+                      until if until is not None else LATEST,
                       "given", f"{'--since' if since is not None else '--until'} given, the other "
                       f"bound open ({auto.evidence})")
     if auto is None:

@@ -15,7 +15,7 @@ from factory import MailFactory
 
 @pytest.fixture(autouse=True)
 def no_user_configuration(tmp_path_factory, monkeypatch) -> None:
-    """Every test starts without a config file or MAILRESTORE_* variables of the person running it."""
+    """Every test starts without the config file or MAILRESTORE_* variables of whoever runs it."""
     for name in [n for n in os.environ if n.startswith("MAILRESTORE_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))

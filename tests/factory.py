@@ -111,7 +111,8 @@ class MailFactory:
         written = []
         make_maildir(root)
         for folder, messages in folders.items():
-            folder_dir = make_maildir(root / maildir_folder_dir(folder), subfolder=folder != "INBOX")
+            folder_dir = make_maildir(root / maildir_folder_dir(folder),
+                                      subfolder=folder != "INBOX")
             for data in messages:
                 path = folder_dir / maildir_name(1512734400, next(self._serial), "factory",
                                                  len(data), flags)

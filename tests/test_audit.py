@@ -39,7 +39,8 @@ def audit_env(tmp_path: Path) -> dict[str, str]:
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "restore", *args],
-        capture_output=True, text=True, env={**audit_env(tmp_path), **env}, timeout=120, check=False,
+        capture_output=True, text=True, env={**audit_env(tmp_path), **env}, timeout=120,
+        check=False,
     )
 
 
@@ -63,7 +64,8 @@ class Stores:
         self.factory.write_eml_tree(self.archive_dir, [data])
         if delivered:
             local, _, domain = user.partition("@")
-            self.factory.write_maildir(self.replica_dir / domain / local / "Maildir", {"INBOX": [data]})
+            self.factory.write_maildir(self.replica_dir / domain / local / "Maildir",
+                                       {"INBOX": [data]})
         [mid] = re.findall(rb"^Message-ID: (\S+)", data, re.MULTILINE)
         return mid.decode()
 
@@ -121,7 +123,8 @@ def test_missing_mail_is_reported_per_user_with_a_next_step(stores):
     assert done.returncode == 1, done.stderr
     report = done.stdout
     assert "3 archived message(s)" in report
-    assert f"{ALICE}: 2 missing, received 2017-12-07 16:00:00 UTC to 2017-12-08 09:00:00 UTC" in report
+    assert (f"{ALICE}: 2 missing, received 2017-12-07 16:00:00 UTC to 2017-12-08 09:00:00 UTC"
+            in report)
     assert f"{BOB}: 1 missing" in report
     for mid in (first, second, bobs):
         assert mid in report
@@ -238,7 +241,8 @@ def test_now_audits_the_day_of_an_incident(tmp_path):
 # -- options -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("window,grace", [("90s", "30s"), ("30m", "1m"), ("2h", "15m"), ("2d", "1h")])
+@pytest.mark.parametrize("window,grace",
+                         [("90s", "30s"), ("30m", "1m"), ("2h", "15m"), ("2d", "1h")])
 def test_durations_in_seconds_minutes_hours_days(stores, window, grace):
     stores.mail(ALICE, ago(seconds=45), delivered=False)
     done = stores.audit("--window", window, "--grace", grace, "--format", "json")
@@ -389,7 +393,8 @@ def test_mail_a_user_deleted_after_an_audit_saw_it_is_deleted_not_missing(stores
     done = stores.audit()
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     doc = json.loads(stores.audit("--format", "json").stdout)
-    assert (doc["counts"]["missing"], doc["counts"]["deleted"], doc["counts"]["present"]) == (0, 1, 2)
+    counts = doc["counts"]
+    assert (counts["missing"], counts["deleted"], counts["present"]) == (0, 1, 2)
     assert next(u for u in doc["users"] if u["user"] == ALICE)["deleted"] == 1
     assert doc["missing"] == []
     nagios = stores.audit("--format", "nagios")

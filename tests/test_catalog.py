@@ -79,7 +79,8 @@ def test_second_scan_of_unchanged_maildir_reads_nothing(catalog, mail_factory, t
 
 def test_flag_change_rereads_nothing_and_new_file_is_read_alone(catalog, mail_factory, tmp_path):
     md = tmp_path / "md"
-    paths = mail_factory.write_maildir(md, {"INBOX": [mail_factory.make_message() for _ in range(5)]},
+    paths = mail_factory.write_maildir(md,
+                                       {"INBOX": [mail_factory.make_message() for _ in range(5)]},
                                        flags="")
     scan(catalog, f"maildir:{md}")
     os.rename(paths[0], str(paths[0]).replace(":2,", ":2,S"))      # a client marked it seen
@@ -89,7 +90,8 @@ def test_flag_change_rereads_nothing_and_new_file_is_read_alone(catalog, mail_fa
 
 
 def test_vanished_files_are_dropped(catalog, mail_factory, tmp_path):
-    paths = mail_factory.write_eml_tree(tmp_path / "gw", [mail_factory.make_message() for _ in range(4)])
+    paths = mail_factory.write_eml_tree(tmp_path / "gw",
+                                        [mail_factory.make_message() for _ in range(4)])
     scan(catalog, f"eml:{tmp_path / 'gw'}")
     paths[0].unlink()
     _, stats = scan(catalog, f"eml:{tmp_path / 'gw'}")
@@ -112,7 +114,8 @@ def test_envelopes_are_kept_once_and_forgotten_with_their_messages(catalog, mail
 
 
 def test_changed_file_is_reread_and_its_old_record_replaced(catalog, mail_factory, tmp_path):
-    [path] = mail_factory.write_eml_tree(tmp_path / "gw", [mail_factory.make_message(subject="old")])
+    [path] = mail_factory.write_eml_tree(tmp_path / "gw",
+                                         [mail_factory.make_message(subject="old")])
     sid, _ = scan(catalog, f"eml:{tmp_path / 'gw'}")
     [before] = rows_of(catalog, sid)
     # archivers replace a file by renaming a finished one over it
@@ -207,13 +210,15 @@ def test_unchanged_maildir_directories_are_not_listed_and_changes_still_show(
 
 
 def catalog_contents(cat: Catalog, sid: int) -> tuple:
-    """Everything a scan records of a store (rows in ref order: scans in steps add them in steps)."""
+    """Everything a scan records of a store (rows in ref order: scans in steps add in steps)."""
     db = cat.db
     return (sorted(rows_of(cat, sid), key=lambda record: record.ref),
             db.execute("SELECT unit, location, reason FROM problems WHERE store=?"
                        " ORDER BY location", (sid,)).fetchall(),
-            db.execute("SELECT ref, stamp FROM units WHERE store=? ORDER BY ref", (sid,)).fetchall(),
-            db.execute("SELECT key, units FROM groups WHERE store=? ORDER BY key", (sid,)).fetchall())
+            db.execute(
+                "SELECT ref, stamp FROM units WHERE store=? ORDER BY ref", (sid,)).fetchall(),
+            db.execute(
+                "SELECT key, units FROM groups WHERE store=? ORDER BY key", (sid,)).fetchall())
 
 
 def test_new_maildir_directory_records_odd_entries_as_a_listed_one_does(mail_factory, tmp_path):
@@ -227,7 +232,8 @@ def test_new_maildir_directory_records_odd_entries_as_a_listed_one_does(mail_fac
         if how == "listed":   # cur/ is known: the next scan lists it, a stat per entry
             scan(cat, f"maildir:{md}")
         if not (md / "cur" / "outside:2,").is_symlink():
-            mail_factory.write_maildir(md, {"INBOX": [mail_factory.make_message() for _ in range(3)]})
+            mail_factory.write_maildir(md,
+                                       {"INBOX": [mail_factory.make_message() for _ in range(3)]})
             (tmp_path / "elsewhere.eml").write_bytes(mail_factory.make_message())
             (md / "cur" / "outside:2,").symlink_to(tmp_path / "elsewhere.eml")
             (md / "cur" / "broken:2,").symlink_to(md / "cur" / "gone")
@@ -257,7 +263,8 @@ def test_new_eml_day_directory_records_odd_entries_as_a_listed_one_does(mail_fac
         if how == "listed":
             scan(cat, f"eml:{gw}")
         if not (day / "outside.eml").is_symlink():
-            mail_factory.write_eml_tree(gw, [mail_factory.make_message() for _ in range(3)], compress="gz")
+            mail_factory.write_eml_tree(gw, [mail_factory.make_message() for _ in range(3)],
+                                        compress="gz")
             (tmp_path / "elsewhere.eml").write_bytes(mail_factory.make_message())
             (day / "outside.eml").symlink_to(tmp_path / "elsewhere.eml")
             (day / "broken.eml").symlink_to(day / "gone")
@@ -298,7 +305,8 @@ def test_worker_processes_record_what_one_process_records(mail_factory, tmp_path
     messages = [mail_factory.make_message(subject=f"m{i}", message_id=None if i % 7 else AUTO)
                 for i in range(3 * READ_BATCH + 17)]
     if kind == "maildir":
-        mail_factory.write_maildir(tmp_path / "store", {"INBOX": messages[:-40], "Sent": messages[-40:]})
+        mail_factory.write_maildir(tmp_path / "store",
+                                   {"INBOX": messages[:-40], "Sent": messages[-40:]})
     else:
         mail_factory.write_eml_tree(tmp_path / "store", messages)
     (tmp_path / "store" / "new" if kind == "maildir" else tmp_path / "store").joinpath(
@@ -341,7 +349,9 @@ def test_this_process_reads_when_every_worker_is_busy_and_order_is_kept(mail_fac
     # Batches whose units, and whose changes, overflow a 64 KiB pipe: long
     # folder names and Message-IDs.
     n = 6 * READ_BATCH
-    messages = [mail_factory.make_message(message_id=f"<{'x' * 400}.{i}@example.org>") for i in range(n)]
+    messages = [
+        mail_factory.make_message(message_id=f"<{'x' * 400}.{i}@example.org>") for i in range(n)
+    ]
     mail_factory.write_maildir(tmp_path / "store", {f"Projects/{'p' * 100}": messages})
     results = []
     for workers in (1, 2):
@@ -352,7 +362,9 @@ def test_this_process_reads_when_every_worker_is_busy_and_order_is_kept(mail_fac
             c.refresh(s, workers=w)), daemon=True)
         scan.start()
         scan.join(60)
-        assert not scan.is_alive(), "the scan hangs: the worker and this process wait for each other"
+        assert not scan.is_alive(), (
+            "the scan hangs: the worker and this process wait for each other"
+        )
         [(sid, _)] = found
         results.append((rows_of(cat, sid), store.read_here))
         cat.close()
@@ -385,7 +397,8 @@ def test_a_worker_that_dies_or_fails_stops_the_scan_with_a_clear_error(mail_fact
     store = FailingWorkerMaildir(f"maildir:{tmp_path / 'store'}", str(tmp_path / "store"))
     store.how = how
     started = time.monotonic()
-    with pytest.raises(WorkerDied if how == "exit" else StoreError, match="exit code 9|disk on fire"):
+    with pytest.raises(WorkerDied if how == "exit" else StoreError,
+                       match="exit code 9|disk on fire"):
         cat.refresh(store, workers=2)
     assert time.monotonic() - started < 10          # no hang
     store_id = cat.register(store.spec, DEFAULT_RECIPIENT_HEADERS)

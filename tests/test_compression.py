@@ -119,7 +119,8 @@ def test_each_file_reads_alike_whatever_was_read_before_it(kind):
             got.append(str(exc).split(" (")[0])
     assert got == [b"one\n", f"truncated {'gzip stream' if kind == 'gz' else 'zstd frame'}",
                    f"corrupt {'gzip' if kind == 'gz' else 'zstd'} data", b"two\n",
-                   b"three\nfour\n", f"trailing data after the {'gzip' if kind == 'gz' else 'zstd'} stream",
+                   b"three\nfour\n",
+                   f"trailing data after the {'gzip' if kind == 'gz' else 'zstd'} stream",
                    DATA] * 2
 
 

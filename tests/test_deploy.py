@@ -26,7 +26,7 @@ def load_job() -> dict:
 
 
 def mailrestore_words(container: dict, index: int) -> tuple[list[str], str]:
-    """The mailrestore argv the container runs for completion index ``index``, and its stdout file."""
+    """The mailrestore argv the container runs for completion index ``index``; its stdout file."""
     assert container["command"] == ["/bin/sh", "-c"]
     script = container["args"][0].replace("$JOB_COMPLETION_INDEX", str(index))
     words = shlex.split(script)
@@ -75,5 +75,6 @@ def test_every_option_the_job_passes_exists_and_parses():
         assert not any("pass" in w.lower() for w in words if not w.startswith("--password-file")
                        and w != opts["password_file"])
         # the archive is read-only
-        archive = next(m for m in mounts.values() if opts["archives"][0].startswith(f"eml:{m['mountPath']}"))
+        archive = next(m for m in mounts.values()
+                       if opts["archives"][0].startswith(f"eml:{m['mountPath']}"))
         assert archive["readOnly"] and volumes[archive["name"]]["persistentVolumeClaim"]["readOnly"]

@@ -199,7 +199,8 @@ def test_match_rule_decides_which_copies_count_as_the_same_message(tmp_path, mai
     edited = {"message_id": "<edited@example.org>", "subject": "e"}
     archive = [msg(**rewritten, sender="Bob <bob@example.org>"), msg(**edited, body="Hello.\n"),
                msg(message_id=None, subject="anonymous", body="one\n")]
-    replica = [msg(**rewritten, sender="Bob via list <list@example.net>"), msg(**edited, body="Hi!\n"),
+    replica = [msg(**rewritten, sender="Bob via list <list@example.net>"),
+               msg(**edited, body="Hi!\n"),
                msg(message_id=None, subject="anonymous", body="one\n")]
     mail_factory.write_maildir(tmp_path / "archive", {"INBOX": archive})
     mail_factory.write_maildir(tmp_path / "replica", {"INBOX": replica})

@@ -30,7 +30,8 @@ message = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(messages=st.lists(message, min_size=1, max_size=30), window=st.booleans())
 def test_plan_never_holds_a_present_pair_nor_the_same_pair_twice(mail_factory, messages, window):
     with tempfile.TemporaryDirectory() as tmp:

@@ -150,9 +150,9 @@ def test_help_text_reaches_the_page_literally(tmp_path: Path) -> None:
 
 def test_the_package_installs_every_man_page(tmp_path: Path) -> None:
     # --no-build-isolation: built with the setuptools the test extra installed, offline
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "-q", "-w",
-                            str(tmp_path), str(ROOT)], capture_output=True, text=True,
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+                           capture_output=True, text=True,
                            timeout=300, check=False)
     assert built.returncode == 0, built.stderr
     [wheel] = tmp_path.glob("mailrestore-*.whl")

@@ -53,7 +53,8 @@ def test_wrong_password_and_unknown_user_are_refused(dovecot_server, dovecot_use
         with pytest.raises(LoginError):
             client.login(dovecot_user, "wrong")
         with pytest.raises(LoginError):
-            client.login(f"nobody@example.com*{dovecot_server.master_user}", dovecot_server.master_pass)
+            client.login(f"nobody@example.com*{dovecot_server.master_user}",
+                         dovecot_server.master_pass)
 
 
 def test_a_quota_refuses_what_goes_over_it_and_can_be_lifted(dovecot_server, new_dovecot_user):

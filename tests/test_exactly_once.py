@@ -51,7 +51,7 @@ def write_plan_file(path: Path, entries: list[PlanEntry], archives: tuple[str, .
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    """Every file and directory under ``root``: sha256 of each file's bytes, 'dir' for directories."""
+    """Every file and directory under ``root``: each file's sha256, 'dir' for a directory."""
     found = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
@@ -186,7 +186,8 @@ def test_a_plan_filtered_keeping_its_header_still_injects(tmp_path, incident):
     lines = plan.read_text(encoding="utf-8").splitlines()
     # what `jq -c 'select(.mailrestore_plan or .user == "bob@example.com")'` keeps
     kept = [line for line in lines
-            if "mailrestore_plan" in json.loads(line) or json.loads(line)["user"] == "bob@example.com"]
+            if "mailrestore_plan" in json.loads(line)
+            or json.loads(line)["user"] == "bob@example.com"]
     moved = [json.dumps({**json.loads(line), "folder": "Restored"}) if "user" in json.loads(line)
              else line for line in kept]
     filtered = tmp_path / "bob.jsonl"
@@ -349,7 +350,9 @@ def test_journal_errors_are_one_line_exit_3_and_write_nothing(tmp_path, incident
     for name, path in journal_cases(tmp_path, good).items():
         files = tree_digest(tmp_path / "cases")
         for extra in ((), ("--dry-run",)):
-            done = mailrestore(env, "inject", str(plan), "--to", target, "--state", str(path), *extra)
+            done = mailrestore(
+                env, "inject", str(plan), "--to", target, "--state", str(path), *extra
+            )
             assert done.returncode == 3, (name, done.stderr)
             lines = done.stderr.strip().splitlines()
             assert len(lines) == 1 and str(path) in lines[0], (name, lines)

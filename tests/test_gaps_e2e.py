@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 START = datetime(2017, 12, 6, tzinfo=UTC)
-USERS = [f"{name}@example.com" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace")]
+USERS = [f"{name}@example.com"
+         for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace")]
 FAILOVERS = [(START + timedelta(hours=14, minutes=1), START + timedelta(hours=17)),
              (START + timedelta(hours=30, minutes=1), START + timedelta(hours=32, minutes=30))]
 WAVE = START + timedelta(hours=22, minutes=1)       # five users delete a message each, 3 minutes

@@ -81,7 +81,8 @@ def test_names_that_are_not_utf8_are_carried_shown_escaped_and_restored(tmp_path
     [entry] = loaded.entries
     assert entry.ref == "2017/12/08/bad\\xffname.eml"    # shown escaped, and it round-trips:
 
-    inject = mailrestore(tmp_path, "inject", str(tmp_path / "plan.jsonl"), "--to", replica, "--json")
+    inject = mailrestore(tmp_path, "inject", str(tmp_path / "plan.jsonl"), "--to", replica,
+                         "--json")
     no_traceback(inject)
     assert inject.returncode == 0, inject.stderr
     assert json.loads(inject.stdout)["appended"] == 1
@@ -174,7 +175,8 @@ def test_an_idn_recipient_is_read_and_restored_over_imap_by_its_punycode_name(
 # -- an item that expands past --max-message-size --------------------------------------
 
 
-def test_an_item_past_the_size_limit_is_unreadable_and_a_larger_limit_reads_it(tmp_path, mail_factory):
+def test_an_item_past_the_size_limit_is_unreadable_and_a_larger_limit_reads_it(tmp_path,
+                                                                               mail_factory):
     archive = tmp_path / "gw"
     big = message(mail_factory, body="x" * 3_000_000 + "\n")
     small = message(mail_factory)
@@ -210,7 +212,9 @@ def test_an_item_past_the_size_limit_is_unreadable_and_a_larger_limit_reads_it(t
 def cr_only_plan(tmp_path: Path, mail_factory) -> tuple[Path, bytes]:
     """A plan of one archived message written with bare CRs (an old Mac mailer)."""
     archive = tmp_path / "gw"
-    data = message(mail_factory, subject="old Mac", body="line one\nline two\n").replace(b"\n", b"\r")
+    data = message(mail_factory, subject="old Mac", body="line one\nline two\n").replace(
+        b"\n", b"\r"
+    )
     mail_factory.write_eml_tree(archive, [data])
     replica, _ = alice_maildir(tmp_path / "empty", mail_factory)
     mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", replica,
@@ -278,7 +282,8 @@ def test_an_invariant_failure_is_one_line_and_exit_70(tmp_path, mail_factory):
             "def bug(*args): raise InvariantError('class counts {} do not add up to 1 pairs')\n"
             "d._tally = bug\n"
             "sys.argv = ['mailrestore', *sys.argv[1:]]; main()")
-    run = subprocess.run([sys.executable, "-c", code, "diff", *pair], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", code, "diff", *pair], capture_output=True,
+                         text=True,
                          env=env_for(tmp_path), timeout=60)
     no_traceback(run)
     assert run.returncode == 70, run.stderr
@@ -291,7 +296,8 @@ def test_an_empty_delivered_to_is_named_as_the_reason(tmp_path, mail_factory):
     data = mail_factory.make_message(received=RECEIVED, extra_headers={"Delivered-To": "<>"})
     mail_factory.write_eml_tree(archive, [data])
     replica, _ = alice_maildir(tmp_path, mail_factory)
-    run = mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", replica, "--json")
+    run = mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", replica,
+                      "--json")
     [problem] = json.loads(run.stdout)["problems"]
     assert problem["class"] == "unroutable"
     assert problem["reason"] == "recipient '<>' rejected: Delivered-To names no address"
@@ -325,7 +331,8 @@ def test_a_plan_saved_with_a_byte_order_mark_keeps_its_first_line(tmp_path, mail
 def test_catalog_in_a_directory_that_does_not_exist_is_an_error_and_creates_nothing(tmp_path,
                                                                                  mail_factory):
     pair = archive_and_replica(tmp_path, mail_factory)
-    run = mailrestore(tmp_path, "diff", *pair, "--catalog", str(tmp_path / "nonexistent" / "dir" / "x"))
+    run = mailrestore(tmp_path, "diff", *pair, "--catalog",
+                      str(tmp_path / "nonexistent" / "dir" / "x"))
     no_traceback(run)
     assert run.returncode == 2
     assert not (tmp_path / "nonexistent").exists()
@@ -356,7 +363,8 @@ def test_what_the_tool_writes_about_mail_is_private_whatever_the_umask(tmp_path,
     out = tmp_path / "out"
     out.mkdir()
     window = ["--since", "2017-12-08T00:00:00Z", "--until", "2017-12-09T00:00:00Z"]
-    umask = "import os, sys; os.umask(0); from restore.cli import main; sys.argv[0] = 'mailrestore'; main()"
+    umask = ("import os, sys; os.umask(0); from restore.cli import main;"
+             " sys.argv[0] = 'mailrestore'; main()")
     for args in (["diff", *pair, *window, "--plan", str(out / "plan.jsonl"),
                   "--report", str(out / "users.csv")],
                  ["inject", str(out / "plan.jsonl"), "--to", pair[3]],
@@ -391,14 +399,16 @@ def test_a_read_only_target_is_one_error_and_exit_3(tmp_path, mail_factory):
     try:
         base.chmod(0o755)
         archive = base / "gw"
-        mail_factory.write_eml_tree(archive, [message(mail_factory, subject=f"m{i}") for i in range(49)])
+        mail_factory.write_eml_tree(archive,
+                                    [message(mail_factory, subject=f"m{i}") for i in range(49)])
         replica, maildir = alice_maildir(base, mail_factory)
         for path in [base, *base.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         state = base / "state"
         state.mkdir(mode=0o777)
         state.chmod(0o777)
-        as_user = [] if os.geteuid() else ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        as_user = [] if os.geteuid() else ["setpriv", "--reuid=65534", "--regid=65534",
+                                           "--clear-groups"]
         if os.geteuid():
             for sub in ("cur", "new", "tmp"):
                 (maildir / sub).chmod(0o555)
@@ -427,7 +437,8 @@ def test_ctrl_c_during_inject_says_what_was_written_and_how_to_go_on(tmp_path, m
     import time
 
     archive = tmp_path / "gw"
-    mail_factory.write_eml_tree(archive, [message(mail_factory, subject=f"m{i}") for i in range(2000)])
+    mail_factory.write_eml_tree(archive,
+                                [message(mail_factory, subject=f"m{i}") for i in range(2000)])
     replica, maildir = alice_maildir(tmp_path, mail_factory)
     plan = tmp_path / "plan.jsonl"
     mailrestore(tmp_path, "diff", "--archive", f"eml:{archive}", "--replica", replica, "--since",
@@ -461,9 +472,11 @@ def test_a_configuration_directory_that_cannot_be_searched_is_one_line(tmp_path,
         locked = base / "locked"
         locked.mkdir(mode=0o700)
         locked.chmod(0o700 if os.geteuid() == 0 else 0o000)    # root: nobody may not search it
-        as_user = [] if os.geteuid() else ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        as_user = [] if os.geteuid() else ["setpriv", "--reuid=65534", "--regid=65534",
+                                           "--clear-groups"]
         base.chmod(0o755)
-        run = subprocess.run([*as_user, sys.executable, "-m", "restore", "scan", "eml:/nonexistent"],
+        run = subprocess.run([*as_user, sys.executable, "-m", "restore", "scan",
+                              "eml:/nonexistent"],
                              capture_output=True, text=True, cwd=base, timeout=60,
                              env={**env_for(tmp_path), "XDG_CONFIG_HOME": str(locked / "config")})
         no_traceback(run)
@@ -485,7 +498,9 @@ def test_a_plan_line_naming_a_source_outside_the_archive_writes_nothing(tmp_path
                 "--until", "2017-12-09T00:00:00Z", "--plan", str(plan))
     header, line = plan.read_text().splitlines()
     entry = json.loads(line)
-    plan.write_text(header + "\n" + json.dumps({**entry, "source": "eml:/etc", "ref": "passwd"}) + "\n")
+    plan.write_text(
+        header + "\n" + json.dumps({**entry, "source": "eml:/etc", "ref": "passwd"}) + "\n"
+    )
     run = mailrestore(tmp_path, "inject", str(plan), "--to", pair[3], "--json")
     no_traceback(run)
     assert json.loads(run.stdout)["appended"] == 0

@@ -43,7 +43,8 @@ class Corpus:
         self.items = items
         self.window = ["--since", build.WINDOW[0], "--until", build.WINDOW[1]]
         self.limit = ["--max-message-size", build.MAX_MESSAGE_SIZE]
-        self.stores = {kind: f"{kind}:{root / 'archive' / kind}" for kind in ("eml", "mbox", "maildir")}
+        self.stores = {kind: f"{kind}:{root / 'archive' / kind}"
+                       for kind in ("eml", "mbox", "maildir")}
         self.archives = [arg for spec in self.stores.values() for arg in ("--archive", spec)]
         self.replica = f"maildir:{root / 'replica'}/%d/%n/Maildir"
         self.env = dict(os.environ)
@@ -99,12 +100,14 @@ def message_keys(spec: str) -> set[str]:
 
 
 def maildir_files(root: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.parent.name in ("new", "cur")
+    return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()
+            and p.parent.name in ("new", "cur")
             and "Maildir" in p.parts}
 
 
 def test_the_manifest_in_git_is_the_manifest_of_a_build(corpus):
-    committed = json.loads((ROOT / "fixtures" / "hostile" / "manifest.json").read_text(encoding="utf-8"))
+    committed = json.loads(
+        (ROOT / "fixtures" / "hostile" / "manifest.json").read_text(encoding="utf-8"))
     assert committed["items"] == corpus.items, "run: python fixtures/hostile/build.py --manifest"
     assert len(corpus.items) >= 100
 
@@ -155,7 +158,8 @@ def test_every_command_over_the_corpus(corpus, tmp_path):
     assert restore.returncode == 1, restore.stderr      # unreadable and unroutable items remain
     result = json.loads(restore.stdout)
     assert (result["appended"], result["failed"]) == (doc["counts"]["missing"], 0)
-    written = {path: data for path, data in maildir_files(replica_root).items() if path not in mail_before}
+    written = {path: data for path, data in maildir_files(replica_root).items()
+               if path not in mail_before}
     assert len(written) == doc["counts"]["missing"]
     assert {facts_of(data).key for data in written.values()} <= archive_keys
     assert all(b"\r" not in data for data in written.values())      # LF in Maildir, bare CRs too
@@ -188,7 +192,8 @@ def check_diff(corpus: Corpus, doc: dict, plan: Path) -> None:
     problems = doc["problems"]
     want_unreadable = sorted((located(k, e["where"]), e.get("reason", e.get("reason_starts")))
                              for k, e in expected if e["class"] == "unreadable")
-    got_unreadable = sorted((p["where"], p["reason"]) for p in problems if p["class"] == "unreadable")
+    got_unreadable = sorted((p["where"], p["reason"]) for p in problems
+                            if p["class"] == "unreadable")
     assert [w for w, _ in got_unreadable] == [w for w, _ in want_unreadable]
     for (_, got), (_, want) in zip(got_unreadable, want_unreadable, strict=True):
         assert got.startswith(want)

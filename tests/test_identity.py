@@ -75,7 +75,8 @@ def messages(draw, with_message_id: bool | None = None) -> dict:
         with_message_id = draw(st.booleans())
     headers = []
     if with_message_id:
-        headers.append(("Message-ID", f"<{draw(ascii_word)}.{draw(ascii_word)}@{draw(ascii_word)}.test>"))
+        headers.append(
+            ("Message-ID", f"<{draw(ascii_word)}.{draw(ascii_word)}@{draw(ascii_word)}.test>"))
     headers += [
         ("Date", format_datetime(draw(dates))),
         ("From", f"{draw(word)} {draw(word)} <{draw(ascii_word)}@{draw(ascii_word)}.example>"),
@@ -162,7 +163,8 @@ def test_mboxrd_from_quoting_does_not_change_keys(msg):
 
 
 @FAST
-@given(messages(), st.sampled_from(["[SPAM] ", "[SPAM]", "***SPAM*** ", "SPAM: ", "[spam] [SPAM] "]))
+@given(messages(),
+       st.sampled_from(["[SPAM] ", "[SPAM]", "***SPAM*** ", "SPAM: ", "[spam] [SPAM] "]))
 def test_spam_tag_in_subject_does_not_change_keys(msg, tag):
     tagged = [(n, tag + v if n == "Subject" else v) for n, v in msg["headers"]]
     assert keys(serialise(tagged, msg["body"])) == keys(serialise(msg["headers"], msg["body"]))
@@ -267,8 +269,10 @@ def test_envelope_headers_are_kept_for_recipient_lookup():
 HOSTILE = {
     "empty": b"",
     "blank line only": b"\n",
-    "unknown-8bit encoded word": b"Subject: =?unknown-8bit?Q?caf=E9?=\nFrom: =?X-UNKNOWN?B?w6k=?=\n\nx",
-    "DEFAULT charset": b"Subject: =?DEFAULT?Q?=E9t=E9?=\nContent-Type: text/plain; charset=DEFAULT\n\n\xe9",
+    "unknown-8bit encoded word": b"Subject: =?unknown-8bit?Q?caf=E9?=\nFrom: "
+                                 b"=?X-UNKNOWN?B?w6k=?=\n\nx",
+    "DEFAULT charset": b"Subject: =?DEFAULT?Q?=E9t=E9?=\nContent-Type: text/plain; "
+                       b"charset=DEFAULT\n\n\xe9",
     "8-bit header": b"From: J\xfcrgen <j\xfc@ex\xe4mple.org>\nSubject: \xff\xfe\x80\n\nbody",
     "continuation first": b" folded without a header\n\tmore\nFrom: a@b\n\nbody",
     "200 KB header line": b"Subject: " + b"x" * 200_000 + b"\nFrom: a@b\n\nbody",
@@ -391,7 +395,8 @@ header_line = st.one_of(
     st.tuples(st.sampled_from(["Message-ID", "message-id", "DATE", "From", "To", "Cc", "Subject",
                                "Received", "In-Reply-To", "References", "Delivered-To",
                                "X-Envelope-To", "X-Other", "From\t", "Date  ", "\x0cFrom",
-                               "Fr\xf6m", "\u212aey", "Not A Header", "x" * 201, "Subject" + " " * 199]),
+                               "Fr\xf6m", "\u212aey", "Not A Header", "x" * 201, "Subject"
+                               + " " * 199]),
               st.sampled_from([":", ": ", ":\t"]),
               st.one_of(header_text, st.sampled_from([
                   "<a@b.test>", "Fri, 8 Dec 2017 21:13:05 +0100", "from x by y; Fri, 8 Dec 2017 "
@@ -428,7 +433,8 @@ def fast_paths(request, monkeypatch):
     return request.param
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(header_line, min_size=1, max_size=14), st.booleans(), st.booleans())
 def test_fast_header_scan_reads_what_the_line_parser_reads(fast_paths, lines, with_body, crlf):
     # A stray line at the end of the header block changes nothing by the
@@ -469,7 +475,8 @@ def general_parse_date(value: str) -> float | None:
     parsed = parsedate_tz(value)
     if parsed is None:
         return None
-    if any(len(t) > 2 and int(t) == parsed[0] % 100 for t in re.findall(r"(?<![\w:+-])0\d+(?![\w:])", value)):
+    if any(len(t) > 2
+           and int(t) == parsed[0] % 100 for t in re.findall(r"(?<![\w:+-])0\d+(?![\w:])", value)):
         return None
     try:
         zone = timezone(timedelta(seconds=parsed[9] or 0))
@@ -479,35 +486,45 @@ def general_parse_date(value: str) -> float | None:
     return ts if 0 <= ts < datetime(2100, 1, 1, tzinfo=UTC).timestamp() else None
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.tuples(
     st.sampled_from(["", "Fri, ", "Mon,", "  Sun,  "]), st.integers(0, 39),
-    st.sampled_from(["Jan", "Feb", "Dec", "dec", "Foo"]), st.integers(0, 3100), st.sampled_from([2, 4]),
+    st.sampled_from(["Jan", "Feb", "Dec", "dec", "Foo"]), st.integers(0, 3100),
+    st.sampled_from([2, 4]),
     st.integers(0, 29), st.integers(0, 65), st.integers(0, 65),
     st.sampled_from(["+", "-"]), st.integers(0, 30), st.integers(0, 99),
     st.sampled_from(["", " (CET)", " garbage", "\xa0x", "(UTC)"]),
 ))
 def test_fast_date_parse_agrees_with_email_utils(fast_paths, parts):
     weekday, day, month, year, digits, hour, minute, second, sign, zh, zm, tail = parts
-    value = f"{weekday}{day} {month} {year:0{digits}d} {hour:02d}:{minute:02d}:{second:02d} {sign}{zh:02d}{zm:02d}{tail}"
+    value = (f"{weekday}{day} {month} {year:0{digits}d} {hour:02d}:{minute:02d}:{second:02d}"
+             f" {sign}{zh:02d}{zm:02d}{tail}")
     assert parse_date(value) == general_parse_date(value)
 
 
-DATE_PIECES = ["Fri", "Mon", ",", " ", "\t", "8", "08", "123", "Dec", "dec", "Feb", "2017", "1999", "3000",
-               "21", ":", "13", "05", "60", "+", "-", "0100", "2400", "0099", "(CET)", "\xe9", "\u2003", "x"]
+DATE_PIECES = ["Fri", "Mon", ",", " ", "\t", "8", "08", "123", "Dec", "dec", "Feb", "2017", "1999",
+               "3000", "21", ":", "13", "05", "60", "+", "-", "0100", "2400", "0099", "(CET)",
+               "\xe9", "\u2003", "x"]
 
 
 @settings(max_examples=1500, deadline=None)
-@given(st.one_of(st.lists(st.sampled_from(DATE_PIECES), max_size=16).map("".join), st.text(max_size=40)))
+@given(
+    st.one_of(
+        st.lists(st.sampled_from(DATE_PIECES), max_size=16).map("".join), st.text(max_size=40)
+    )
+)
 def test_c_date_parse_gives_what_the_python_one_gives(value):
     assert c_fast_paths().plain_date(value) == plain_date_py(value)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.tuples(
-    st.sampled_from(["", "Alice", "Alice Smith", '"Smith, Alice"', "J. Q. Public", "=?utf-8?q?J=C3=BC?=",
-                     "Bob (x)", "a,b", "<", '"un"closed', "J\xf6rg M\xfcller", "\u738b\u5c0f\u660e",
-                     "Z\xf6e\u2003O.", "\xa0\x85x", "\u00c5 <b>"]),
+    st.sampled_from(["", "Alice", "Alice Smith", '"Smith, Alice"', "J. Q. Public",
+                     "=?utf-8?q?J=C3=BC?=", "Bob (x)", "a,b", "<", '"un"closed',
+                     "J\xf6rg M\xfcller", "\u738b\u5c0f\u660e", "Z\xf6e\u2003O.", "\xa0\x85x",
+                     "\u00c5 <b>"]),
     st.sampled_from(["", " ", "\t"]), st.booleans(),
     st.sampled_from(["a", "A.b", "a..b", "a+tag", "x y", "\"q\"", "a@", ""]),
     st.sampled_from(["example.ORG", "b", "b.c.d", "[1.2.3.4]", "b..c", "-x.y", ""]),
@@ -522,20 +539,27 @@ def test_fast_sender_parse_agrees_with_email_utils(fast_paths, parts):
     assert normalize_from(value) == expected
 
 
-FROM_PIECES = ["Alice", " ", "\t", '"', "\\", "<", ">", "@", ".", "a", "B", "x-y", "!#$%&'*+/=?^_`{|}~",
+FROM_PIECES = ["Alice", " ", "\t", '"', "\\", "<", ">", "@", ".", "a", "B", "x-y",
+               "!#$%&'*+/=?^_`{|}~",
                "\xe9", "J\xfcrgen", "\r", "\n", ",", "(c)", "[1.2.3.4]", "\u2003", "example.ORG",
                "(", ")", " (Robert Harley)", "a@b.test"]
 
 
 @settings(max_examples=1500, deadline=None)
-@given(st.one_of(st.lists(st.sampled_from(FROM_PIECES), max_size=14).map("".join), st.text(max_size=40)))
+@given(
+    st.one_of(
+        st.lists(st.sampled_from(FROM_PIECES), max_size=14).map("".join), st.text(max_size=40)
+    )
+)
 def test_c_sender_parse_gives_what_the_python_one_gives(value):
     assert c_fast_paths().plain_address(value) == plain_address_py(value)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from([b"Hello", b" world", b"\n", b"\r\n", b"\r", b">From me", b">>From ",
-                                 b"From x", b">", b"\x00", b"\xff", b">From", b"From "]),
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from([b"Hello", b" world", b"\n", b"\r\n", b"\r", b">From me",
+                                 b">>From ", b"From x", b">", b"\x00", b"\xff", b">From",
+                                 b"From "]),
                 max_size=12).map(b"".join))
 def test_body_digest_is_the_digest_of_the_normalised_body(fast_paths, body):
     # The header scans hand over the body as compared: it must hash exactly
@@ -557,10 +581,13 @@ def test_trailing_blank_lines_of_the_body_do_not_change_the_strict_key():
     assert facts_of(msg + b"more\n").strict_key != facts_of(msg).strict_key
 
 
-MID_PIECES = ["<", ">", "a", "@", "b.test", " ", "\t", "\u2003", "\xa0", "\x1c", "<>", "x.y", "\xe9", '"']
+MID_PIECES = ["<", ">", "a", "@", "b.test", " ", "\t", "\u2003", "\xa0", "\x1c", "<>", "x.y",
+              "\xe9", '"']
 
 
 @settings(max_examples=1500, deadline=None)
-@given(st.one_of(st.lists(st.sampled_from(MID_PIECES), max_size=14).map("".join), st.text(max_size=30)))
+@given(
+    st.one_of(st.lists(st.sampled_from(MID_PIECES), max_size=14).map("".join), st.text(max_size=30))
+)
 def test_c_message_id_search_gives_what_the_python_one_gives(value):
     assert c_fast_paths().bracketed_id(value) == bracketed_id_py(value)

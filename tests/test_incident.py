@@ -66,7 +66,9 @@ def replica_messages(incident: Incident) -> list[tuple[str, Path, Message]]:
     out = []
     for user in incident.users:
         local, _, domain = user.partition("@")
-        maildir = Path(incident.replica.partition(":")[2].replace("%d", domain).replace("%n", local))
+        maildir = Path(
+            incident.replica.partition(":")[2].replace("%d", domain).replace("%n", local)
+        )
         for path in sorted(maildir.rglob("*")):
             if path.is_file() and path.parent.name in ("cur", "new"):
                 out.append((user, path, parse(path.read_bytes())))
@@ -135,8 +137,10 @@ def test_same_seed_gives_the_same_bytes_even_in_another_process(tmp_path: Path) 
     args = dict(users=4, per_user_per_day=6, days=1, seed=3, archive_formats=("eml", "mbox"))
     here = build_incident(tmp_path / "here", **args)
     # another process with another hash seed: no set or hash order may leak into the output
-    code = f"from pathlib import Path; from restore.demo import build_incident; build_incident(Path({str(tmp_path / 'there')!r}), **{args!r})"
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    code = ("from pathlib import Path; from restore.demo import build_incident;"
+            f" build_incident(Path({str(tmp_path / 'there')!r}), **{args!r})")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "PYTHONHASHSEED": "12345"})
     assert snapshot(tmp_path / "here") == snapshot(tmp_path / "there")
     other = build_incident(tmp_path / "other", **{**args, "seed": 4})
     assert here.truth.missing != other.truth.missing
@@ -207,7 +211,8 @@ def test_duplicates_come_after_the_copy_that_gets_the_class(incident: Incident) 
 # ---------------------------------------------------------------- replica
 
 
-def test_replica_holds_exactly_the_present_mail(incident: Incident, copies: list[ArchiveCopy]) -> None:
+def test_replica_holds_exactly_the_present_mail(incident: Incident,
+                                                copies: list[ArchiveCopy]) -> None:
     on_replica = Counter()
     for user, path, msg in replica_messages(incident):
         key = msg["X-Incident-Key"]
@@ -224,7 +229,8 @@ def test_replica_holds_exactly_the_present_mail(incident: Incident, copies: list
     assert max(on_replica.values()) == 1
 
 
-def test_replica_lacks_the_gap_except_late_arrivals(incident: Incident, copies: list[ArchiveCopy]) -> None:
+def test_replica_lacks_the_gap_except_late_arrivals(incident: Incident,
+                                                    copies: list[ArchiveCopy]) -> None:
     on_replica = {(user, msg["X-Incident-Key"]) for user, _, msg in replica_messages(incident)}
     in_gap = {(u, c.key) for c in copies for u, k in c.classes
               if k != "unroutable" and incident.gap_since < c.received <= incident.gap_until}
@@ -252,7 +258,8 @@ def test_replica_folders_and_maildir_names(incident: Incident) -> None:
 # ---------------------------------------------------------------- archive
 
 
-def test_archive_items_are_where_the_refs_say(incident: Incident, copies: list[ArchiveCopy]) -> None:
+def test_archive_items_are_where_the_refs_say(incident: Incident,
+                                              copies: list[ArchiveCopy]) -> None:
     assert incident.archives == [f"eml:{incident.root}/gateway"]
     names = set()
     for copy in copies:
@@ -313,7 +320,8 @@ def test_several_formats_split_the_messages(mixed: Incident) -> None:
 
 
 def test_mbox_quotes_from_lines_mboxrd(mixed: Incident) -> None:
-    mbox_copies = [c for c in mixed.truth.copies() if c.store.startswith("mbox:") and not c.unreadable]
+    mbox_copies = [c for c in mixed.truth.copies() if c.store.startswith("mbox:")
+                   and not c.unreadable]
     offsets = {c.ref for c in mbox_copies}
     for path in (mixed.root / "gateway-mbox").glob("2017-12-0?.mbox.gz"):
         stream = gzip.decompress(path.read_bytes())
@@ -332,13 +340,18 @@ def test_twists_are_classed_per_user(incident: Incident, copies: list[ArchiveCop
     alice, bob, carol = (f"{n}@example.com" for n in ("alice", "bob", "carol"))
     keyed = by_key(copies)
     classes = {key: dict(group[0].classes) for key, group in keyed.items()}
-    assert classes["twist-multi-gap-missing"] == {alice: "missing", bob: "missing", carol: "missing"}
-    assert classes["twist-multi-early-present-and-outside-window"] == {alice: "present", bob: "outside-window"}
+    assert classes["twist-multi-gap-missing"] == {alice: "missing", bob: "missing",
+                                                  carol: "missing"}
+    assert classes["twist-multi-early-present-and-outside-window"] == {alice: "present",
+                                                                       bob: "outside-window"}
     assert classes["twist-alias-gap-missing"] == {bob: "missing"}
     assert classes["twist-alias-before-present"] == {bob: "present"}
-    assert classes["twist-former-colleague-unroutable"] == {"former.colleague@example.com": "unroutable"}
+    assert classes["twist-former-colleague-unroutable"] == {
+        "former.colleague@example.com": "unroutable"
+    }
     assert classes["twist-path-traversal-unroutable"] == {"../../etc@example.com": "unroutable"}
-    assert classes["twist-slash-unroutable-and-present"] == {alice: "present", "a/b@example.com": "unroutable"}
+    assert classes["twist-slash-unroutable-and-present"] == {alice: "present",
+                                                             "a/b@example.com": "unroutable"}
     assert classes["twist-spam-tagged-present"] == {carol: "present"}
     assert classes["twist-late-arrival-1-present"] == {alice: "present"}
     assert classes["twist-deleted-early-outside-window"] == {"dave@example.com": "outside-window"}
@@ -420,5 +433,7 @@ def test_the_stdlib_and_mailrestore_read_the_demo_stores_alike(incident: Inciden
     for maildir in [*replicas, mixed.root / "gateway-maildir"]:
         assert assert_maildir_agrees(maildir)
     refs = {c.ref for c in mixed.truth.copies() if c.store.startswith("mbox:") and not c.unreadable}
-    read = [assert_mbox_agrees(p) for p in sorted((mixed.root / "gateway-mbox").glob("*-0?.mbox.gz"))]
+    read = [
+        assert_mbox_agrees(p) for p in sorted((mixed.root / "gateway-mbox").glob("*-0?.mbox.gz"))
+    ]
     assert sum(map(len, read)) == len(refs)

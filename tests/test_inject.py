@@ -92,7 +92,8 @@ def test_parallel_run_gives_the_same_mailboxes_as_a_serial_one(tmp_path):
     results = []
     for jobs in (1, 4):
         root = tmp_path / f"vmail{jobs}"
-        result = run(entries, MaildirTarget(make_mailboxes(root, USERS)), None, jobs=jobs, batch_size=3)
+        result = run(entries, MaildirTarget(make_mailboxes(root, USERS)), None, jobs=jobs,
+                     batch_size=3)
         timeless = {k: v for k, v in result.as_dict().items() if k not in ("seconds", "rate")}
         results.append((timeless, delivered(root)))
     assert results[0] == results[1]

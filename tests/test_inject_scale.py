@@ -79,7 +79,8 @@ def test_the_on_disk_sort_is_private(tmp_path):
 def test_a_scattered_plan_injects_like_a_sorted_one(tmp_path):
     entries = write_archive(tmp_path / "archive", USERS, 8)
     results = []
-    for name, order in (("sorted", entries), ("scattered", random.Random(3).sample(entries, len(entries)))):
+    for name, order in (("sorted", entries),
+                        ("scattered", random.Random(3).sample(entries, len(entries)))):
         root = tmp_path / name
         target = make_mailboxes(root, USERS)
         plan = write(tmp_path / f"{name}.jsonl", order, tmp_path / "archive")

@@ -32,7 +32,9 @@ def path(tmp_path: Path) -> Path:
 
 def test_pending_then_done_is_kept_across_runs(path):
     with Journal(path, TARGET) as journal:
-        journal.mark_pending([Row("alice@x", "INBOX", "k1", "name1"), Row("alice@x", "INBOX", "k2", "name2")])
+        journal.mark_pending(
+            [Row("alice@x", "INBOX", "k1", "name1"), Row("alice@x", "INBOX", "k2", "name2")]
+        )
         journal.mark_done([Row("alice@x", "INBOX", "k1", "name1")])
     with Journal(path, TARGET) as journal:
         status = journal.status("alice@x")
@@ -46,7 +48,9 @@ def test_pending_then_done_is_kept_across_runs(path):
 def test_failed_is_retryable_but_never_undoes_done(path):
     with Journal(path, TARGET) as journal:
         journal.mark_done([Row("alice@x", "INBOX", "k1", "name1")])
-        journal.mark_failed([Row("alice@x", "INBOX", "k1", "quota"), Row("alice@x", "INBOX", "k2", "quota")])
+        journal.mark_failed(
+            [Row("alice@x", "INBOX", "k1", "quota"), Row("alice@x", "INBOX", "k2", "quota")]
+        )
         status = journal.status("alice@x")
         assert status[("INBOX", "k1")].state is State.DONE
         assert status[("INBOX", "k2")].state is State.FAILED
@@ -155,8 +159,11 @@ def test_runs_are_recorded_and_a_killed_one_shows_interrupted(path):
         journal.begin_run(RunInfo("inject"))   # then the process dies
     with Journal.open_readonly(path, TARGET) as journal:
         done, killed = journal.runs()
-        assert journal.written(first, "alice@x") == [Written("alice@x", "INBOX", "k1", "name1", "", "")]
-    assert (done.status, done.appended, done.exit_code, done.target) == (RunStatus.DONE, 1, 0, TARGET)
+        assert journal.written(first, "alice@x") == [
+            Written("alice@x", "INBOX", "k1", "name1", "", "")
+        ]
+    assert ((done.status, done.appended, done.exit_code, done.target)
+            == (RunStatus.DONE, 1, 0, TARGET))
     assert killed.status is RunStatus.INTERRUPTED
 
 

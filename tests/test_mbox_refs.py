@@ -85,7 +85,8 @@ def read_items(store) -> list[Item]:
 
 
 @pytest.mark.parametrize("compress", [None, "gz", "zst"])
-def test_open_ref_gives_what_read_gave_in_any_order_and_from_many_threads(tmp_path, mail_factory, compress):
+def test_open_ref_gives_what_read_gave_in_any_order_and_from_many_threads(tmp_path, mail_factory,
+                                                                          compress):
     path = tmp_path / f"day.mbox{'.' + compress if compress else ''}"
     mail_factory.write_mbox(path, hostile_messages(mail_factory, 300), compress=compress)
     store = open_store(f"mbox:{path}")
@@ -148,7 +149,7 @@ def test_bad_offsets_are_unreadable_and_spoil_nothing(tmp_path, mail_factory):
 
 
 def _zst_day(tmp_path, mail_factory, n):
-    """A zstd mbox of ``n`` hostile messages: (their bytes as read, offsets, size unpacked, store)."""
+    """A zstd mbox of ``n`` hostile messages: (their bytes as read, offsets, full size, store)."""
     msgs = hostile_messages(mail_factory, n)
     offsets = mail_factory.write_mbox(tmp_path / "day.mbox.zst", msgs, compress="zst")
     size = _decompressed_size(tmp_path / "day.mbox.zst")
@@ -173,7 +174,8 @@ def test_workers_at_different_speeds_each_keep_a_reader(tmp_path, mail_factory, 
 
     got = {}
     while any(walks):
-        for speed, walk in enumerate(walks, 1):  # worker 3 gets 4 messages done per round, worker 0 one
+        # worker 3 gets 4 messages done per round, worker 0 one
+        for speed, walk in enumerate(walks, 1):
             for n in walk[:speed]:
                 got[n] = store.open_ref(f"day.mbox.zst:{offsets[n]}")
             del walk[:speed]
@@ -184,7 +186,8 @@ def test_workers_at_different_speeds_each_keep_a_reader(tmp_path, mail_factory, 
 
 def test_readers_are_bounded_and_closed(tmp_path, mail_factory, opener):
     for n in range(40):
-        mail_factory.write_mbox(tmp_path / f"box{n}.zst", hostile_messages(mail_factory, 2), compress="zst")
+        mail_factory.write_mbox(tmp_path / f"box{n}.zst", hostile_messages(mail_factory, 2),
+                                compress="zst")
     store = open_store(f"mbox:{tmp_path}")
     for n in range(40):
         store.open_ref(f"box{n}.zst:0")

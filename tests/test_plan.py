@@ -27,7 +27,8 @@ from restore.plan import (
 
 ENTRY = PlanEntry(
     user="alice@example.com", folder="INBOX", source="eml:/srv/gateway",
-    ref="2017/12/08/4f1c.eml.zst", received=datetime(2017, 12, 8, 21, 13, 5, tzinfo=UTC).timestamp(),
+    ref="2017/12/08/4f1c.eml.zst",
+    received=datetime(2017, 12, 8, 21, 13, 5, tzinfo=UTC).timestamp(),
     size=4123,
     message_id="<4f1c@example.org>", fingerprint="0123456789abcdef0123456789abcdef",
 )
@@ -210,15 +211,17 @@ def test_the_seal_tells_a_changed_item_by_headers_or_body():
         Seal.check(entry, data.replace(b"body", b"other body"))
     with pytest.raises(RefusedItem, match="changed since the diff"):
         Seal.check(entry, data.replace(b"<a@b>", b"<c@d>"))
-    Seal.check(replace(entry, digest=""), data.replace(b"body", b"other body"))  # no digest: headers
+    # no digest: headers
+    Seal.check(replace(entry, digest=""), data.replace(b"body", b"other body"))
 
 
 # -- fuzz: plan lines as scripts and editors leave them ------------------------------------------
 
-PLAN_PIECES = ['{', '}', '"mailrestore_plan": 1, ', '"archives": ', '"user": ', '"folder": ', '"source": ', '"ref": ', '"received": ', '"size": ',
-               '"alice@example.com"', '"../x"', '"INBOX"', '"eml:/srv/gw"', '"a/b.eml"',
-               '"2017-12-08T12:00:00+00:00"', '"2017-12-08T12:00:00"', '"0000-00-00"', '-1', '1e999',
-               'null', 'true', '[]', ', ', '"\\u0000"', '"\\ud800"', '\ufeff', '\x00', ' ', '\n', '#']
+PLAN_PIECES = ["{", "}", '"mailrestore_plan": 1, ', '"archives": ', '"user": ', '"folder": ',
+               '"source": ', '"ref": ', '"received": ', '"size": ', '"alice@example.com"', '"../x"',
+               '"INBOX"', '"eml:/srv/gw"', '"a/b.eml"', '"2017-12-08T12:00:00+00:00"',
+               '"2017-12-08T12:00:00"', '"0000-00-00"', "-1", "1e999", "null", "true", "[]", ", ",
+               '"\\u0000"', '"\\ud800"', "\ufeff", "\x00", " ", "\n", "#"]
 
 
 VALID = ('{"user": "alice@example.com", "source": "eml:/srv/gw", "ref": "a.eml", '
@@ -226,8 +229,13 @@ VALID = ('{"user": "alice@example.com", "source": "eml:/srv/gw", "ref": "a.eml",
 
 
 @settings(max_examples=800, deadline=None)
-@given(st.one_of(st.lists(st.sampled_from(PLAN_PIECES), max_size=30).map("".join), st.text(max_size=200),
-                 st.lists(st.sampled_from(PLAN_PIECES), max_size=4).map(lambda p: VALID + ", " + "".join(p))))
+@given(
+    st.one_of(
+        st.lists(st.sampled_from(PLAN_PIECES), max_size=30).map("".join),
+        st.text(max_size=200),
+        st.lists(st.sampled_from(PLAN_PIECES), max_size=4).map(lambda p: VALID + ", " + "".join(p)),
+    )
+)
 @example(VALID + ', "size": 1e999}')
 @example(VALID.replace('"a.eml"', '"a\\ud800.eml"') + "}")
 @example(VALID.replace('"eml:/srv/gw"', '"eml:/srv/\\udcff"') + "}")

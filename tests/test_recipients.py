@@ -180,7 +180,8 @@ def test_every_resolved_user_is_a_safe_mailbox_name(path_user, envelope):
     users, rejected = resolve_users(path_user, envelope)
     assert all(invalid_mailbox_reason(u) is None for u in users)
     # a rejected recipient is no safe mailbox name, or an envelope header naming nobody
-    assert all(invalid_mailbox_reason(r.address) == r.reason or r.reason.endswith(" names no address")
+    assert all(invalid_mailbox_reason(r.address) == r.reason
+               or r.reason.endswith(" names no address")
                for r in rejected)
 
 
@@ -233,10 +234,11 @@ def test_plain_envelope_values_read_like_the_full_parser(value):
 # -- fuzz: raw header bytes, as the internet writes them --------------------------------------
 
 HEADER_PIECES = [b"X-Envelope-To:", b"Delivered-To:", b"Envelope-To:", b"X-Original-To:", b"To:",
-                 b"Received:", b"Date:", b" ", b"\t", b"\n", b"\r\n", b"\r", b"<", b">", b"<>", b",",
-                 b";", b"@", b"..", b"/", b"\\", b"\x00", b"\x01", b"\xff", b"\xc3\xa4", b"alice",
-                 b"example.com", b"ex\xc3\xa4mple.com", b"=?utf-8?q?x?=", b'"a b"', b"(comment)",
-                 b"Fri, 08 Dec 0000 12:00:00 +0000", b"Fri, 8 Dec 2017 25:61:00 +9999", b"\n\n"]
+                 b"Received:", b"Date:", b" ", b"\t", b"\n", b"\r\n", b"\r", b"<", b">", b"<>",
+                 b",", b";", b"@", b"..", b"/", b"\\", b"\x00", b"\x01", b"\xff", b"\xc3\xa4",
+                 b"alice", b"example.com", b"ex\xc3\xa4mple.com", b"=?utf-8?q?x?=", b'"a b"',
+                 b"(comment)", b"Fri, 08 Dec 0000 12:00:00 +0000",
+                 b"Fri, 8 Dec 2017 25:61:00 +9999", b"\n\n"]
 
 
 @settings(max_examples=600, deadline=None)

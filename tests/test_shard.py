@@ -156,7 +156,9 @@ def assert_adds_up_to(merged: dict, single: dict) -> None:
     # inject's users are those it wrote to: the users with missing mail
     assert {u["user"]: u["appended"] for u in merged["users"]} == {
         u["user"]: u["missing"] for u in single["users"] if u["missing"]}
-    assert {s["shard"] for s in merged["merge"]["shards"]} == {f"{k}/{SHARDS}" for k in range(SHARDS)}
+    assert {s["shard"] for s in merged["merge"]["shards"]} == {
+        f"{k}/{SHARDS}" for k in range(SHARDS)
+    }
     assert merged["merge"]["warnings"] == []
 
 

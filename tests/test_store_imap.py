@@ -116,7 +116,8 @@ def test_scan_counts_every_folder_including_a_non_ascii_one(
         "Ärger": [make(to=user), make(to=user), make(to=user)],
         "Archive/2017": [make(to=user)],
     })
-    result = mailrestore(tmp_path, "scan", url(dovecot_server), "--users", users_file(tmp_path, user),
+    result = mailrestore(tmp_path, "scan", url(dovecot_server), "--users",
+                         users_file(tmp_path, user),
                          "--json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
@@ -126,7 +127,8 @@ def test_scan_counts_every_folder_including_a_non_ascii_one(
     assert doc["messages"] == 7 and doc["problems"] == []
 
 
-def test_a_rescan_fetches_only_new_messages(dovecot_server, new_dovecot_user, mail_factory, tmp_path):
+def test_a_rescan_fetches_only_new_messages(dovecot_server, new_dovecot_user, mail_factory,
+                                            tmp_path):
     user = new_dovecot_user()
     seed(dovecot_server, user, {"INBOX": [mail_factory.make_message(to=user) for _ in range(3)]})
     args = ("scan", url(dovecot_server), "--users", users_file(tmp_path, user), "--json")
@@ -146,7 +148,8 @@ def test_scanning_the_login_own_mailbox_without_a_user_list(
     spec = f"imap://{user}@{dovecot_server.host}:{dovecot_server.port}"
     result = mailrestore(tmp_path, "scan", spec, "--json", password=dovecot_server.user_pass)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["folders"] == [{"user": user, "folder": "INBOX", "messages": 1}]
+    assert json.loads(result.stdout)[
+        "folders"] == [{"user": user, "folder": "INBOX", "messages": 1}]
 
 
 # -- the replica read over IMAP ----------------------------------------------------------
@@ -220,7 +223,8 @@ def test_no_server_listening_is_a_store_error(dovecot_available):
 
 
 def open_imap(server: Dovecot, user: str, **options) -> object:
-    return open_store(url(server), StoreOptions(password=server.master_pass, users=[user], **options))
+    return open_store(url(server),
+                      StoreOptions(password=server.master_pass, users=[user], **options))
 
 
 def test_units_and_reads_name_user_folder_and_fetch_headers_only(

@@ -46,7 +46,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int, int]]:
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             st = os.lstat(os.path.join(dirpath, name))
-            out[os.path.join(dirpath, name)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+            out[os.path.join(dirpath, name)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                                st.st_mode)
     return out
 
 
@@ -158,7 +159,9 @@ def test_files_read_from_the_disk_give_what_cached_files_give(tmp_path, mail_fac
     cold, cold_problems = scan(store)
     warm, warm_problems = scan(store)
 
-    assert [(i.ref, i.data, i.delivered) for i in cold] == [(i.ref, i.data, i.delivered) for i in warm]
+    assert [(i.ref, i.data, i.delivered) for i in cold] == [
+        (i.ref, i.data, i.delivered) for i in warm
+    ]
     assert sorted(i.data for i in cold) == sorted(msgs)
     assert cold_problems == warm_problems and len(cold_problems) == 3
 
@@ -241,7 +244,8 @@ def test_eml_refs_cannot_leave_the_store(tmp_path, mail_factory):
 
 
 def test_eml_single_file_may_be_a_symlink_named_explicitly(tmp_path, mail_factory):
-    [path] = mail_factory.write_eml_tree(tmp_path / "real", [mail_factory.make_message()], subdir="")
+    [path] = mail_factory.write_eml_tree(tmp_path / "real", [mail_factory.make_message()],
+                                         subdir="")
     (tmp_path / "named.eml").symlink_to(path)
     for named in (path, tmp_path / "named.eml"):
         items, problems = scan(open_store(f"eml:{named}"))
@@ -253,7 +257,8 @@ def test_eml_single_file_may_be_a_symlink_named_explicitly(tmp_path, mail_factor
 
 @pytest.mark.parametrize(
     ("encoded", "decoded"),
-    [("&AMQ-rger", "Ärger"), ("Tom &- Jerry", "Tom & Jerry"), ("&ZeVnLIqe-", "日本語"), ("&broken", "&broken")],
+    [("&AMQ-rger", "Ärger"), ("Tom &- Jerry", "Tom & Jerry"), ("&ZeVnLIqe-", "日本語"),
+     ("&broken", "&broken")],
 )
 def test_decode_mutf7(encoded, decoded):
     assert decode_mutf7(encoded) == decoded
@@ -438,19 +443,24 @@ def test_mbox_round_trips_with_offsets_into_the_decompressed_stream(
     assert assert_mbox_agrees(tmp_path / name) == expected
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bodies=st.lists(
     st.lists(st.sampled_from(["From me", ">From you", ">>From", "", "text", "From"]), max_size=6),
     min_size=1, max_size=4,
 ))
 def test_mbox_any_bodies_round_trip_through_quoting(tmp_path_factory, mail_factory, bodies):
     path = tmp_path_factory.mktemp("mbox") / "box"
-    msgs = [mail_factory.make_message(body="".join(line + "\n" for line in body)) for body in bodies]
+    msgs = [
+        mail_factory.make_message(body="".join(line + "\n" for line in body)) for body in bodies
+    ]
     offsets = mail_factory.write_mbox(path, msgs)
     store = open_store(f"mbox:{path}")
     items, problems = scan(store)
     assert not problems
-    assert [(i.ref, i.data) for i in items] == [(f"box:{o}", m) for o, m in zip(offsets, msgs, strict=True)]
+    assert [(i.ref, i.data) for i in items] == [
+        (f"box:{o}", m) for o, m in zip(offsets, msgs, strict=True)
+    ]
     assert all(store.open_ref(i.ref) == i.data for i in items)
     assert assert_mbox_agrees(path) == msgs
 
@@ -472,7 +482,7 @@ def test_mbox_from_lines_split_only_after_a_blank_line(tmp_path):
 
 
 def test_mbox_a_from_line_needs_the_form_mbox_writers_emit(tmp_path):
-    """``From SENDER DATE`` with an asctime date splits; a body line merely starting "From " does not."""
+    """``From SENDER DATE`` with an asctime date splits; a line merely starting "From " does not."""
     path = tmp_path / "mboxo"
     first = (b"From alice@example.com Fri Dec  8 21:13:05 2017\nSubject: meetings\n\nHello,\n\n"
              b"From now on we meet on Mondays.\n\nFrom: the board\n\n")
@@ -537,14 +547,16 @@ def test_mbox_a_long_line_is_read_in_pieces_and_kept_as_it_is(tmp_path):
 def test_mbox_directory_glob_and_junk(tmp_path, mail_factory):
     root = tmp_path / "mboxes"
     mail_factory.write_mbox(root / "inbox", [mail_factory.make_message()])
-    mail_factory.write_mbox(root / "2017" / "Sent.mbox.gz", [mail_factory.make_message()], compress="gz")
+    mail_factory.write_mbox(root / "2017" / "Sent.mbox.gz", [mail_factory.make_message()],
+                            compress="gz")
     (root / "README").write_bytes(b"These are the mailboxes.\n")
     (root / "empty.mbox").write_bytes(b"")
     (root / ".imap").mkdir()
     (root / ".imap" / "dovecot.index").write_bytes(b"\x00")
 
     items, problems = scan(open_store(f"mbox:{root}"))
-    assert [(i.ref, i.unit.folder) for i in items] == [("2017/Sent.mbox.gz:0", "2017/Sent"), ("inbox:0", "INBOX")]
+    assert [(i.ref, i.unit.folder) for i in items] == [("2017/Sent.mbox.gz:0", "2017/Sent"),
+                                                       ("inbox:0", "INBOX")]
     assert problems == {"README": "not an mbox (does not start with a 'From ' line)"}
 
     globbed, problems = scan(open_store(f"mbox:{root}/**/*.gz"))
@@ -589,7 +601,10 @@ def test_mbox_resume_inside_a_rewritten_file_rereads_it_all(tmp_path, mail_facto
 
 def test_mbox_truncated_zstd_keeps_the_whole_messages_before_the_damage(tmp_path, mail_factory):
     # incompressible bodies span several zstd blocks, so the cut hits only the last message
-    msgs = [mail_factory.make_message(body=base64.encodebytes(os.urandom(100_000)).decode()) for _ in range(3)]
+    msgs = [
+        mail_factory.make_message(body=base64.encodebytes(os.urandom(100_000)).decode())
+        for _ in range(3)
+    ]
     path = tmp_path / "box.zst"
     offsets = mail_factory.write_mbox(path, msgs, compress="zst")
     path.write_bytes(path.read_bytes()[:-20])
@@ -611,7 +626,8 @@ def test_mbox_open_ref_rejects_bad_refs(tmp_path, mail_factory):
     mail_factory.write_mbox(path, [mail_factory.make_message()])
     store = open_store(f"mbox:{path}")
     for ref, reason in [("box:5", "no message starts"), ("box:999999", "no message starts"),
-                        ("box", "PATH:OFFSET"), ("../box:0", "not a path"), ("box:-1", "PATH:OFFSET")]:
+                        ("box", "PATH:OFFSET"), ("../box:0", "not a path"),
+                        ("box:-1", "PATH:OFFSET")]:
         with pytest.raises(UnreadableItem, match=reason):
             store.open_ref(ref)
 

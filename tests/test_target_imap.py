@@ -119,7 +119,8 @@ def test_a_keyword_the_folder_does_not_store_is_refused_before_writing():
     # EXAMINE (read-only) lists no PERMANENTFLAGS: that says nothing about keywords.
     assert keyword_refusal((), ["$Restored"]) is None
     refusal = keyword_refusal(system, ["$Restored", "\\Seen"])
-    assert refusal is not None and "keyword $Restored" in refusal and "\\Seen" not in refusal.split("(")[0]
+    assert refusal is not None and "keyword $Restored" in refusal
+    assert "\\Seen" not in refusal.split("(")[0]
 
 
 def test_a_missing_folder_is_created_and_an_existing_one_keeps_its_uidvalidity(
@@ -171,7 +172,8 @@ def test_an_unsendable_message_fails_alone(master_target, dovecot_user, reader):
 
 
 def test_logging_in_as_the_user_itself(dovecot_server, dovecot_user, reader):
-    target = ImapTarget(f"imap://{dovecot_server.host}:{dovecot_server.port}", dovecot_server.user_pass)
+    target = ImapTarget(f"imap://{dovecot_server.host}:{dovecot_server.port}",
+                        dovecot_server.user_pass)
     with target.session(dovecot_user) as session:
         [outcome] = session.append("INBOX", [make_message(1)])
     assert outcome.ok

@@ -54,7 +54,8 @@ def test_no_offset_on_the_command_line_is_utc_but_a_file_needs_one(text):
 
 def test_the_timeline_rows_read_back_as_their_hour_and_day():
     assert parse_time_option("2017-12-08 17:00", "--since") == T - 32 * 60 - 59
-    assert parse_time_option("2017-12-08", "--since") == datetime(2017, 12, 8, tzinfo=UTC).timestamp()
+    assert parse_time_option("2017-12-08", "--since") == datetime(2017, 12, 8,
+                                                                  tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize("text", ["yesterday", "2017-13-08T00:00:00Z", "17:32:59 UTC", "UTC", ""])
@@ -92,7 +93,9 @@ def window_line(out: str) -> tuple[str, str]:
 def test_the_window_a_diff_prints_pastes_back_as_the_same_window(incident, tmp_path):
     printed = mailrestore(tmp_path, "diff", *stores(incident, tmp_path))
     since, until = window_line(printed.stdout)
-    detected = json.loads(mailrestore(tmp_path, "diff", *stores(incident, tmp_path), "--json").stdout)
+    detected = json.loads(
+        mailrestore(tmp_path, "diff", *stores(incident, tmp_path), "--json").stdout
+    )
     pasted = mailrestore(tmp_path, "diff", *stores(incident, tmp_path), "--since", since,
                          "--until", until, "--json")
     assert pasted.returncode == 1, pasted.stderr

@@ -44,7 +44,8 @@ class Divergence:
         for n, user in enumerate(users):
             def msg(received: datetime, user=user, **kw) -> bytes:
                 return make(to=user, envelope_to=user, received=received, **kw)
-            self.both[user] = [msg(FAILOVER - timedelta(days=2)), msg(FAILOVER - timedelta(hours=3))]
+            self.both[user] = [msg(FAILOVER - timedelta(days=2)),
+                               msg(FAILOVER - timedelta(hours=3))]
             # arrived on the replica after the failover; one without Message-ID
             self.replica_only[user] = [msg(FAILOVER + timedelta(hours=2 + n)),
                                        msg(BACK - timedelta(hours=1), message_id=None)]
@@ -81,7 +82,8 @@ def run_the_runbook(tmp_path: Path, replica: str, original: str) -> list[dict]:
 
 def test_maildir_tree_against_maildir_tree(tmp_path, mail_factory):
     story = Divergence(mail_factory)
-    replica = mail_factory.write_maildir_tree(tmp_path / "replica", {u: story.replica(u) for u in USERS})
+    replica = mail_factory.write_maildir_tree(tmp_path / "replica",
+                                              {u: story.replica(u) for u in USERS})
     original = mail_factory.write_maildir_tree(tmp_path / "original",
                                                {u: story.original(u) for u in USERS})
 
@@ -121,7 +123,8 @@ def test_maildir_tree_against_the_original_served_by_dovecot(
         tmp_path, mail_factory, dovecot_server, new_dovecot_user):
     users = (new_dovecot_user(), new_dovecot_user())
     story = Divergence(mail_factory, users=users)
-    replica = mail_factory.write_maildir_tree(tmp_path / "replica", {u: story.replica(u) for u in users})
+    replica = mail_factory.write_maildir_tree(tmp_path / "replica",
+                                              {u: story.replica(u) for u in users})
     for user in users:
         seed(dovecot_server, user, story.original(user))
     original = f"imap://{dovecot_server.master_user}@{dovecot_server.host}:{dovecot_server.port}"

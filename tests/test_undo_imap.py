@@ -88,11 +88,18 @@ def test_a_fresh_journal_or_another_spelling_appends_nothing(tmp_path, dovecot_s
     assert first["appended"] == len(entries)
     before = {u: snapshot(dovecot_server, u) for u in users}
     for again_env, spelling, state in (
-            (env, target, str(tmp_path / "fresh.sqlite")),
-            (env, target + "/", None),
-            (env, target.replace(f"{dovecot_server.host}", f"{dovecot_server.host}".upper()), None),
-            ({**cli_env(tmp_path, "another-admin"), "MAILRESTORE_PASSWORD": env["MAILRESTORE_PASSWORD"]},
-             target, None)):
+        (env, target, str(tmp_path / "fresh.sqlite")),
+        (env, target + "/", None),
+        (env, target.replace(f"{dovecot_server.host}", f"{dovecot_server.host}".upper()), None),
+        (
+            {
+                **cli_env(tmp_path, "another-admin"),
+                "MAILRESTORE_PASSWORD": env["MAILRESTORE_PASSWORD"],
+            },
+            target,
+            None,
+        ),
+    ):
         args = ["inject", str(plan), "--to", spelling] + (["--state", state] if state else [])
         again = run_json(again_env, *args)
         assert (again["appended"], again["already_present"]) == (0, len(entries)), spelling

@@ -60,7 +60,9 @@ class Incident:
 
     def restored_fully(self) -> list[Pair]:
         lost = {i for gap in self.lost for i in gap}
-        return [(ts, u, True) if i in lost else (ts, u, p) for i, (ts, u, p) in enumerate(self.pairs)]
+        return [
+            (ts, u, True) if i in lost else (ts, u, p) for i, (ts, u, p) in enumerate(self.pairs)
+        ]
 
     def bounds(self, gap: list[int]) -> tuple[float, float]:
         """(last present pair before the first lost one, last lost one): the exact window."""
@@ -172,7 +174,8 @@ def test_every_window_is_a_real_gap_with_its_exact_bounds(incident):
     joined = set(gap_bounds)
     for n, (since, until) in enumerate(gap_bounds):
         for later_since, later_until in gap_bounds[n + 1:]:
-            between = sum(1 for ts, _, present in incident.pairs if present and until < ts <= later_since)
+            between = sum(1 for ts, _, present in incident.pairs if present
+                          and until < ts <= later_since)
             if between >= SPLIT:
                 break
             joined.add((since, later_until))
@@ -204,7 +207,9 @@ def test_gaps_of_an_hour_or_more_are_all_found(incident):
 def test_after_a_full_restore_no_gap_is_found(incident):
     detection = run(incident.restored_fully())
     assert detection.gaps == []
-    assert "looks like deletions" in detection.no_gap() or "no archive message" in detection.no_gap()
+    assert (
+        "looks like deletions" in detection.no_gap() or "no archive message" in detection.no_gap()
+    )
 
 
 @PROPERTY
@@ -234,7 +239,8 @@ def test_two_failovers_give_two_windows_and_nothing_between_them(incident):
 USERS = [f"user{i}@example.com" for i in range(10)]
 
 
-def mail_flow(hours: int = 72, every: int = 600, users: list[str] = USERS) -> list[tuple[float, str]]:
+def mail_flow(hours: int = 72, every: int = 600,
+              users: list[str] = USERS) -> list[tuple[float, str]]:
     """Each user gets a message every ``every`` seconds, users a minute apart."""
     return sorted((float(T0 + k * every + i * 60), user)
                   for k in range(hours * HOUR // every) for i, user in enumerate(users))

@@ -1,7 +1,7 @@
 """Generate the man pages in man/ from the click definitions in restore/cli/.
 
     python tools/gen_man.py           write man/mailrestore.1 and man/mailrestore-COMMAND.1
-    python tools/gen_man.py --check   exit 1, listing the pages that differ from what would be written
+    python tools/gen_man.py --check   exit 1, listing the pages that differ from what it would write
 
 Options, their help, defaults and choices come from click, so a change in
 restore/cli/ (options.py included) only needs a re-run. Hand-written prose
@@ -146,7 +146,8 @@ def name_line(command: click.Command, page: str) -> str:
 def metavar(param: click.Parameter, ctx: click.Context) -> str:
     if isinstance(param.type, click.Choice):
         return "{" + "|".join(bold(str(choice)) for choice in param.type.choices) + "}"
-    if isinstance(param.type, click.types.IntParamType | click.types.FloatParamType) and param.metavar is None:
+    if isinstance(param.type,
+                  click.types.IntParamType | click.types.FloatParamType) and param.metavar is None:
         return italic("N")
     return italic(param.make_metavar(ctx))
 

@@ -35,7 +35,8 @@ from restore.times import human, iso, parse_time_option
         help="Skip mail this recent: it may still be in flight.")
 @option("--now", default=None, metavar="TIME", stage="window",
         help="Audit as if it were TIME (ISO 8601, or as printed).")
-@option("--format", "fmt", type=click.Choice(["text", "json", "nagios"]), default="text", stage="output",
+@option("--format", "fmt", type=click.Choice(["text", "json", "nagios"]), default="text",
+        stage="output",
         show_default=True,
         help="text: silent when clean; json: the diff's fields; nagios: one plugin status line.")
 @option("--warning", type=int, default=1, show_default=True, stage="output",

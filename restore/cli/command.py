@@ -24,7 +24,8 @@ PIPELINE = ("scan", "timeline", "diff", "inject", "restore", "audit", "runs", "u
             "config", "completion", "demo")
 
 
-def option_sections(command: click.Command, ctx: click.Context) -> list[tuple[str, list[click.Option]]]:
+def option_sections(command: click.Command,
+                    ctx: click.Context) -> list[tuple[str, list[click.Option]]]:
     """The command's visible options, grouped by stage in pipeline order: (title, options)."""
     sections: dict[str, list[click.Option]] = {stage: [] for stage in STAGES}
     for param in command.get_params(ctx):
@@ -80,7 +81,8 @@ def _settings_callback(ctx: click.Context, param: click.Parameter, value: str | 
         except click.BadParameter as exc:
             where = (setting.source if setting.source.startswith(config.ENV_PREFIX)
                      else f"{loaded.path} ({setting.source})")
-            raise config.ConfigError(f"{where}: {name} = {setting.value!r}: {exc.message}") from None
+            raise config.ConfigError(
+                f"{where}: {name} = {setting.value!r}: {exc.message}") from None
         defaults[option.name] = setting.value
     ctx.default_map = defaults
 

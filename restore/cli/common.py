@@ -58,7 +58,8 @@ def imap_password(opts: dict, url: str) -> str:
     return get_password(opts.get("password_file"), url)
 
 
-def store_options(opts: dict, *specs: str | None, users: UserSelection | None = None) -> StoreOptions:
+def store_options(opts: dict, *specs: str | None,
+                  users: UserSelection | None = None) -> StoreOptions:
     password = None
     if wants_imap(*specs):
         imap_spec = next(s for s in specs if s and s.startswith(("imap://", "imaps://")))
@@ -82,7 +83,8 @@ def make_job(opts: dict, *specs: str | None, progress: bool = True) -> Job:
         create_missing=bool(opts.get("create_missing")),
         users=users,
     )
-    if settings.since is not None and settings.until is not None and settings.since >= settings.until:
+    since, until = settings.since, settings.until
+    if since is not None and until is not None and since >= until:
         raise UsageError("--since must be earlier than --until")
     return Job(
         catalog=Catalog(opts.get("catalog")),
@@ -124,5 +126,6 @@ def remember(memory: Memory, result, *, by: str, replace: bool = False) -> list:
 
 def memory_doc(memory: Memory, job: Job, recorded: list) -> dict:
     """The ``journal`` field of a diff's or restore's JSON."""
-    return {"path": str(memory.path) if memory.path else None, "remembered": [w.to_json() for w in memory.windows],
+    return {"path": str(memory.path) if memory.path else None,
+            "remembered": [w.to_json() for w in memory.windows],
             "reused": bool(job.settings.remembered), "recorded": len(recorded)}

@@ -30,11 +30,13 @@ from restore.plan import save_plan
 @reading_options
 @imap_options
 @selection_options
-@option("--bucket", type=click.Choice(["hour", "day"]), default="hour", show_default=True, stage="output",
+@option("--bucket", type=click.Choice(["hour", "day"]), default="hour", show_default=True,
+        stage="output",
         help="Width of one bar of the chart.")
 @option("--svg", type=click.Path(dir_okay=False), stage="output",
         help="Also save the chart as an SVG file.")
-@option("--around", type=click.IntRange(0), default=12, show_default=True, metavar="N", stage="output",
+@option("--around", type=click.IntRange(0), default=12, show_default=True, metavar="N",
+        stage="output",
         help="Buckets shown either side of the window (with no window: the last 2N+1).")
 @option("--all", "show_all", is_flag=True, stage="output",
         help="Chart every bucket of the stores' history.")

@@ -53,8 +53,9 @@ def demo(**opts: Any) -> int:
     click.echo(f"Sample incident built in {root}")
     click.echo(f"  replica (promoted backup): {incident.replica}")
     click.echo(f"  gateway archive:           {incident.archives[0]}")
-    click.echo(f"  the replica lacks the mail received from {human(incident.gap_since.timestamp())} "
-               f"to {human(incident.gap_until.timestamp())}")
+    click.echo("  the replica lacks the mail received from "
+               f"{human(incident.gap_since.timestamp())} to "
+               f"{human(incident.gap_until.timestamp())}")
 
     settings = {"catalog": str(catalog), "alias_map": incident.alias_map}
     step(1, "diff: find the gap and what it lost")
@@ -74,7 +75,8 @@ def demo(**opts: Any) -> int:
     bar = report.progress_factory(True)("appending", planned)
     try:
         header = result.plan_header()
-        injected = inject_plan(DiffPlan(result), InjectSettings(incident.replica, state=str(journal)),
+        injected = inject_plan(DiffPlan(result),
+                               InjectSettings(incident.replica, state=str(journal)),
                                job, seal=Seal(header.archives, header.match),
                                run_info=RunInfo("demo", public_argv()),
                                scanned_target=result.replica, progress=bar.update)
@@ -107,9 +109,10 @@ def print_next(incident, root: Path, window, plan_only: bool) -> None:
     q = shlex.quote
     archive, replica = q(incident.archives[0]), q(incident.replica)
     alias = f" --alias-map {q(str(incident.alias_map))}" if incident.alias_map else ""
-    common = f"--archive {archive} --replica {replica}{alias} --catalog {q(str(root / 'catalog.sqlite'))}"
+    catalog, journal = q(str(root / "catalog.sqlite")), q(str(root / "journal.sqlite"))
+    common = f"--archive {archive} --replica {replica}{alias} --catalog {catalog}"
     plan = q(str(root / "gap.jsonl"))
-    to = f"--to {replica} --state {q(str(root / 'journal.sqlite'))} --catalog {q(str(root / 'catalog.sqlite'))}"
+    to = f"--to {replica} --state {journal} --catalog {catalog}"
     same_window = (f" --since {iso(window.since)} --until {iso(window.until)}"
                    if not window.empty else "")
     click.echo()

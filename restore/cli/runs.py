@@ -94,7 +94,10 @@ def undo(**opts: Any) -> int:
     path, canonical = journal_path(opts)
     if not path.exists():
         raise UsageError(f"no journal at {path}: no run has been recorded there")
-    journal = Journal.open_readonly(path, canonical) if opts["dry_run"] else Journal(path, canonical)
+    if opts["dry_run"]:
+        journal = Journal.open_readonly(path, canonical)
+    else:
+        journal = Journal(path, canonical)
     assert journal is not None
     with journal:
         spec = opts["target"] or journal.target

@@ -72,7 +72,8 @@ def run_inject(plan: PlanSource, total: int, opts: dict, job: Job, seal: Seal, r
         insecure=bool(opts["insecure"]), create_missing=bool(opts.get("create_missing")),
         state=opts["state"], jobs=opts["jobs"], folder=opts["folder"],
         flags=write_flags(opts), dry_run=opts["dry_run"],
-        max_rate=opts["max_rate"], bad_item_limit=opts["bad_item_limit"], readers=readers_for(total))
+        max_rate=opts["max_rate"], bad_item_limit=opts["bad_item_limit"],
+        readers=readers_for(total))
     bar = report.progress_factory(not opts["as_json"])(
         "checking" if settings.dry_run else "appending", total)
     try:
@@ -115,7 +116,8 @@ def finish_inject(result: InjectResult, opts: dict, rows: usercsv.Rows, diff=Non
         report.print_inject(result, opts["target"], not_selected, resume)
         if opts["report_file"]:
             report.print_report_written(opts["report_file"], reported)
-    failed = result.failed or (diff is not None and diff.counts["unreadable"] + diff.counts["unroutable"])
+    failed = result.failed or (diff is not None and diff.counts["unreadable"]
+                               + diff.counts["unroutable"])
     return 1 if failed else 0
 
 
@@ -219,7 +221,8 @@ def restore(**opts: Any) -> int:
                    file_sha256(opts["plan_file"]) if opts["plan_file"] else "")
     injected = run_inject(DiffPlan(result), planned, opts, job, Seal(header.archives, header.match),
                           info,
-                          scanned_target=result.replica if same_target(opts["replica"], opts["target"])
+                          scanned_target=result.replica
+                          if same_target(opts["replica"], opts["target"])
                           else None)
     if not opts["dry_run"] and same_target(opts["replica"], opts["target"]):
         # Only users every planned message of whom is there: a failure or a stopped
@@ -229,4 +232,5 @@ def restore(**opts: Any) -> int:
             user for user, c in injected.users.items()
             if not c.failed and c.appended + c.already_present == missing.get(user)))
     rows = usercsv.from_diff(result) if opts["report_file"] else {}
-    return finish_inject(injected, opts, rows, diff=result, journal=memory_doc(memory, job, recorded))
+    return finish_inject(injected, opts, rows, diff=result,
+                         journal=memory_doc(memory, job, recorded))

@@ -52,7 +52,8 @@ class Delivery:
     settled: bool = False
 
     def row(self, detail: str = "") -> Row:
-        return Row(self.entry.user, self.folder, self.key, detail, self.entry.ref, self.entry.digest)
+        return Row(self.entry.user, self.folder, self.key, detail, self.entry.ref,
+                   self.entry.digest)
 
 
 @dataclass

@@ -110,7 +110,8 @@ class Tally:
             result.warnings.extend(warnings)
             limit = self.bad_item_limit
             if failed and limit is not None and result.failed >= limit and not result.stopped:
-                result.stopped = f"bad-item limit reached: --bad-item-limit {limit}, {result.failed:,} failed"
+                result.stopped = (f"bad-item limit reached: --bad-item-limit {limit},"
+                                  f" {result.failed:,} failed")
                 self.stop.set()
             if self.progress and appended + present + len(failed):
                 self.progress(appended + present + len(failed))

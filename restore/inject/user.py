@@ -81,7 +81,8 @@ class UserRun:
         delays = self.ctx.retry_delays
         if self.retries >= len(delays) or self.ctx.stop.is_set():
             raise TargetUnavailable(
-                f"{self.ctx.target.describe()}: {self.user}: gave up after {self.retries} retries: {exc}"
+                f"{self.ctx.target.describe()}: {self.user}: gave up after {self.retries} retries: "
+                f"{exc}"
             ) from None
         log.warning("%s: %s; retrying in %.1fs", self.user, exc, delays[self.retries])
         self.ctx.stop.wait(delays[self.retries])
@@ -200,7 +201,8 @@ class UserRun:
                 if target_id is not None:
                     # Under the name this journal promised (Maildir), it is the write in
                     # doubt; under another name, a copy that was there before.
-                    ours = not delivery.planned_id or target_id.partition(":")[0] == delivery.planned_id
+                    name = target_id.partition(":")[0]
+                    ours = not delivery.planned_id or name == delivery.planned_id
                     delivery.planned_id, delivery.settled = target_id, True
                     (found if ours else theirs).append(delivery)
                     continue
@@ -228,7 +230,9 @@ class UserRun:
                 self._fail([(delivery, exc.reason)])
                 return None
             except Exception as exc:  # noqa: BLE001 - one bad archive item must not end the run
-                reason = exc.reason if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
+                reason = (
+                    exc.reason if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
+                )
                 self._fail([(delivery, f"cannot read archive item: {reason}")])
                 return None
         entry = delivery.entry
@@ -257,7 +261,7 @@ class UserRun:
         self.ctx.record(State.DONE, self.settle(deliveries, outcomes))
 
     def settle(self, deliveries: list[Delivery], outcomes: Sequence[Outcome]) -> list[Row]:
-        """Count what the target did with a batch; the journal rows of those written, to mark done."""
+        """Count what the target did with a batch; the rows of those written, to journal done."""
         done, refused, warnings = [], [], []
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             if outcome.ok:
@@ -283,7 +287,8 @@ class UserRun:
         self.ctx.record(State.FAILED,
             [delivery.row(reason) for delivery, reason in failures if not delivery.in_doubt])
         self.ctx.tally.add(
-            self.user, failed=[Problem(d.entry.ref, reason, user=self.user) for d, reason in failures])
+            self.user,
+            failed=[Problem(d.entry.ref, reason, user=self.user) for d, reason in failures])
 
 
 def split(deliveries: list[Delivery], most: int, most_bytes: int | None) -> list[list[Delivery]]:

@@ -129,7 +129,9 @@ class Store(ABC):
     def open_ref(self, ref: str) -> bytes:
         """Bytes of the item a plan line names; raises UnreadableItem."""
 
-    def unit_groups(self, recorded: Mapping[str, str] | None = None) -> Iterator[UnitGroup | Unreadable]:
+    def unit_groups(
+        self, recorded: Mapping[str, str] | None = None
+    ) -> Iterator[UnitGroup | Unreadable]:
         """The units in groups with stamps of their own; by default one group, always listed."""
         yield UnitGroup(None, None, self.units)
 
@@ -172,9 +174,11 @@ class Store(ABC):
 class StoreOptions:
     """What opening a store may need besides its spec."""
 
-    password: str | None = None          # IMAP: from --password-file / MAILRESTORE_PASSWORD / prompt
+    # IMAP: from --password-file / MAILRESTORE_PASSWORD / prompt
+    password: str | None = None
     insecure: bool = False               # IMAP: skip TLS certificate verification
-    users: list[str] | None = None       # IMAP: which users to read (else recipients from the archive)
+    # IMAP: which users to read (else recipients from the archive)
+    users: list[str] | None = None
     selection: UserSelection = EVERYONE  # per-user stores list only these users' mailboxes
     timeout: float = 60.0
     match: str = "auto"                  # IMAP: "strict" fetches whole messages, not headers only

@@ -54,7 +54,9 @@ class EmlStore(Store):
             files = self.root.walk()
         yield from map(_unit, files)
 
-    def unit_groups(self, recorded: Mapping[str, str] | None = None) -> Iterator[UnitGroup | Unreadable]:
+    def unit_groups(
+        self, recorded: Mapping[str, str] | None = None
+    ) -> Iterator[UnitGroup | Unreadable]:
         leaves = None if self._single else self._leaf_directories(recorded or {})
         if leaves is None:
             yield UnitGroup(None, None, self.units)
@@ -165,7 +167,8 @@ class EmlStore(Store):
         """
         path = self.root.path_of(unit.path)
         try:
-            data, st = read_message_file(path, unit.ref, self.max_message_size, follow_symlinks=False)
+            data, st = read_message_file(path, unit.ref, self.max_message_size,
+                                         follow_symlinks=False)
         except UnreadableItem:
             found = self.root.examine_listed(path, unit.path)
             if isinstance(found, str):      # a directory now, since the listing

@@ -141,7 +141,9 @@ class StoreRoot:
             st = os.stat(path)
         except OSError as exc:
             return Refused(rel, failure_reason(exc))
-        return Found(rel, path, st) if stat.S_ISREG(st.st_mode) else Refused(rel, "not a regular file")
+        if not stat.S_ISREG(st.st_mode):
+            return Refused(rel, "not a regular file")
+        return Found(rel, path, st)
 
     def walk(self, directory: str | None = None) -> Iterator[Found | Refused]:
         """Regular files under ``directory`` (default: the root), recursively."""
@@ -149,7 +151,8 @@ class StoreRoot:
         directory = directory or self.path
         yield from self._walk(directory, self.rel(directory), seen)
 
-    def _walk(self, directory: str, rel: str, seen: set[tuple[int, int]]) -> Iterator[Found | Refused]:
+    def _walk(self, directory: str, rel: str,
+              seen: set[tuple[int, int]]) -> Iterator[Found | Refused]:
         try:
             st = os.stat(directory)
             if (st.st_dev, st.st_ino) in seen:  # a symlink loop inside the root
@@ -238,7 +241,8 @@ def _not_a_message_reason(data: bytes) -> str | None:
             start = data.find(b"\n") + 1
             if not start:
                 return NO_HEADER_BLOCK
-        # The field pattern cannot match across a line end: matching from ``start`` is the line's verdict.
+        # The field pattern cannot match across a line end: matching from ``start`` is the
+        # line's verdict.
         return None if HEADER_FIELD.match(data, start) else NO_HEADER_BLOCK
     return not_a_message_reason(data)
 
@@ -279,7 +283,7 @@ _CAN_READ_AHEAD = hasattr(os, "posix_fadvise") and hasattr(os, "RWF_NOWAIT")
 
 
 def read_ahead(units: Iterable[Unit], root: StoreRoot) -> Iterator[Unit]:
-    """``units`` in order; while their files are not cached, each is asked for ``READ_AHEAD`` units early.
+    """``units`` in order; while their files are not cached, each asked for READ_AHEAD units early.
 
     Whether to ask is decided per batch from the first file: a warm store
     costs one probe per batch, not a system call or three per file.

@@ -1,12 +1,13 @@
 """IMAP store reader: users' mailboxes on a server, read through an admin login.
 
-``imap://admin@mail.example.com`` reads the mailboxes of ``StoreOptions.users``
-(``--users FILE``, or for a replica the archive's recipients), acting for each
-user through the admin (Dovecot master user or SASL PLAIN authorization
-identity, see ``restore.imapconn``). Without ``users`` it reads the URL's
-LOGIN's own mailbox. A user whose login is refused has no mailbox here and
-is left out of ``users()`` (one whose name the server cannot take, see
-``imapconn.try_login``, is also listed unreadable with the reason); when every login is refused the password is the
+``imap://admin@mail.example.com`` reads the mailboxes of
+``StoreOptions.users`` (``--users FILE``, or for a replica the archive's
+recipients), acting for each user through the admin (Dovecot master user or
+SASL PLAIN authorization identity, see ``restore.imapconn``). Without
+``users`` it reads the URL's LOGIN's own mailbox. A user whose login is
+refused has no mailbox here and is left out of ``users()`` (one whose name
+the server cannot take, see ``imapconn.try_login``, is also listed
+unreadable with the reason); when every login is refused the password is the
 likelier culprit, and the store cannot be read at all (``StoreError``).
 
 A unit is one message: its ref is ``USER/FOLDER/UIDVALIDITY/UID``, the folder
@@ -207,9 +208,11 @@ class ImapStore(Store):
         self.address = parse_imap_url(spec)
         if options.password is None:
             raise UsageError(
-                f"no IMAP password for {spec}: give --password-file FILE or set MAILRESTORE_PASSWORD")
+                f"no IMAP password for {spec}: give --password-file FILE or set "
+                "MAILRESTORE_PASSWORD")
         if options.users is None and not self.address.login:
-            raise UsageError(f"no mailbox to read on {spec}: give imap://LOGIN@HOST or --users FILE")
+            raise UsageError(
+                f"no mailbox to read on {spec}: give imap://LOGIN@HOST or --users FILE")
         self._password = options.password
         self._insecure = options.insecure
         self._timeout = options.timeout
@@ -331,7 +334,9 @@ class ImapStore(Store):
         try:
             folders = self._folder_names(user)
         except BAD_REPLY as exc:
-            return [Unreadable(Unit(user, "", user=user), user, f"cannot list folders: {_reason(exc)}")]
+            return [
+                Unreadable(Unit(user, "", user=user), user, f"cannot list folders: {_reason(exc)}")
+            ]
         found: list[Unit | Unreadable] = []
         for folder, name in folders.items():
             try:
@@ -446,7 +451,8 @@ class ImapStore(Store):
                 name = self._folder_names(target.user).get(target.folder)
                 if name is None:
                     raise UnreadableItem(ref, "folder no longer exists")
-                data = self._attempt(target.user, partial(self._fetch_one, name=name, target=target))
+                data = self._attempt(target.user,
+                                     partial(self._fetch_one, name=name, target=target))
             except BAD_REPLY as exc:
                 raise UnreadableItem(ref, _reason(exc)) from None
         if data is None:

@@ -70,7 +70,7 @@ MESSAGE_DIRS = ("cur", "new")
 
 
 def _sorted_names(directory_fd: int) -> list[str]:
-    """A directory's entries but hidden ones, sorted: names only, so a cur/ of 100k messages stays a few MB."""
+    """A directory's entries but hidden ones, sorted: names only (a cur/ of 100k: a few MB)."""
     names = os.listdir(directory_fd)
     names.sort()
     # Hidden names sort together, between "." and "/": cut them out without a pass over the rest.
@@ -109,7 +109,7 @@ class MaildirStore(Store):
         return user is None or self.selection(user)
 
     def _owner(self, rel: str) -> str | None:
-        """The user whose Maildir holds the path ``rel`` (relative to the root), if the template says."""
+        """The user whose Maildir holds ``rel`` (relative to the root), if the template says."""
         assert self.template is not None
         parts = rel.split("/")
         if len(parts) < len(self.template.components):
@@ -129,7 +129,9 @@ class MaildirStore(Store):
             else:
                 yield from group.units()
 
-    def unit_groups(self, recorded: Mapping[str, str] | None = None) -> Iterator[UnitGroup | Unreadable]:
+    def unit_groups(
+        self, recorded: Mapping[str, str] | None = None
+    ) -> Iterator[UnitGroup | Unreadable]:
         """One group per ``cur/`` and ``new/`` directory, stamped (see the module doc)."""
         for user, maildir in self._mailboxes():
             if isinstance(maildir, Refused):
@@ -162,7 +164,8 @@ class MaildirStore(Store):
             reason = invalid_mailbox_reason(user)
             if reason:
                 if self.selection.everyone:
-                    yield None, Refused(self.root.rel(directory), f"not a valid mailbox name: {reason}")
+                    yield None, Refused(self.root.rel(directory),
+                                        f"not a valid mailbox name: {reason}")
             elif self.selection(user):
                 yield user, directory
             return
@@ -197,7 +200,9 @@ class MaildirStore(Store):
             with os.scandir(directory) as it:
                 return sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            return [Refused(self.root.rel(directory), f"cannot list directory: {failure_reason(exc)}")]
+            return [
+                Refused(self.root.rel(directory), f"cannot list directory: {failure_reason(exc)}")
+            ]
 
     def _folders(self, maildir: str) -> Iterator[tuple[str, str] | Refused]:
         """(folder directory, folder name) of INBOX and every Maildir++ subfolder."""
@@ -230,7 +235,7 @@ class MaildirStore(Store):
     def _message_files(
         self, directory: str, rel: str, folder: str, user: str | None, stamped: bool = True
     ) -> Iterator[Unit | Unreadable]:
-        """The directory's message files; ``stamped``: examined (a stat each) here, not by ``read``."""
+        """The directory's message files; ``stamped``: examined (a stat each) here, not in read."""
         try:
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
@@ -243,7 +248,8 @@ class MaildirStore(Store):
                     yield self._message_file(fd, directory, rel, name, folder, user)
                 else:
                     text = name_text(name)
-                    yield Unit(f"{rel}/{message_stem(text)}", "", folder, user, 0, 0, f"{rel}/{text}")
+                    yield Unit(f"{rel}/{message_stem(text)}", "", folder, user, 0, 0,
+                               f"{rel}/{text}")
         except OSError as exc:
             yield Unreadable(Unit(rel, "", folder, user), rel,
                              f"cannot list directory: {failure_reason(exc)}")
@@ -261,7 +267,10 @@ class MaildirStore(Store):
         problem = None
         try:
             # relative to the open directory (when there is one): no path walk
-            st = os.lstat(name, dir_fd=fd) if fd is not None else os.lstat(os.path.join(directory, name))
+            if fd is not None:
+                st = os.lstat(name, dir_fd=fd)
+            else:
+                st = os.lstat(os.path.join(directory, name))
             if stat.S_ISLNK(st.st_mode):
                 path = os.path.join(directory, name)
                 problem = self._symlink_problem(path)
@@ -284,7 +293,8 @@ class MaildirStore(Store):
 
     def read(self, units: Iterable[Unit]) -> Iterator[Item | Unreadable]:
         for unit in read_ahead(units, self.root):
-            yield self._read_unstamped(unit) if not unit.stamp and unit.path else self._read_one(unit)
+            unstamped = not unit.stamp and unit.path
+            yield self._read_unstamped(unit) if unstamped else self._read_one(unit)
 
     def _read_one(self, unit: Unit) -> Item | Unreadable:
         try:
@@ -304,7 +314,8 @@ class MaildirStore(Store):
         """
         path = self.root.path_of(unit.path)
         try:
-            data, st = read_message_file(path, unit.ref, self.max_message_size, follow_symlinks=False)
+            data, st = read_message_file(path, unit.ref, self.max_message_size,
+                                         follow_symlinks=False)
         except UnreadableItem:
             directory, name = os.path.split(path)
             rel = unit.path.rpartition("/")[0]

@@ -6,11 +6,12 @@ mbox writers emit, ``From SENDER DATE`` with an asctime date (``Fri Dec  8
 21:13:05 2017``, a zone before the year allowed), that is the first line of
 the file or follows an empty line. Any other line, "From now on we meet on
 Mondays." after an empty line included, is body text. (The first line of a
-file need only start with ``From ``: nothing precedes it to cut.) A message is the bytes after its ``From `` line up to the next
-one, less the one empty line that separates messages (also at the end of
-the file); one ``>`` is removed from lines matching ``^>+From `` (mboxrd
-unquoting). A file whose first line is not a ``From `` line is not an mbox
-and is reported unreadable; an empty file is an empty mbox.
+file need only start with ``From ``: nothing precedes it to cut.) A message
+is the bytes after its ``From `` line up to the next one, less the one empty
+line that separates messages (also at the end of the file); one ``>`` is
+removed from lines matching ``^>+From `` (mboxrd unquoting). A file whose
+first line is not a ``From `` line is not an mbox and is reported
+unreadable; an empty file is an empty mbox.
 
 A unit is one file (stamp: size and mtime). An item's ref is
 ``RELPATH:OFFSET``, OFFSET being the byte offset of its ``From `` line in
@@ -68,7 +69,10 @@ from restore.stores.sniff import not_a_message_reason
 FROM_LINE = b"From "
 BLANK_LINES = (b"\n", b"\r\n")
 QUOTED_FROM = re.compile(rb">+From ")
-MONTHS = {m.encode(): i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+MONTHS = {
+    m.encode(): i
+    for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)
+}
 # "From alice@example.com Fri Dec  8 21:13:05 2017" (the sender may hold
 # spaces, a zone may precede the year, text may follow it: "remote from x").
 FROM_LINE_FORM = re.compile(
@@ -91,7 +95,8 @@ def from_line_date(line: bytes) -> float | None:
         return None
     month, day, hour, minute, second, offset, year = m.groups()
     try:
-        when = datetime(int(year), MONTHS[month], int(day), int(hour), int(minute), int(second or 0),
+        when = datetime(int(year), MONTHS[month], int(day), int(hour), int(minute),
+                        int(second or 0),
                         tzinfo=UTC)
     except ValueError:
         return None
@@ -206,7 +211,8 @@ def _message_lines(readline: Callable[[int], bytes], limit: int
         start = len(lines)
         room = (limit - size) // LINE_PIECE
         for line in islice(pieces, room if room > 0 else 1):
-            if after_blank and line.startswith(FROM_LINE) and FROM_LINE_FORM.match(line):  # is_from_line
+            # is_from_line, inlined: this test runs once per line of every mbox
+            if after_blank and line.startswith(FROM_LINE) and FROM_LINE_FORM.match(line):
                 return (lines, continued), size + _tally(lines, start, continued), line
             append(line)
             after_blank = line in BLANK_LINES

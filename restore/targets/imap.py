@@ -4,9 +4,10 @@ Speed comes from MULTIAPPEND (RFC 3502) with LITERAL+: one command, and one
 round trip, carries a user's whole batch (up to ``CHUNK_MESSAGES`` messages
 or ``CHUNK_BYTES``; inject makes batches of that size, ``batch_messages``
 and ``batch_bytes``), so the server writes it in one transaction, with one
-round of fsyncs, instead of one APPEND per message. MULTIAPPEND is atomic, so when the server refuses a
-chunk (one message too big, the quota reached half way) the chunk is appended
-again one message at a time: only the messages the server refuses fail.
+round of fsyncs, instead of one APPEND per message. MULTIAPPEND is atomic,
+so when the server refuses a chunk (one message too big, the quota reached
+half way) the chunk is appended again one message at a time: only the
+messages the server refuses fail.
 
 INTERNALDATE is read back (a FETCH of the new UIDs, the folder EXAMINEd:
 read-only, so \\Recent and flags stay untouched) until one chunk shows
@@ -421,7 +422,8 @@ class ImapSession(TargetSession):
                     index, fingerprint, digest = wanted[uid]
                     body = fetched.get(uid, {}).get(b"BODY[]")
                     if body is None:
-                        outcomes[index] = "no longer where it was written (moved or deleted since): left alone"
+                        outcomes[index] = ("no longer where it was written (moved or deleted"
+                                           " since): left alone")
                     elif not is_same_message(body, fingerprint, digest):
                         outcomes[index] = "changed since it was written: left alone"
                     else:

@@ -296,10 +296,14 @@ class MaildirSession(TargetSession):
             return staged
         except (ValueError, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            staged.outcomes = [Outcome(ok=False, reason=f"folder {folder!r}: {reason}") for _ in batch]
+            staged.outcomes = [
+                Outcome(ok=False, reason=f"folder {folder!r}: {reason}") for _ in batch
+            ]
             return staged
         if box is None:  # only when not creating; here for the type checker
-            staged.outcomes = [Outcome(ok=False, reason=f"folder {folder!r} missing") for _ in batch]
+            staged.outcomes = [
+                Outcome(ok=False, reason=f"folder {folder!r} missing") for _ in batch
+            ]
             return staged
         staged.path, staged.dev = box.path, box.dev
         staged.tmp, staged.new, staged.cur = os.dup(box.tmp), os.dup(box.new), os.dup(box.cur)
@@ -405,7 +409,8 @@ class MaildirSession(TargetSession):
                 content = read(entry, dir_fd)
                 if content is None:
                     continue
-                if content == data or (message.fingerprint and fingerprint_of(content) == message.fingerprint):
+                if content == data or (message.fingerprint
+                                       and fingerprint_of(content) == message.fingerprint):
                     return entry
         return None
 

@@ -96,7 +96,8 @@ class StagedBatch(Staged):
                 os.link(name, final, src_dir_fd=self.tmp, dst_dir_fd=directory,
                         follow_symlinks=False)
             except FileExistsError:
-                self.outcomes[position] = Outcome(ok=False, reason=f"{final} exists: name clash, refused")
+                self.outcomes[position] = Outcome(ok=False,
+                                                  reason=f"{final} exists: name clash, refused")
             except OSError as exc:
                 self.outcomes[position] = Outcome(ok=False, reason=f"{name}: {exc.strerror}")
             else:
@@ -126,7 +127,7 @@ def copy_owner(fd: int, template: os.stat_result) -> None:
 
 
 def mark_maildirfolder(folder_fd: int, owner: os.stat_result) -> bool:
-    """The empty ``maildirfolder`` file tells Maildir++ readers this is a subfolder; True if made."""
+    """Make the empty ``maildirfolder`` file Maildir++ readers look for; True if it is new."""
     try:
         fd = os.open(MAILDIRFOLDER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      stat.S_IMODE(owner.st_mode) & 0o666, dir_fd=folder_fd)

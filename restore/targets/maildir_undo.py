@@ -89,7 +89,8 @@ def remove_created(root: str, real_root: str, path: str, dry_run: bool = False) 
         if dry_run:
             return None     # the undo itself empties the folder first, or it says then why not
         folder = os.path.dirname(full)
-        if any(os.listdir(f"{folder}/{sub}") for sub in ("cur", "new") if os.path.isdir(f"{folder}/{sub}")):
+        if any(os.listdir(f"{folder}/{sub}") for sub in ("cur", "new")
+               if os.path.isdir(f"{folder}/{sub}")):
             # Mail the run did not write may carry the letters the file names.
             return f"{path}: the folder still holds mail: left alone"
         os.unlink(full)
@@ -99,7 +100,8 @@ def remove_created(root: str, real_root: str, path: str, dry_run: bool = False) 
         try:
             os.rmdir(full)
         except OSError as exc:
-            return f"{path}: {'not empty' if exc.errno == errno.ENOTEMPTY else exc.strerror}: left alone"
+            why = "not empty" if exc.errno == errno.ENOTEMPTY else exc.strerror
+            return f"{path}: {why}: left alone"
     else:
         return f"{path}: not what the run created: left alone"
     if dry_run:
