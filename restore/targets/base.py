@@ -69,6 +69,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# Why undo leaves a message alone, whatever the target.
+MOVED = "no longer where it was written (moved or deleted since): left alone"
+CHANGED = "changed since it was written: left alone"
+
+
+def folder_gone(folder: str) -> str:
+    """Why undo leaves alone what a run wrote into a folder that no longer exists."""
+    return f"folder {folder!r} no longer exists: left alone"
+
 
 @dataclass(frozen=True, slots=True)
 class Message:

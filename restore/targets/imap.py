@@ -53,7 +53,15 @@ from restore.imapconn import (
     try_login,
 )
 from restore.mailnames import is_keyword
-from restore.targets.base import Message, Outcome, Target, TargetSession
+from restore.targets.base import (
+    CHANGED,
+    MOVED,
+    Message,
+    Outcome,
+    Target,
+    TargetSession,
+    folder_gone,
+)
 
 CHUNK_MESSAGES = 1000
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -400,7 +408,7 @@ class ImapSession(TargetSession):
         with connection_guard(self._where):
             mailbox = self._server_name(folder)
             if not self._client.folder_exists(mailbox):
-                return [f"folder {folder!r} no longer exists: left alone"] * len(batch)
+                return [folder_gone(folder)] * len(batch)
             selected = self._client.select_folder(mailbox, readonly=dry_run)
             self._selected = None   # not EXAMINEd: an append would open it again
             uidvalidity = selected.get(b"UIDVALIDITY", 0)
@@ -422,10 +430,9 @@ class ImapSession(TargetSession):
                     index, fingerprint, digest = wanted[uid]
                     body = fetched.get(uid, {}).get(b"BODY[]")
                     if body is None:
-                        outcomes[index] = ("no longer where it was written (moved or deleted"
-                                           " since): left alone")
+                        outcomes[index] = MOVED
                     elif not is_same_message(body, fingerprint, digest):
-                        outcomes[index] = "changed since it was written: left alone"
+                        outcomes[index] = CHANGED
                     else:
                         doomed.append(uid)
             if doomed and not dry_run:

@@ -9,11 +9,9 @@ from collections.abc import Sequence
 
 from restore.identity import is_same_message
 from restore.mailnames import is_inside
+from restore.targets.base import CHANGED, MOVED, folder_gone
 from restore.targets.dovecot_keywords import KEYWORDS_FILE
 from restore.targets.maildir_fs import MAILDIRFOLDER, OUTSIDE_ROOT, Folder, exists, listdir, read
-
-MOVED = "no longer where it was written (moved or deleted since): left alone"
-CHANGED = "changed since it was written: left alone"
 
 
 def remove_written(box: Folder | None, folder: str, batch: Sequence[tuple[str, str, str]],
@@ -24,7 +22,7 @@ def remove_written(box: Folder | None, folder: str, batch: Sequence[tuple[str, s
     ``cur_names`` caches, per folder, the listing of ``cur/`` by base name.
     """
     if box is None:
-        return [f"folder {folder!r} no longer exists: left alone"] * len(batch)
+        return [folder_gone(folder)] * len(batch)
     outcomes: list[str | None] = []
     unlinked: set[int] = set()
     for target_id, fingerprint, digest in batch:
