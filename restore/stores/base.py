@@ -26,6 +26,18 @@ Two optional hooks let the catalog go faster; their defaults suit any store:
   some of the units. True only for stores that hold no connection or open
   file between calls (file stores).
 
+Stores laid out per user (a Maildir tree, IMAP) say who has a mailbox
+(``users()``); opened for some users only (``StoreOptions.selection``:
+--user, --users, --exclude-user, --shard) they list only those users'
+mailboxes, and ``lists_group`` tells the catalog that a group of another
+user, not listed, is not gone. ``end_offset`` lets an mbox that only grew
+be read on from where the last scan ended. ``known`` hands a store that
+asks for it (``wants_known``) the users the catalog already holds mail of.
+An item bigger than ``max_message_size`` (decompressed) is ``Unreadable``
+(``too_large``), found out while it is read, never held whole. A user
+name found in a path or a user list is a mailbox only when
+``mailnames.invalid_mailbox_reason`` finds nothing wrong with it.
+
 Stores are read-only: nothing under a store is ever opened for writing.
 """
 

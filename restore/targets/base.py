@@ -25,6 +25,17 @@ returns its target id or None. ``planned_id`` is what ``prepare`` promised.
 ``session.prepare(folder, message)`` returns an id to record in the journal
 *before* writing (Maildir: the unique file name it will use; IMAP: "").
 
+Flags. ``Message.flags`` are IMAP flags, system flags (``\\Seen``) and
+keywords (``$Restored``), from --flags and --keyword. A target stores each
+it can (Maildir: system flags as info letters in ``cur/``, keywords as the
+letters of the folder's ``dovecot-keywords`` file; IMAP: with the APPEND).
+A folder that will not keep a keyword refuses the messages that carry it
+before anything is written (IMAP's PERMANENTFLAGS, a full keywords file);
+a flag that was written but not kept gives ``Outcome(ok=True, warning=...)``.
+
+Batches. ``Target.batch_messages`` and ``batch_bytes`` size inject's
+batches to what the target writes best in one go (IMAP: one MULTIAPPEND).
+
 Durability in groups. A target whose writes can be made durable together
 (Maildir: one ``syncfs`` for many files instead of an fsync each) also
 offers ``session.stage(folder, batch)``: it writes the batch where no
@@ -58,7 +69,8 @@ For undo:
     that is still where it was written and still is that message
     (``identity.is_same_message``), and
     returns one reason per message for what it left alone (None: removed,
-    or with ``dry_run`` would be);
+    or with ``dry_run`` would be): ``MOVED`` or ``CHANGED`` when it is no
+    longer the message the run wrote;
   - ``session.remove_created(path, dry_run)`` removes a folder the run
     created (see ``take_created``) if it is empty, else says why not.
 """
