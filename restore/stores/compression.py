@@ -117,10 +117,10 @@ def _read_limited(stream: BinaryIO, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-# A zstd decompressor costs more to make (~20 us) than a small message takes
-# to decompress (~5 us): each thread keeps one for the frames ``decompress``
-# reads in one call. A stream's frames each get their own: streams are read
-# interleaved.
+# A zstd decompressor costs more to make than a small message takes to
+# decompress (benchmarks/README.md): each thread keeps one for the frames
+# ``decompress`` reads in one call. A stream's frames each get their own:
+# streams are read interleaved.
 _reused = threading.local()
 
 

@@ -378,8 +378,8 @@ class MaildirSession(TargetSession):
                 # The MUA moves new/NAME to cur/NAME:2,FLAGS; the NAME part is stable.
                 if entry == name or entry.startswith(name + ":"):
                     return entry
-            # A crash between create and rename left our own partial file: it is
-            # no mail (never renamed into new/), and the name will not be reused.
+            # A crash before the link left our own file in tmp/: it is no mail
+            # (never linked into new/ or cur/), and the name will not be reused.
             unlink_quietly(name, box.tmp)
         return self._find_by_content(box, message)
 
