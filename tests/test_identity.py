@@ -503,17 +503,19 @@ def test_fast_date_parse_agrees_with_email_utils(fast_paths, parts):
     assert parse_date(value) == general_parse_date(value)
 
 
+def pieces_or_text(pieces: list[str], most: int, text_size: int) -> st.SearchStrategy[str]:
+    """Strings glued from ``pieces`` (at most ``most`` of them), or any text."""
+    return st.one_of(st.lists(st.sampled_from(pieces), max_size=most).map("".join),
+                     st.text(max_size=text_size))
+
+
 DATE_PIECES = ["Fri", "Mon", ",", " ", "\t", "8", "08", "123", "Dec", "dec", "Feb", "2017", "1999",
                "3000", "21", ":", "13", "05", "60", "+", "-", "0100", "2400", "0099", "(CET)",
                "\xe9", "\u2003", "x"]
 
 
 @settings(max_examples=1500, deadline=None)
-@given(
-    st.one_of(
-        st.lists(st.sampled_from(DATE_PIECES), max_size=16).map("".join), st.text(max_size=40)
-    )
-)
+@given(pieces_or_text(DATE_PIECES, 16, 40))
 def test_c_date_parse_gives_what_the_python_one_gives(value):
     assert c_fast_paths().plain_date(value) == plain_date_py(value)
 
@@ -546,11 +548,7 @@ FROM_PIECES = ["Alice", " ", "\t", '"', "\\", "<", ">", "@", ".", "a", "B", "x-y
 
 
 @settings(max_examples=1500, deadline=None)
-@given(
-    st.one_of(
-        st.lists(st.sampled_from(FROM_PIECES), max_size=14).map("".join), st.text(max_size=40)
-    )
-)
+@given(pieces_or_text(FROM_PIECES, 14, 40))
 def test_c_sender_parse_gives_what_the_python_one_gives(value):
     assert c_fast_paths().plain_address(value) == plain_address_py(value)
 
@@ -586,8 +584,6 @@ MID_PIECES = ["<", ">", "a", "@", "b.test", " ", "\t", "\u2003", "\xa0", "\x1c",
 
 
 @settings(max_examples=1500, deadline=None)
-@given(
-    st.one_of(st.lists(st.sampled_from(MID_PIECES), max_size=14).map("".join), st.text(max_size=30))
-)
+@given(pieces_or_text(MID_PIECES, 14, 30))
 def test_c_message_id_search_gives_what_the_python_one_gives(value):
     assert c_fast_paths().bracketed_id(value) == bracketed_id_py(value)
