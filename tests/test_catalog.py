@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from restore import catalog as catalog_module
 from restore import cli, pipeline, rescan, scanpool
-from restore.catalog import Catalog, _envelope_json
+from restore.catalog import Catalog
+from restore.catalogtables import envelope_json
 from restore.errors import CatalogBusy, StoreError, WorkerDied
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.rescan import READ_BATCH
@@ -462,8 +463,8 @@ def test_eml_files_beside_subdirectories_are_still_all_seen(catalog, mail_factor
 def test_envelope_headers_are_stored_as_the_json_module_writes_them(envelope):
     # Recipients are looked up in these values later: quotes, backslashes,
     # control characters and 8-bit text must come back exactly.
-    assert _envelope_json(envelope) == json.dumps(envelope, ensure_ascii=False)
-    assert json.loads(_envelope_json(envelope)) == envelope
+    assert envelope_json(envelope) == json.dumps(envelope, ensure_ascii=False)
+    assert json.loads(envelope_json(envelope)) == envelope
 
 
 # -- two commands, one catalog ----------------------------------------------------------
