@@ -45,11 +45,9 @@ from datetime import datetime
 from functools import partial
 from typing import TypeVar
 
-from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from restore.errors import PermanentError, StoreError, TransientError, UnreadableItem, UsageError
-from restore.identity import normalize_message_id, split_message
 from restore.imapconn import (
     close_quietly,
     connect,
@@ -58,19 +56,24 @@ from restore.imapconn import (
     server_text,
     try_login,
 )
-from restore.mailnames import imap_folder, invalid_mailbox_reason
+from restore.imapmailbox import (
+    HEADER,
+    HEADER_BATCH,
+    HEADER_KEY,
+    WHOLE,
+    WHOLE_BATCH,
+    WHOLE_KEY,
+    MailboxSession,
+    lacks_message_id,
+)
+from restore.mailnames import invalid_mailbox_reason
 from restore.stores.base import Item, Store, StoreOptions, Unit, Unreadable
 
-HEADER_BATCH = 500    # UIDs per FETCH of header blocks: few round trips, little memory
 PREFETCH_USERS = 8    # users listed at once, each on its own connection
 PREFETCH_KEPT = 5000  # header blocks kept for read(); a scan that reads none (warm) keeps no more
-WHOLE_BATCH = 50      # UIDs per FETCH of whole messages: bounds memory, not round trips
 MAX_SESSIONS = 16     # connections kept open; units arrive user by user, so few are needed
 
-HEADER, HEADER_KEY = b"BODY.PEEK[HEADER]", b"BODY[HEADER]"
-WHOLE, WHOLE_KEY = b"BODY.PEEK[]", b"BODY[]"
 INTERNALDATE = b"INTERNALDATE"
-UNSELECTABLE = {"\\noselect", "\\nonexistent"}
 # Server replies that are garbage rather than refusals: one folder or batch fails, not the run.
 BAD_REPLY = (IMAPClientError, UnicodeError, ValueError)
 
@@ -99,103 +102,8 @@ class MessageRef:
         return cls(user, folder, int(uidvalidity), int(numbers))
 
 
-def lacks_message_id(header: bytes) -> bool:
-    """Whether identity must digest the body: no usable Message-ID (as ``facts_of`` decides)."""
-    headers, _ = split_message(header)
-    value = next((v for name, v in headers if name == "message-id"), None)
-    return normalize_message_id(value) is None
-
-
 def _epoch(value: object) -> float | None:
     return value.timestamp() if isinstance(value, datetime) else None
-
-
-class _Session:
-    """A logged-in connection acting for one user, and the folder it has open."""
-
-    def __init__(self, client: IMAPClient):
-        # Folder names stay as the server spells them (modified UTF-7): decoded
-        # here leniently, and sent back to the server untouched.
-        client.folder_encode = False
-        self.client = client
-        self.folder: str | None = None
-        self.uidvalidity = 0
-
-    def examine(self, name: str) -> int:
-        """Open ``name`` read-only (EXAMINE: no flag changes, no expunge); its UIDVALIDITY."""
-        if self.folder != name:
-            self.folder = None
-            info = self.client.select_folder(name, readonly=True)
-            self.folder, self.uidvalidity = name, int(info[b"UIDVALIDITY"])
-        return self.uidvalidity
-
-    def uids(self, name: str) -> tuple[int, list[int]]:
-        """UIDVALIDITY and every UID of folder ``name``."""
-        uidvalidity = self.examine(name)
-        return uidvalidity, list(self.client.search("ALL"))
-
-    def folders(self) -> dict[str, str]:
-        """Selectable folders of the user's own namespace: display name -> server name."""
-        client = self.client
-        foreign: tuple[str, ...] = ()
-        if b"NAMESPACE" in client.capabilities():
-            _, other, shared = client.namespace()
-            # other users' and shared folders are not this user's mail
-            foreign = tuple(_text(prefix) for prefix, _ in (other or ()) + (shared or ()) if prefix)
-        found: dict[str, str] = {}
-        for flags, delimiter, name in client.list_folders():
-            raw = _text(name)
-            if {_text(f).lower() for f in flags} & UNSELECTABLE or raw.startswith(foreign):
-                continue
-            found[imap_folder(raw, _text(delimiter) if delimiter else None)] = raw
-        return found
-
-
-def mailbox_keys(client: IMAPClient, match: str) -> set[str]:
-    """The identity keys (under ``match``) of every message of the logged-in user, any folder.
-
-    What a store read of this mailbox would give the catalog, read through a
-    connection the caller already has (inject's session: one login per user).
-    """
-    from restore.identity import facts_of
-
-    whole = match == "strict"
-    part, key = (WHOLE, WHOLE_KEY) if whole else (HEADER, HEADER_KEY)
-
-    def identity(data: bytes, headers_only: bool) -> str:
-        facts = facts_of(data, headers_only=headers_only)
-        return {"auto": facts.key, "message-id": facts.mid_key}.get(match, facts.strict_key)
-
-    encode, client.folder_encode = client.folder_encode, False
-    try:
-        session = _Session(client)
-        keys: set[str] = set()
-        for name in session.folders().values():
-            _, uids = session.uids(name)
-            for start in range(0, len(uids), WHOLE_BATCH if whole else HEADER_BATCH):
-                chunk = uids[start:start + (WHOLE_BATCH if whole else HEADER_BATCH)]
-                response = client.fetch(chunk, [part])
-                bodies = []
-                for uid in chunk:
-                    data = response.get(uid, {}).get(key)
-                    if data is None:
-                        continue
-                    if not whole and lacks_message_id(data):
-                        bodies.append(uid)      # identity needs its body
-                    else:
-                        keys.add(identity(data, headers_only=not whole))
-                for at in range(0, len(bodies), WHOLE_BATCH):
-                    fetched = client.fetch(bodies[at:at + WHOLE_BATCH], [WHOLE])
-                    keys.update(identity(item[WHOLE_KEY], headers_only=False)
-                                for item in fetched.values() if WHOLE_KEY in item)
-        return keys
-    finally:
-        client.folder_encode = encode
-
-
-def _text(value: bytes | str | int) -> str:
-    """A name from a server reply; modified UTF-7 is ASCII, anything else is kept byte for byte."""
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
 class ImapStore(Store):
@@ -222,7 +130,7 @@ class ImapStore(Store):
         # a name that could not be a mailbox (path separators, control characters)
         # never reaches a ref; it is simply not a user here
         self._wanted = [u for u in dict.fromkeys(wanted) if u and not invalid_mailbox_reason(u)]
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._sessions: OrderedDict[str, MailboxSession] = OrderedDict()
         self._refusals: dict[str, str] = {}
         self._unaddressable: dict[str, str] = {}
         self._present: set[str] | None = None
@@ -306,7 +214,7 @@ class ImapStore(Store):
             if refusal is not None:
                 self._refusals[user] = refusal
                 return None
-            session = _Session(client)
+            session = MailboxSession(client)
             with connection_guard(self.address.where):
                 folders = session.folders()
                 found: list[Unit | Unreadable] = []
@@ -340,7 +248,7 @@ class ImapStore(Store):
         found: list[Unit | Unreadable] = []
         for folder, name in folders.items():
             try:
-                uidvalidity, uids = self._attempt(user, partial(_Session.uids, name=name))
+                uidvalidity, uids = self._attempt(user, partial(MailboxSession.uids, name=name))
             except BAD_REPLY as exc:
                 where = f"{user}/{folder}"
                 found.append(Unreadable(Unit(where, "", folder, user), where,
@@ -413,7 +321,7 @@ class ImapStore(Store):
                 yield from (Unreadable(unit, unit.ref, reason) for unit in batch.values())
 
     def _fetch(
-        self, session: _Session, name: str, uidvalidity: int, batch: dict[int, Unit]
+        self, session: MailboxSession, name: str, uidvalidity: int, batch: dict[int, Unit]
     ) -> list[Item | Unreadable]:
         if session.examine(name) != uidvalidity:
             reason = "folder was recreated since it was listed (new UIDVALIDITY); scan again"
@@ -460,7 +368,7 @@ class ImapStore(Store):
         return data
 
     @staticmethod
-    def _fetch_one(session: _Session, name: str, target: MessageRef) -> bytes | None:
+    def _fetch_one(session: MailboxSession, name: str, target: MessageRef) -> bytes | None:
         if session.examine(name) != target.uidvalidity:
             return None
         return session.client.fetch([target.uid], [WHOLE]).get(target.uid, {}).get(WHOLE_KEY)
@@ -470,10 +378,10 @@ class ImapStore(Store):
     def _folder_names(self, user: str) -> dict[str, str]:
         names = self._folders.get(user)
         if names is None:
-            names = self._folders[user] = self._attempt(user, _Session.folders)
+            names = self._folders[user] = self._attempt(user, MailboxSession.folders)
         return names
 
-    def _session(self, user: str) -> _Session | None:
+    def _session(self, user: str) -> MailboxSession | None:
         """``user``'s connection, opened when needed; None when the login is refused."""
         session = self._sessions.get(user)
         if session is not None:
@@ -494,13 +402,13 @@ class ImapStore(Store):
             close_quietly(client)
             self._refusals[user] = refusal
             return None
-        session = self._sessions[user] = _Session(client)
+        session = self._sessions[user] = MailboxSession(client)
         while len(self._sessions) > MAX_SESSIONS:
             _, oldest = self._sessions.popitem(last=False)
             close_quietly(oldest.client)
         return session
 
-    def _attempt(self, user: str, action: Callable[[_Session], T]) -> T:
+    def _attempt(self, user: str, action: Callable[[MailboxSession], T]) -> T:
         """``action`` on ``user``'s connection; when it drops, once more on a fresh one."""
         lost: TransientError | None = None
         for _ in range(2):

@@ -155,7 +155,7 @@ class ImapSession(TargetSession):
         return ""
 
     def held_keys(self, match: str) -> set[str]:
-        from restore.stores.imap import mailbox_keys
+        from restore.imapmailbox import mailbox_keys
 
         with connection_guard(self._where):
             try:
