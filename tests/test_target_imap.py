@@ -14,7 +14,8 @@ from imapclient import IMAPClient
 from restore.errors import TargetError, TransientError, UsageError
 from restore.identity import fingerprint_of
 from restore.targets.base import Message
-from restore.targets.imap import ImapTarget, keyword_refusal
+from restore.targets.imap import ImapTarget
+from restore.targets.imap_wire import keyword_refusal
 
 RECEIVED = datetime(2017, 12, 8, 21, 13, 5, tzinfo=UTC).timestamp()
 SECRET = "s3cret-Pa55word"

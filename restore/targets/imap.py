@@ -10,15 +10,15 @@ half way) the chunk is appended again one message at a time: only the
 messages the server refuses fail.
 
 INTERNALDATE is read back (a FETCH of the new UIDs, the folder EXAMINEd:
-read-only, so \\Recent and flags stay untouched) until one chunk shows
-that the server keeps the dates it is sent; later sessions of the run then
-spare themselves the EXAMINE and the FETCH, two round trips per user, but
-for a chunk with a date outside 1970-2038, which servers storing 32-bit
-file times change. A server that stored other dates goes on being checked,
-and each message it misdates carries a warning. A batch of several chunks EXAMINEs its folder
-anyway: Dovecot then keeps the mailbox open instead of reopening it for
-every APPEND. Folders are only ever created, never renamed or deleted, so
-an existing folder keeps its UIDVALIDITY; INBOX always exists.
+read-only, so \\Recent and flags stay untouched) until one chunk shows that
+the server keeps the dates it is sent; later sessions of the run then spare
+themselves the EXAMINE and the FETCH, two round trips per user, but for a
+chunk with a date outside 1970-2038, which servers storing 32-bit file times
+change. A server that stored other dates goes on being checked, and each
+message it misdates carries a warning. A batch of several chunks EXAMINEs
+its folder anyway: Dovecot then keeps the mailbox open instead of reopening
+it for every APPEND. Folders are only ever created, never renamed or
+deleted, so an existing folder keeps its UIDVALIDITY; INBOX always exists.
 
 Undo (``remove``) needs UIDPLUS: each message is removed by its recorded
 UID, after checking UIDVALIDITY and the fingerprint of what that UID holds,
@@ -26,6 +26,9 @@ with ``UID STORE +FLAGS.SILENT (\\Deleted)`` and ``UID EXPUNGE`` of exactly
 those UIDs. Without UIDPLUS only a plain EXPUNGE exists, which would also
 remove whatever users had marked deleted: undo is then refused. A folder
 the run created is deleted again only when it is empty and has no subfolder.
+
+What APPEND sends and answers (CRLF, APPENDUID, the keywords a folder
+keeps) is ``restore.targets.imap_wire``'s.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from __future__ import annotations
 import imaplib
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -42,7 +45,7 @@ from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.imapclient import seq_to_parenstr
 
 from restore.errors import TargetError, TransientError
-from restore.identity import fingerprint_of, is_same_message, normalize_newlines
+from restore.identity import fingerprint_of, is_same_message
 from restore.imapconn import (
     close_quietly,
     connect,
@@ -62,12 +65,18 @@ from restore.targets.base import (
     TargetSession,
     folder_gone,
 )
+from restore.targets.imap_wire import (
+    keyword_refusal,
+    last_line,
+    lost_keywords,
+    parse_appenduid,
+    to_crlf,
+)
 
 CHUNK_MESSAGES = 1000
 CHUNK_BYTES = 4 * 1024 * 1024
 FETCH_CHUNK = 20  # candidates whose full bytes are fetched at once by find()
 
-_APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 _RECORDED = re.compile(r"APPENDUID (\d+) (\d+)")     # a target id: where one message went
 _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}
 
@@ -212,7 +221,7 @@ class ImapSession(TargetSession):
             return self._append_each(mailbox, chunk)
         if status != "OK":
             return self._append_each(mailbox, chunk)
-        uidvalidity, uids = _parse_appenduid(_last_line(data))
+        uidvalidity, uids = parse_appenduid(last_line(data))
         if len(uids) != len(chunk):
             return [Outcome(ok=True, warning="server gave no APPENDUID") for _ in chunk]
         return [Outcome(ok=True, target_id=f"APPENDUID {uidvalidity} {uid}") for uid in uids]
@@ -247,7 +256,7 @@ class ImapSession(TargetSession):
             except imaplib.IMAP4.error as exc:
                 results.append(Outcome(ok=False, reason=server_text(exc)))
                 continue
-            uidvalidity, uids = _parse_appenduid(response)
+            uidvalidity, uids = parse_appenduid(response)
             if len(uids) == 1:
                 results.append(Outcome(ok=True, target_id=f"APPENDUID {uidvalidity} {uids[0]}"))
             else:
@@ -290,7 +299,7 @@ class ImapSession(TargetSession):
                     f"sent {item.internal_date.isoformat()}"
                 )
             else:
-                warning = _lost_keywords(item.flags, stored.get(uid, {}).get(b"FLAGS"))
+                warning = lost_keywords(item.flags, stored.get(uid, {}).get(b"FLAGS"))
             if warning:
                 kept = False
                 outcome = results[position]
@@ -328,7 +337,7 @@ class ImapSession(TargetSession):
                 raise
             except imaplib.IMAP4.error:
                 pass  # a Message-ID the server cannot search for: fall back to size and date
-        size = len(_to_crlf(message.data))
+        size = len(to_crlf(message.data))
         try:
             day = datetime.fromtimestamp(message.received, tz=UTC).date()
         except (OverflowError, OSError, ValueError):
@@ -486,38 +495,7 @@ def _prepare(index: int, message: Message) -> _Pending:
         raise ValueError(f"received time {message.received!r} is out of range") from None
     if not 1 <= internal_date.year <= 9999:
         raise ValueError(f"received time {message.received!r} is out of range")
-    return _Pending(index, _to_crlf(message.data), tuple(message.flags), internal_date)
-
-
-def keyword_refusal(permanent_flags: Sequence[bytes], flags: Iterable[str]) -> str | None:
-    """Why the folder will not keep the keywords among ``flags``, or None.
-
-    A server lists in PERMANENTFLAGS the flags it stores, ``\\*`` when any
-    new keyword may be made. After EXAMINE (read-only) the list is empty,
-    which says nothing: the stored flags are then checked after APPEND.
-    """
-    if not permanent_flags or b"\\*" in permanent_flags:
-        return None
-    allowed = {flag.decode("ascii", "replace").lower() for flag in permanent_flags}
-    refused = sorted(f for f in flags if not f.startswith("\\") and f.lower() not in allowed)
-    if not refused:
-        return None
-    return (f"the server does not store keyword {' '.join(refused)} here (PERMANENTFLAGS "
-            f"{' '.join(f.decode('ascii', 'replace') for f in permanent_flags)})")
-
-
-def _lost_keywords(sent: Sequence[str], stored: Sequence[bytes] | None) -> str:
-    """A warning when a keyword sent is not among the flags the server stored."""
-    if stored is None:
-        return ""
-    kept = {flag.decode("ascii", "replace").lower() for flag in stored}
-    lost = [flag for flag in sent if not flag.startswith("\\") and flag.lower() not in kept]
-    return f"server did not keep keyword {' '.join(lost)}" if lost else ""
-
-
-def _to_crlf(data: bytes) -> bytes:
-    """IMAP wants CRLF line ends (a bare CR too becomes one); every other byte stays as it is."""
-    return normalize_newlines(data).replace(b"\n", b"\r\n")
+    return _Pending(index, to_crlf(message.data), tuple(message.flags), internal_date)
 
 
 def _chunks(pending: list[_Pending]) -> Iterator[list[_Pending]]:
@@ -531,22 +509,3 @@ def _chunks(pending: list[_Pending]) -> Iterator[list[_Pending]]:
         size += len(item.data)
     if chunk:
         yield chunk
-
-
-def _parse_appenduid(response: bytes | str) -> tuple[int, list[int]]:
-    """``b"[APPENDUID 1700000000 4:6] ..."`` -> (1700000000, [4, 5, 6])."""
-    if isinstance(response, str):
-        response = response.encode("ascii", "replace")
-    match = _APPENDUID.search(response or b"")
-    if not match:
-        return 0, []
-    uids: list[int] = []
-    for part in match.group(2).split(b","):
-        low, _, high = part.partition(b":")
-        first, last = sorted((int(low), int(high or low)))
-        uids.extend(range(first, last + 1))
-    return int(match.group(1)), uids
-
-
-def _last_line(data: list[bytes | None] | None) -> bytes:
-    return next((line for line in reversed(data or []) if line), b"")
