@@ -345,9 +345,9 @@ def print_runs(journal: str, target: str | None, runs: list) -> None:
 
 def print_undo(result, target: str) -> None:
     out = console()
-    verb = "would remove" if result.dry_run else "removed"
-    out.print(bold("Totals:"), f"run {result.run}: {result.removed:,} messages {verb} from "
-              f"{target}, {len(result.folders):,} created folders {verb}, "
+    verb = "would be removed" if result.dry_run else "removed"
+    out.print(bold("Totals:"), f"run {result.run}: {plural(result.removed, 'message')} {verb} "
+              f"from {target}, {plural(len(result.folders), 'created folder')} {verb}, "
               f"{len(result.left):,} left alone")
     if result.left:
         out.print()
