@@ -36,10 +36,17 @@ def iso(ts: float | None) -> str | None:
 
 
 def human(ts: float | None) -> str:
-    """``2017-12-08 16:02:00 UTC`` for a report; ``-`` for no time."""
+    """``2017-12-08 16:02:00 UTC`` for a report; ``-`` for no time.
+
+    A time with a fraction of a second keeps it (``16:02:00.25``): a window
+    bound pasted back into --since/--until must be the same instant, or the
+    message at the bound falls out.
+    """
     if ts is None:
         return "-"
-    return f"{plain(ts)} UTC"
+    micro = datetime.fromtimestamp(ts, UTC).microsecond
+    fraction = f".{micro:06d}".rstrip("0") if micro else ""
+    return f"{plain(ts)}{fraction} UTC"
 
 
 def plain(ts: float) -> str:
