@@ -114,8 +114,8 @@ def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any
 
 def print_scan(spec: str, summary: dict) -> None:
     out = console()
-    out.print(bold(spec), f": {summary['messages']:,} messages, "
-              f"{summary['unreadable']:,} unreadable items", sep="")
+    out.print(bold(spec), f": {plural(summary['messages'], 'message')}, "
+              f"{plural(summary['unreadable'], 'unreadable item')}", sep="")
     if summary["first"] is not None:
         out.print(f"received from {human(summary['first'])} to {human(summary['last'])}")
     out.print(f"catalog: {summary['reused']:,} units unchanged, {summary['read']:,} read, "
@@ -156,18 +156,17 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
         bold("Totals:"), f"{c['present']:,} present, {c['missing']:,} missing (to restore), "
         f"{deleted}{c['outside-window']:,} outside the window, {c['duplicate']:,} duplicate, "
         f"{c['unroutable']:,} unroutable: {result.pairs:,} (user, message) pairs; "
-        f"{c['unreadable']:,} unreadable archive items"
+        f"{plural(c['unreadable'], 'unreadable archive item')}"
     )
     print_problems(out, result.problems)
     if c["outside-window"]:
-        out.print(f"{c['outside-window']:,} messages are absent outside the window: most likely "
-                  "deleted by their users, so they are not restored.")
+        out.print(f"{plural(c['outside-window'], 'message')} absent outside the window: most "
+                  "likely deleted by their users, so not restored.")
     if c["deleted"]:
-        out.print(f"{c['deleted']:,} messages inside the window were in their mailbox after the "
-                  "window was remembered and are gone: deleted by their users, so they are not "
-                  "restored.")
+        out.print(f"{plural(c['deleted'], 'message')} inside the window: in the mailbox after the "
+                  "window was remembered, gone since: deleted by their users, so not restored.")
     if plan_file:
-        out.print(f"\nPlan: {planned:,} messages written to {plan_file}")
+        out.print(f"\nPlan: {plural(planned, 'message')} written to {plan_file}")
     if next_hint:
         out.print(next_hint)
 
@@ -276,8 +275,8 @@ def print_inject(result, target: str, not_selected: int = 0, resume: str | None 
     dry = result.dry_run
     verb, failing = ("would append", "would fail") if dry else ("appended", "failed")
     if dry and result.would_write:
-        out.print(table(f"Dry run: nothing written; {result.appended:,} messages would be "
-                        f"appended to {target}",
+        out.print(table(f"Dry run: nothing written; {plural(result.appended, 'message')} would "
+                        f"be appended to {target}",
                         ("user", "folder", "received", "size", "Message-ID"),
                         [(e.user, e.folder, iso(e.received), e.size, e.message_id or "-")
                          for e in result.would_write]))
