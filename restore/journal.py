@@ -63,7 +63,7 @@ from pathlib import Path
 from restore.errors import JournalError
 from restore.journalfile import WHAT_TO_DO, JournalFile
 from restore.plan import PlanEntry
-from restore.times import human, iso, parse_iso
+from restore.times import iso, parse_iso, to_the_second
 from restore.window import Window
 
 
@@ -387,7 +387,8 @@ class Journal(JournalFile):
         """The window(s) the incident was restored from, oldest first; [] if none."""
         try:
             return [Window(parse_iso(w["since"]), parse_iso(w["until"]), "remembered",
-                           f"remembered from the {w['by']} of {human(parse_iso(w['at']))}, journal "
+                           f"remembered from the {w['by']} of "
+                           f"{to_the_second(parse_iso(w['at']))}, journal "
                            f"{self.path}; give --since/--until to override (as first found: "
                            f"{w['evidence']})", remembered_at=parse_iso(w["at"]))
                     for w in self._remembered()]

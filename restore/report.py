@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from restore.pipeline import ProgressBar
-from restore.times import human, iso
+from restore.times import human, iso, to_the_second
 
 if TYPE_CHECKING:   # rich is imported when something is printed: a silent cron run skips it
     from rich.console import Console
@@ -335,7 +335,7 @@ def print_runs(journal: str, target: str | None, runs: list) -> None:
                if r.command == "undo" else
                f"{r.appended:,} appended, {r.already_present:,} present, {r.failed:,} failed")
         exit_code = "-" if r.exit_code is None else str(r.exit_code)
-        rows.append((str(r.id), r.command, human(r.started), human(r.ended), did,
+        rows.append((str(r.id), r.command, to_the_second(r.started), to_the_second(r.ended), did,
                      f"{r.status.value} ({exit_code})", r.plan or "-"))
     out.print(table(None, ("run", "command", "started", "ended", "what it did", "status (exit)",
                            "plan"), rows))

@@ -49,6 +49,15 @@ def human(ts: float | None) -> str:
     return f"{plain(ts)}{fraction} UTC"
 
 
+def to_the_second(ts: float | None) -> str:
+    """``2026-12-07 19:30:12 UTC``: when the tool itself did something (a run's start).
+
+    Such a time is read, never pasted into a window option, so the fraction
+    of a second that ``human`` keeps would only be noise in a table.
+    """
+    return "-" if ts is None else f"{plain(ts)} UTC"
+
+
 def plain(ts: float) -> str:
     """``2017-12-08 16:02:00`` (UTC): what a spreadsheet reads as a date and time."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")

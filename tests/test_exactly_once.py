@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -259,6 +260,9 @@ def test_undo_returns_the_target_to_its_state_before_the_run_byte_for_byte(tmp_p
                                          (2, "inject", len(entries) + len(dave), "done", 0)]
     assert listed["runs"][1]["plan"] == str(wrong)
     assert listed["runs"][1]["plan_sha256"] == hashlib.sha256(wrong.read_bytes()).hexdigest()
+    table = mailrestore(env, "runs", "--state", state).stdout
+    # The runs' own start and end times, to the second: no microseconds in the table.
+    assert re.search(r"\d\d:\d\d:\d\d UTC", table) and not re.search(r":\d\d\.\d+ UTC", table)
 
     dry = mailrestore(env, "undo", "2", "--state", state, "--dry-run", "--json")
     assert json.loads(dry.stdout)["removed"] == len(entries) + len(dave)
