@@ -296,20 +296,36 @@ def _check_is_journal(path: Path) -> None:
         raise JournalError(f"journal {path} is not a mailrestore journal (not an SQLite "
                            f"database); give --state a journal or a new file")
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            verdict = db.execute("PRAGMA quick_check").fetchone()
-            tables = _tables(db)
-        finally:
-            db.close()
+        verdict, tables = _quick_check(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
-        raise JournalError(f"journal {path} is damaged ({exc}); {WHAT_TO_DO}") from None
+        if getattr(exc, "sqlite_errorname", "") not in NEEDS_A_WRITER:
+            raise JournalError(f"journal {path} is damaged ({exc}); {WHAT_TO_DO}") from None
+        # A run killed mid-transaction left a hot rollback journal (or a WAL
+        # index to rebuild) that only a writer may recover: SQLite's own crash
+        # recovery, back to the last commit, which any writable open does anyway.
+        try:
+            verdict, tables = _quick_check(str(path))
+        except sqlite3.Error as again:
+            raise JournalError(f"journal {path} is damaged ({again}); {WHAT_TO_DO}") from None
     if verdict is None or verdict[0] != "ok":
         raise JournalError(f"journal {path} is damaged "
                            f"({verdict[0] if verdict else 'unreadable'}); {WHAT_TO_DO}")
     if tables and not {"meta", "messages"} <= tables:
         raise JournalError(f"journal {path} is an SQLite database but not a mailrestore journal "
                            "(a catalog?); give --state a journal or a new file")
+
+
+# Errors of a read-only connection to a file that a killed writer left for recovery.
+NEEDS_A_WRITER = frozenset({"SQLITE_READONLY_ROLLBACK", "SQLITE_READONLY_RECOVERY",
+                            "SQLITE_READONLY_CANTINIT"})
+
+
+def _quick_check(database: str, uri: bool = False) -> tuple[tuple | None, set[str]]:
+    db = sqlite3.connect(database, uri=uri)
+    try:
+        return db.execute("PRAGMA quick_check").fetchone(), _tables(db)
+    finally:
+        db.close()
 
 
 def _connect(database: str, **kwargs: bool) -> sqlite3.Connection:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,6 +108,33 @@ def test_readonly_open_sees_what_a_killed_run_committed(path):
     assert reader.status("alice@x")[("INBOX", "k1")].state is State.PENDING
     reader.close()
     journal.close()
+
+
+def test_a_journal_a_killed_writer_left_mid_transaction_opens_at_its_last_commit(path):
+    with Journal(path, TARGET) as journal:
+        journal.mark_done([Row("alice@x", "INBOX", "k1", "name1")])
+    # A writer killed inside a transaction in rollback-journal mode (as while a new
+    # journal is being switched to WAL) leaves a hot -journal that only a writer may
+    # roll back; a read-only look at the file then fails with SQLITE_READONLY_ROLLBACK.
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=DELETE")
+    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, signal, sqlite3
+        db = sqlite3.connect({str(path)!r}, isolation_level=None)
+        db.execute("PRAGMA cache_size=1")
+        db.execute("BEGIN")
+        db.execute("CREATE TABLE filler(x)")
+        db.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,)] * 2000)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """)])
+    assert killed.returncode == -signal.SIGKILL
+    assert path.with_name(path.name + "-journal").stat().st_size > 0
+
+    for open_it in (lambda: Journal.open_readonly(path, TARGET), lambda: Journal(path, TARGET)):
+        journal = open_it()
+        assert journal is not None
+        assert journal.status("alice@x")[("INBOX", "k1")].state is State.DONE
+        journal.close()
 
 
 def test_entry_key_is_the_fingerprint_else_source_and_ref():
