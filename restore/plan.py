@@ -345,11 +345,11 @@ def open_plan(path: str) -> PlanFile:
     with _reading(path), open(path, "rb") as fh:
         for lineno, _, raw in _entry_lines(fh):
             # UnicodeDecodeError: not a plan, refused before anything is done
-            raw.decode("utf-8")
-            user = _user_of(raw)
-            if user is None and HEADER_FIELD.encode() in raw:
+            text = raw.decode("utf-8")
+            user = _user_of(text)
+            if user is None and HEADER_FIELD in text:
                 try:
-                    got = parse_line(raw.decode("utf-8"), lineno, path)
+                    got = parse_line(text, lineno, path)
                 except UsageError:
                     got = None
                 if isinstance(got, PlanHeader):
@@ -382,7 +382,7 @@ def _entry_lines(fh: IO[bytes]) -> Iterator[tuple[int, int, bytes]]:
             yield lineno, start, raw
 
 
-def _user_of(raw: bytes) -> str | None:
+def _user_of(raw: str | bytes) -> str | None:
     """The user a line names, as ``parse_line`` reads it; None for a header or a bad line."""
     try:
         obj = json.loads(raw)
