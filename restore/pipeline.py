@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from restore.catalog import Catalog, ScanStats
 from restore.diff import DiffResult, DiffSettings, ScannedStore, compare, recipients_of
-from restore.errors import MailrestoreError, RefusedItem, UnreadableItem, UsageError
+from restore.errors import (
+    MailrestoreError,
+    RefusedItem,
+    TargetError,
+    TransientError,
+    UnreadableItem,
+    UsageError,
+)
 from restore.identity import facts_of
 from restore.plan import PlanEntry, PlanFile, Seal, UserLines, runs_of_users
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
@@ -243,8 +250,6 @@ class SessionCheck:
         return self.keys.get(user, set()).intersection(keys)
 
     def read(self, user: str, session: TargetSession | None) -> str | None:
-        from restore.errors import TargetError, TransientError
-
         if session is not None:
             self.keys[user] = session.held_keys(self.match) or set()
             return None
