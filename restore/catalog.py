@@ -32,6 +32,7 @@ from restore.catalogtables import (
     stored_key,
 )
 from restore.errors import CatalogBusy, CatalogError, Problem, UsageError
+from restore.memory import bound_sqlite
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.rescan import Progress, ScanStats, read_batch, rescan
 from restore.stores.base import DEFAULT_MAX_MESSAGE_SIZE, Store
@@ -117,6 +118,7 @@ class Catalog:
         private.create_file(self.path)   # SQLite gives its journal the mode of the database
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                   timeout=BUSY_SECONDS)
+        bound_sqlite(self.db)
         # A catalog is written by one scan at a time, most of it in bulk: a
         # rollback journal writes each page once, where a write-ahead log
         # writes it twice (the log, then the checkpoint).

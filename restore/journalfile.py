@@ -27,6 +27,7 @@ from platformdirs import user_state_dir
 
 from restore import locks, private
 from restore.errors import CannotRunError, JournalError, MailrestoreError, UsageError
+from restore.memory import bound_sqlite
 
 SCHEMA_VERSION = "2"
 SCHEMA = """
@@ -330,4 +331,6 @@ def _quick_check(database: str, uri: bool = False) -> tuple[tuple | None, set[st
 
 def _connect(database: str, **kwargs: bool) -> sqlite3.Connection:
     # Worker threads share the connection; Journal._lock serialises its use.
-    return sqlite3.connect(database, check_same_thread=False, isolation_level="DEFERRED", **kwargs)
+    db = sqlite3.connect(database, check_same_thread=False, isolation_level="DEFERRED", **kwargs)
+    bound_sqlite(db)
+    return db

@@ -34,6 +34,7 @@ from restore import private
 from restore.errors import RefusedItem, UsageError
 from restore.identity import MATCH_MODES, is_same_message
 from restore.mailnames import invalid_folder_reason, invalid_mailbox_reason
+from restore.memory import bound_sqlite
 from restore.times import NoOffset, iso, parse_iso
 
 PLAN_FORMAT = 2
@@ -317,6 +318,7 @@ class PlanFile:
         fd, name = tempfile.mkstemp(prefix=".plan-sort-", suffix=".sqlite", dir=folder)
         os.close(fd)    # mkstemp made it 0600: the plan's users stay private
         db = sqlite3.connect(name)
+        bound_sqlite(db)
         try:
             db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
                              "CREATE TABLE lines (user TEXT NOT NULL, lineno INTEGER NOT NULL,"
