@@ -26,6 +26,7 @@ from restore.errors import (
     UsageError,
 )
 from restore.identity import facts_of
+from restore.memory import hand_back, one_heap_arena
 from restore.plan import PlanEntry, PlanFile, Seal, UserLines, runs_of_users
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.selection import EVERYONE, UserSelection
@@ -83,8 +84,10 @@ class Job:
             archive_sides = [self.scan(store)[0] for store in archives]
             replica = self._open(stack, replica_spec, archive_sides)
             replica_side = self.scan(replica)[0]
-            return compare(self.catalog, archive_sides, replica_side, replica.users(),
-                           self.settings)
+            result = compare(self.catalog, archive_sides, replica_side, replica.users(),
+                             self.settings)
+        hand_back()     # the scan's batches and the gap detection's tallies
+        return result
 
     def _open(self, stack: ExitStack, spec: str, archives: Sequence[ScannedStore] = ()) -> Store:
         options = self.store_options
@@ -377,6 +380,7 @@ def inject_plan(
     options = StoreOptions(password=settings.password, insecure=settings.insecure,
                            max_message_size=job.store_options.max_message_size)
     sources = SourceReader(seal, options)
+    one_heap_arena()    # before the workers, the read-ahead and the readers' threads start
     readers = ReaderPool(seal, options, settings.readers) if settings.readers > 0 else None
     try:
         check = _target_check(job, target, settings, plan.user_names(),
@@ -408,6 +412,7 @@ def inject_plan(
         sources.close()
         if readers is not None:
             readers.close()
+        hand_back()     # the batches' buffers, before the report is built
 
 
 def _target_check(job: Job, target: Target, settings: InjectSettings, users: list[str],
