@@ -135,9 +135,11 @@ class Background:
 class Scoring:
     """Per-pair log-likelihood ratio of "inside a gap" against "that user's deletions"."""
 
-    gain: dict[str, float]      # an absent pair: log(THETA / rate)
-    cost: dict[str, float]      # a present pair: log((1 - rate) / (1 - THETA))
-    log_rate: dict[str, float]  # log(rate), log(1 - rate): to score a tally at any share
+    # log(rate), log(1 - rate): an absent pair gains log(THETA / rate), a present one
+    # costs log((1 - rate) / (1 - THETA)), and a tally is scored at any share from them.
+    # Two floats a user, as many users as the archive has: the gain and cost are
+    # worked out pair by pair rather than held as two more.
+    log_rate: dict[str, float]
     log_keep: dict[str, float]
     threshold: float            # log(pairs / ALPHA): what a gap's evidence must reach
 
@@ -145,9 +147,7 @@ class Scoring:
     def of(cls, background: Background, pairs: int) -> Scoring:
         log_rate = {u: math.log(max(r, 1e-12)) for u, r in background.rates.items()}
         log_keep = {u: math.log(1 - r) for u, r in background.rates.items()}
-        return cls({u: math.log(THETA) - lr for u, lr in log_rate.items()},
-                   {u: lk - math.log(1 - THETA) for u, lk in log_keep.items()},
-                   log_rate, log_keep, math.log(max(pairs, 1) / ALPHA))
+        return cls(log_rate, log_keep, math.log(max(pairs, 1) / ALPHA))
 
     def log10_p(self, evidence: float, pairs: int) -> float:
         """log10 of ``pairs * exp(-evidence)``: a bound on the chance of such a gap by deletions."""
@@ -309,7 +309,8 @@ def _scan(stream: Iterable[Pair], scoring: Scoring) -> tuple[list[_Run], _Run | 
     splits two gaps rather than joining them. Returns the runs that could
     pass the test (peak at the threshold or more) and the best of the rest.
     """
-    gain, cost, drop = scoring.gain, scoring.cost, scoring.threshold
+    log_rate, log_keep, drop = scoring.log_rate, scoring.log_keep, scoring.threshold
+    log_theta, log_other = math.log(THETA), math.log(1 - THETA)
     candidates: list[_Run] = []
     best: _Run | None = None
     score = peak = 0.0
@@ -327,7 +328,7 @@ def _scan(stream: Iterable[Pair], scoring: Scoring) -> tuple[list[_Run], _Run | 
         if present:
             last_present = ts
             if score > 0:
-                score -= cost[user]
+                score -= log_keep[user] - log_other
                 if score <= 0 or score < peak - drop:
                     run = _Run(since, first, last, peak)
                     if peak >= drop:
@@ -341,7 +342,7 @@ def _scan(stream: Iterable[Pair], scoring: Scoring) -> tuple[list[_Run], _Run | 
             # Delivery delays reorder mail near a gap's edge: absent mail just before counts in.
             first, since = recent[0] if recent else (ts, present_before)
         recent.append((ts, present_before))
-        score += gain[user]
+        score += log_theta - log_rate[user]
         if score > peak or ts <= last + SKEW:
             peak, last = max(peak, score), ts
     if score > 0:

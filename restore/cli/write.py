@@ -227,10 +227,10 @@ def restore(**opts: Any) -> int:
     if not opts["dry_run"] and same_target(opts["replica"], opts["target"]):
         # Only users every planned message of whom is there: a failure or a stopped
         # run (--bad-item-limit) leaves the rest missing, for the next run to write.
-        missing = {user: counts.get("missing", 0) for user, counts in result.users.items()}
         result.record_restored(sorted(
             user for user, c in injected.users.items()
-            if not c.failed and c.appended + c.already_present == missing.get(user)))
+            if not c.failed and c.appended + c.already_present
+            == result.users.get(user, {}).get("missing")))
     rows = usercsv.from_diff(result) if opts["report_file"] else {}
     return finish_inject(injected, opts, rows, diff=result,
                          journal=memory_doc(memory, job, recorded))

@@ -13,7 +13,7 @@ from restore.plan import PlanEntry
 SHOW_WOULD_WRITE = 200    # a dry run lists the first few; the counts cover every message
 
 
-@dataclass
+@dataclass(slots=True)
 class UserCounts:
     appended: int = 0
     already_present: int = 0
