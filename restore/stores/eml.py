@@ -91,24 +91,35 @@ class EmlStore(Store):
                 if rel and rel in recorded and recorded[rel] == directory_stamp(st):
                     leaves.append((rel, path, st))
                     continue
+                # Counted as they come, not held: a leaf holds thousands of files.
+                files, others = 0, []
                 with os.scandir(path) as entries:
-                    visible = [e for e in entries if not e.name.startswith(".")]
+                    for entry in entries:
+                        if entry.name.startswith("."):
+                            continue
+                        link = entry.is_symlink()
+                        if link or entry.is_dir(follow_symlinks=False):
+                            others.append((entry.path, entry.name, link))
+                        else:
+                            files += 1
             except OSError as exc:
                 leaves.append(Refused(rel or ".", f"cannot list directory: {failure_reason(exc)}"))
                 continue
             subdirs = []
-            for entry in visible:
-                name = name_text(entry.name)
+            for entry_path, entry_name, link in others:
+                name = name_text(entry_name)
                 entry_rel = f"{rel}/{name}" if rel else name
-                if entry.is_symlink():
-                    # A symlink to a directory inside the root is a subdirectory; any
-                    # other is one of this directory's files, which its walk reports.
-                    found = self.root.examine_listed(entry.path, entry_rel)
-                    if isinstance(found, str):
-                        subdirs.append((entry.path, found))
-                elif entry.is_dir(follow_symlinks=False):
-                    subdirs.append((entry.path, entry_rel))
-            has_files = len(subdirs) < len(visible)
+                if not link:
+                    subdirs.append((entry_path, entry_rel))
+                    continue
+                # A symlink to a directory inside the root is a subdirectory; any
+                # other is one of this directory's files, which its walk reports.
+                found = self.root.examine_listed(entry_path, entry_rel)
+                if isinstance(found, str):
+                    subdirs.append((entry_path, found))
+                else:
+                    files += 1
+            has_files = files > 0
             if has_files and (subdirs or not rel):
                 return None     # files beside subdirectories, or in the root itself
             if has_files:
