@@ -164,6 +164,11 @@ class ReaderPool:
     whole batches: inject's read-ahead hands them a batch and gets back the
     bytes of each item, or None for one they could not read or that failed
     the seal, which the worker then reads again itself, to report it.
+
+    Starting them (a forkserver, then each process importing mailrestore)
+    takes longer than reading the first batches: until the first reader is
+    up, ``read_many`` answers None and the batches are read in this process,
+    so no connection waits for the pool.
     """
 
     def __init__(self, seal: Seal | None, options: StoreOptions, readers: int):
@@ -173,8 +178,12 @@ class ReaderPool:
         self.pool = ProcessPoolExecutor(
             readers, mp_context=multiprocessing.get_context("forkserver"),
             initializer=_start_reader, initargs=(seal, options))
+        self.up = self.pool.submit(_up)
 
-    def read_many(self, entries: list[PlanEntry]) -> list[bytes | None]:
+    def read_many(self, entries: list[PlanEntry]) -> list[bytes | None] | None:
+        """Each item's bytes (None for one not read), or None while no reader is up yet."""
+        if not self.up.done():
+            return None
         return self.pool.submit(_read_many, entries).result()
 
     def close(self) -> None:
@@ -187,6 +196,10 @@ _READER: SourceReader | None = None     # a reader process's own
 def _start_reader(seal: Seal | None, options: StoreOptions) -> None:
     global _READER
     _READER = SourceReader(seal, options)
+
+
+def _up() -> None:
+    """Runs in a reader once it has started."""
 
 
 def _read_many(entries: list[PlanEntry]) -> list[bytes | None]:

@@ -75,7 +75,7 @@ class Context:
     read_ahead: ThreadPoolExecutor | None = None
     pace: TokenBucket | None = None     # --max-rate, shared by every worker
     committer: Committer | None = None     # the target stages: durability in groups
-    read_many: Callable[[list[PlanEntry]], list[bytes | None]] | None = None
+    read_many: Callable[[list[PlanEntry]], list[bytes | None] | None] | None = None
     todo: int = 0           # messages the journal had not settled, of the users met so far
     skipped: int = 0        # messages the journal had settled before the run (already present)
 
@@ -100,14 +100,20 @@ class Context:
 
 
 def load(batch: list[Delivery], read_source: Callable[[PlanEntry], bytes],
-          read_many: Callable[[list[PlanEntry]], list[bytes | None]] | None = None) -> None:
-    """Fill in what can be read; a failure is left for the writer to read again and report."""
+          read_many: Callable[[list[PlanEntry]], list[bytes | None] | None] | None = None
+          ) -> None:
+    """Fill in what can be read; a failure is left for the writer to read again and report.
+
+    ``read_many`` answers None when it cannot take the batch yet: it is read here.
+    """
     if read_many is not None:
         wanted = [d for d in batch if d.data is None and not d.settled]
         try:
-            for delivery, data in zip(wanted, read_many([d.entry for d in wanted]), strict=True):
-                delivery.data = data
-            return
+            got = read_many([d.entry for d in wanted])
+            if got is not None:
+                for delivery, data in zip(wanted, got, strict=True):
+                    delivery.data = data
+                return
         except Exception as exc:  # noqa: BLE001 - the readers are gone: read here
             log.warning("reader processes failed (%s); reading in this process", exc)
     for delivery in batch:

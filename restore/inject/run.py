@@ -45,7 +45,7 @@ def inject_users(
     bad_item_limit: int | None = None,
     batch_size: int | None = None,
     retry_delays: Sequence[float] = RETRY_DELAYS,
-    read_many: Callable[[list[PlanEntry]], list[bytes | None]] | None = None,
+    read_many: Callable[[list[PlanEntry]], list[bytes | None] | None] | None = None,
 ) -> InjectResult:
     """Append each user's entries to ``target`` exactly once; see the module docstring.
 
@@ -65,7 +65,9 @@ def inject_users(
     (default: the target's ``batch_messages``, within its ``batch_bytes``).
     ``read_many`` reads the items of a whole batch ahead elsewhere (reader
     processes), None for one it could not: that one is read again with
-    ``read_source``, which reports why.
+    ``read_source``, which reports why; it answers None instead of a list
+    when it cannot take the batch yet (the readers are starting), which is
+    then read with ``read_source``.
     """
     tally = Tally(dry_run, progress, show_rate, None if dry_run else bad_item_limit)
     batch_size = batch_size or target.batch_messages
