@@ -78,8 +78,14 @@ def inject_users(
                    check, run, dry_run, stop=tally.stop, read_many=read_many)
     runs = _todo(UserRun(user, lines, folder, ctx) for user, lines in users)
     first: tuple[UserRun, TargetSession] | None = None
+    # Each user's first batch is read while its session opens: the pool is there before any.
+    ctx.read_ahead = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="read-ahead")
     if not dry_run:
-        first, runs = _first_session(runs)
+        try:
+            first, runs = _first_session(runs)
+        except BaseException:
+            ctx.read_ahead.shutdown(wait=True, cancel_futures=True)
+            raise
     if rate:
         # Filled from now, not from before the users' sessions opened.
         ctx.pace = TokenBucket(rate, burst=batch_size)
@@ -168,7 +174,6 @@ def _run_pool(runs: Iterator[UserRun], first: tuple[UserRun, TargetSession] | No
 
     threads = [threading.Thread(target=worker, name=f"inject-{n}", daemon=True)
                for n in range(jobs)]
-    ctx.read_ahead = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="read-ahead")
     if not ctx.dry_run and ctx.target.stages:
         ctx.committer = Committer(ctx.target, ctx.journal, ctx.stop, ctx.record)
     for thread in threads:
