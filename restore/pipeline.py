@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -33,10 +34,14 @@ from restore.stores import Store, StoreOptions, open_store
 from restore.stores.files import NOT_INSIDE, OUTSIDE_ROOT
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from restore.inject import InjectResult
     from restore.journal import RunInfo
     from restore.targets import Target
     from restore.targets.base import TargetSession
+
+log = logging.getLogger(__name__)
 
 # A progress reporter: called with (label, total or None) it returns a
 # function counting items done, and ``close()`` ends the bar.
@@ -178,15 +183,26 @@ class ReaderPool:
         self.pool = ProcessPoolExecutor(
             readers, mp_context=multiprocessing.get_context("forkserver"),
             initializer=_start_reader, initargs=(seal, options))
-        self.up = self.pool.submit(_up)
+        self.up: Future[None] | None = None
+        # Submitting the first task starts the forkserver, and waits for it: not here.
+        self.starting = threading.Thread(target=self._start, name="readers-start", daemon=True)
+        self.starting.start()
+
+    def _start(self) -> None:
+        try:
+            self.up = self.pool.submit(_up)
+        except Exception as exc:  # noqa: BLE001 - the batches are then all read in this process
+            log.warning("reader processes did not start (%s); reading in this process", exc)
 
     def read_many(self, entries: list[PlanEntry]) -> list[bytes | None] | None:
         """Each item's bytes (None for one not read), or None while no reader is up yet."""
-        if not self.up.done():
+        up = self.up
+        if up is None or not up.done():
             return None
         return self.pool.submit(_read_many, entries).result()
 
     def close(self) -> None:
+        self.starting.join()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
