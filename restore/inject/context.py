@@ -87,9 +87,13 @@ class Context:
     def record(self, state: State, rows: list[Row]) -> None:
         """Journal ``rows`` in ``state`` for this run; a dry run journals nothing."""
         if self.journal and not self.dry_run and rows:
-            if state is State.PENDING and self.committer is not None:
-                # The committer flushes the journal before the target shows any of them.
+            if state is State.PENDING:
+                # Committed without a sync under the journal's lock, then synced outside it
+                # (by the committer, for a target that stages, before it shows any of them):
+                # the workers' syncs overlap instead of queueing behind the lock.
                 self.journal.mark_pending(rows, self.run, durable=False)
+                if self.committer is None:
+                    self.journal.flush()
             else:
                 self.journal.mark(state, rows, self.run)
 
