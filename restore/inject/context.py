@@ -88,14 +88,17 @@ class Context:
         """Journal ``rows`` in ``state`` for this run; a dry run journals nothing."""
         if self.journal and not self.dry_run and rows:
             if state is State.PENDING:
-                # Committed without a sync under the journal's lock, then synced outside it
-                # (by the committer, for a target that stages, before it shows any of them):
+                # Committed without a sync under the journal's lock; ``durable`` (or the
+                # committer) syncs them outside it before the target can show any of them:
                 # the workers' syncs overlap instead of queueing behind the lock.
                 self.journal.mark_pending(rows, self.run, durable=False)
-                if self.committer is None:
-                    self.journal.flush()
             else:
                 self.journal.mark(state, rows, self.run)
+
+    def durable(self) -> None:
+        """Make the pending rows recorded so far durable (one sync of the journal's log)."""
+        if self.journal and not self.dry_run:
+            self.journal.flush()
 
     def journal_created(self, user: str, session: TargetSession) -> None:
         created = session.take_created()

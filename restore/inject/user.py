@@ -271,7 +271,10 @@ class UserRun:
         for delivery, message in zip(deliveries, messages, strict=True):
             delivery.planned_id, delivery.in_doubt = message.planned_id, True
             delivery.attempted = True
-        # The journal must know the promised names before the target holds anything.
+        # The journal must know the promised names before the target holds anything: the
+        # rows are committed here and made durable by the committer, or by ``durable``,
+        # which the target calls before it can hold any of them (IMAP: while the batch is
+        # on its way, before the command's last line).
         self.ctx.record(State.PENDING, [d.row(d.planned_id) for d in deliveries])
         committer = self.ctx.committer
         staged = session.stage(folder, messages) if committer is not None else None
@@ -279,7 +282,7 @@ class UserRun:
         if committer is not None and staged is not None:
             committer.submit(Group(partial(self.settle, deliveries), staged))
             return
-        outcomes = session.append(folder, messages)
+        outcomes = session.append(folder, messages, ready=self.ctx.durable)
         self.ctx.journal_created(self.user, session)
         self.ctx.record(State.DONE, self.settle(deliveries, outcomes))
 
