@@ -6,7 +6,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import chain
+from itertools import chain, islice
 
 from restore.errors import Interrupted, PermanentError, TargetError, TargetUnavailable
 from restore.inject.committer import Committer
@@ -81,6 +81,13 @@ def inject_users(
     # Each user's first batch is read while its session opens: the pool is there before any.
     ctx.read_ahead = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="read-ahead")
     if not dry_run:
+        # The first user of every worker is ready before the first session opens, rather
+        # than handed out one by one by this thread as the workers compete with it for the
+        # interpreter; the first user's items are read while it logs in.
+        head = list(islice(runs, max(1, jobs)))
+        if head:
+            head[0].start_reading()
+        runs = chain(head, runs)
         try:
             first, runs = _first_session(runs)
         except BaseException:
