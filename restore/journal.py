@@ -258,7 +258,8 @@ class Journal(JournalFile):
             fd = self._wal_fd
         # Outside the lock: other threads' commits go on meanwhile; it syncs at least every
         # commit made before it started.
-        os.fsync(fd)
+        with self._guard():
+            os.fsync(fd)
 
     def mark_pending(self, rows: Iterable[Row], run: int | None = None,
                      durable: bool = True) -> None:

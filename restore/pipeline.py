@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -34,10 +35,14 @@ from restore.stores import Store, StoreOptions, open_store
 from restore.stores.files import NOT_INSIDE, OUTSIDE_ROOT
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from restore.inject import InjectResult
     from restore.journal import RunInfo
     from restore.targets import Target
     from restore.targets.base import TargetSession
+
+log = logging.getLogger(__name__)
 
 # A progress reporter: called with (label, total or None) it returns a
 # function counting items done, and ``close()`` ends the bar.
@@ -167,6 +172,11 @@ class ReaderPool:
     whole batches: inject's read-ahead hands them a batch and gets back the
     bytes of each item, or None for one they could not read or that failed
     the seal, which the worker then reads again itself, to report it.
+
+    Starting them (a forkserver, then each process importing mailrestore)
+    takes longer than reading the first batches: until the first reader is
+    up, ``read_many`` answers None and the batches are read in this process,
+    so no connection waits for the pool.
     """
 
     def __init__(self, seal: Seal | None, options: StoreOptions, readers: int):
@@ -176,11 +186,26 @@ class ReaderPool:
         self.pool = ProcessPoolExecutor(
             readers, mp_context=multiprocessing.get_context("forkserver"),
             initializer=_start_reader, initargs=(seal, options))
+        self.up: Future[None] | None = None
+        # Submitting the first task starts the forkserver, and waits for it: not here.
+        self.starting = threading.Thread(target=self._start, name="readers-start", daemon=True)
+        self.starting.start()
 
-    def read_many(self, entries: list[PlanEntry]) -> list[bytes | None]:
+    def _start(self) -> None:
+        try:
+            self.up = self.pool.submit(_up)
+        except Exception as exc:  # noqa: BLE001 - the batches are then all read in this process
+            log.warning("reader processes did not start (%s); reading in this process", exc)
+
+    def read_many(self, entries: list[PlanEntry]) -> list[bytes | None] | None:
+        """Each item's bytes (None for one not read), or None while no reader is up yet."""
+        up = self.up
+        if up is None or not up.done():
+            return None
         return self.pool.submit(_read_many, entries).result()
 
     def close(self) -> None:
+        self.starting.join()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -190,6 +215,10 @@ _READER: SourceReader | None = None     # a reader process's own
 def _start_reader(seal: Seal | None, options: StoreOptions) -> None:
     global _READER
     _READER = SourceReader(seal, options)
+
+
+def _up() -> None:
+    """Runs in a reader once it has started."""
 
 
 def _read_many(entries: list[PlanEntry]) -> list[bytes | None]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from restore.errors import TargetError, TargetUnavailable, TransientError
 from restore.inject import inject
 from restore.journal import Journal, Row, State, entry_key
 from restore.plan import PlanEntry, write_plan
-from restore.targets.base import Message, Outcome
+from restore.targets.base import Message, Outcome, nothing
 from restore.targets.maildir import MaildirSession, MaildirTarget
 
 USERS = ["alice@example.com", "bob@example.com", "carol@example.com"]
@@ -174,12 +174,13 @@ class FlakyTarget(MaildirTarget):
         target = self
 
         class Dropping(MaildirSession):
-            def append(self, folder: str, batch: Sequence[Message]) -> list[Outcome]:
+            def append(self, folder: str, batch: Sequence[Message],
+                       ready: Callable[[], None] = nothing) -> list[Outcome]:
                 if target.drops:
                     target.drops -= 1
-                    super().append(folder, batch[: len(batch) // 2])
+                    super().append(folder, batch[: len(batch) // 2], ready)
                     raise TransientError("connection reset")
-                return super().append(folder, batch)
+                return super().append(folder, batch, ready)
 
             def stage(self, folder: str, batch: Sequence[Message]):
                 # inject stages into tmp/ and commits in groups: drop half way through staging

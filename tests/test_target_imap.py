@@ -11,7 +11,7 @@ import pytest
 from dovecot import Dovecot, free_port
 from imapclient import IMAPClient
 
-from restore.errors import TargetError, TransientError, UsageError
+from restore.errors import JournalError, TargetError, TransientError, UsageError
 from restore.identity import fingerprint_of
 from restore.targets.base import Message
 from restore.targets.imap import ImapTarget
@@ -96,6 +96,31 @@ def test_appended_mail_keeps_received_time_order_bytes_and_no_flags(
         assert stored[uid][b"INTERNALDATE"].timestamp() == message.received
         assert set(stored[uid][b"FLAGS"]) - {b"\\Recent"} == set()  # shows as unread
         assert stored[uid][b"BODY[]"] == crlf(message.data)
+
+
+def test_ready_runs_after_the_batch_is_sent_and_before_the_server_holds_any_of_it(
+    master_target, dovecot_user, reader
+):
+    """The journal syncs in ``ready`` while the batch is on its way; if it fails, nothing
+    of the batch may be in the mailbox (a later run would not know to look for it)."""
+    seen: list[int] = []
+
+    def ready() -> None:
+        seen.append(reader(dovecot_user).folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"])
+        raise JournalError("journal sync failed")
+
+    with master_target.session(dovecot_user) as session, pytest.raises(JournalError):
+        session.append("INBOX", [make_message(n, minutes_later=n) for n in range(3)], ready)
+    assert seen == [0]
+    assert reader(dovecot_user).folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 0
+
+    calls: list[int] = []
+    with master_target.session(dovecot_user) as session:
+        outcomes = session.append("INBOX", [make_message(n, minutes_later=n) for n in range(3)],
+                                  lambda: calls.append(1))
+    assert calls == [1]
+    assert all(outcome.ok for outcome in outcomes)
+    assert reader(dovecot_user).folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 3
 
 
 def test_target_id_names_the_uidvalidity_and_uid(master_target, dovecot_user, reader):

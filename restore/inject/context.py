@@ -75,7 +75,7 @@ class Context:
     read_ahead: ThreadPoolExecutor | None = None
     pace: TokenBucket | None = None     # --max-rate, shared by every worker
     committer: Committer | None = None     # the target stages: durability in groups
-    read_many: Callable[[list[PlanEntry]], list[bytes | None]] | None = None
+    read_many: Callable[[list[PlanEntry]], list[bytes | None] | None] | None = None
     todo: int = 0           # messages the journal had not settled, of the users met so far
     skipped: int = 0        # messages the journal had settled before the run (already present)
 
@@ -87,11 +87,18 @@ class Context:
     def record(self, state: State, rows: list[Row]) -> None:
         """Journal ``rows`` in ``state`` for this run; a dry run journals nothing."""
         if self.journal and not self.dry_run and rows:
-            if state is State.PENDING and self.committer is not None:
-                # The committer flushes the journal before the target shows any of them.
+            if state is State.PENDING:
+                # Committed without a sync under the journal's lock; ``durable`` (or the
+                # committer) syncs them outside it before the target can show any of them:
+                # the workers' syncs overlap instead of queueing behind the lock.
                 self.journal.mark_pending(rows, self.run, durable=False)
             else:
                 self.journal.mark(state, rows, self.run)
+
+    def durable(self) -> None:
+        """Make the pending rows recorded so far durable (one sync of the journal's log)."""
+        if self.journal and not self.dry_run:
+            self.journal.flush()
 
     def journal_created(self, user: str, session: TargetSession) -> None:
         created = session.take_created()
@@ -100,14 +107,20 @@ class Context:
 
 
 def load(batch: list[Delivery], read_source: Callable[[PlanEntry], bytes],
-          read_many: Callable[[list[PlanEntry]], list[bytes | None]] | None = None) -> None:
-    """Fill in what can be read; a failure is left for the writer to read again and report."""
+          read_many: Callable[[list[PlanEntry]], list[bytes | None] | None] | None = None
+          ) -> None:
+    """Fill in what can be read; a failure is left for the writer to read again and report.
+
+    ``read_many`` answers None when it cannot take the batch yet: it is read here.
+    """
     if read_many is not None:
         wanted = [d for d in batch if d.data is None and not d.settled]
         try:
-            for delivery, data in zip(wanted, read_many([d.entry for d in wanted]), strict=True):
-                delivery.data = data
-            return
+            got = read_many([d.entry for d in wanted])
+            if got is not None:
+                for delivery, data in zip(wanted, got, strict=True):
+                    delivery.data = data
+                return
         except Exception as exc:  # noqa: BLE001 - the readers are gone: read here
             log.warning("reader processes failed (%s); reading in this process", exc)
     for delivery in batch:

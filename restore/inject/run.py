@@ -6,7 +6,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import chain
+from itertools import chain, islice
 
 from restore.errors import Interrupted, PermanentError, TargetError, TargetUnavailable
 from restore.inject.committer import Committer
@@ -45,7 +45,7 @@ def inject_users(
     bad_item_limit: int | None = None,
     batch_size: int | None = None,
     retry_delays: Sequence[float] = RETRY_DELAYS,
-    read_many: Callable[[list[PlanEntry]], list[bytes | None]] | None = None,
+    read_many: Callable[[list[PlanEntry]], list[bytes | None] | None] | None = None,
 ) -> InjectResult:
     """Append each user's entries to ``target`` exactly once; see the module docstring.
 
@@ -65,7 +65,9 @@ def inject_users(
     (default: the target's ``batch_messages``, within its ``batch_bytes``).
     ``read_many`` reads the items of a whole batch ahead elsewhere (reader
     processes), None for one it could not: that one is read again with
-    ``read_source``, which reports why.
+    ``read_source``, which reports why; it answers None instead of a list
+    when it cannot take the batch yet (the readers are starting), which is
+    then read with ``read_source``.
     """
     tally = Tally(dry_run, progress, show_rate, None if dry_run else bad_item_limit)
     batch_size = batch_size or target.batch_messages
@@ -76,8 +78,21 @@ def inject_users(
                    check, run, dry_run, stop=tally.stop, read_many=read_many)
     runs = _todo(UserRun(user, lines, folder, ctx) for user, lines in users)
     first: tuple[UserRun, TargetSession] | None = None
+    # Each user's first batch is read while its session opens: the pool is there before any.
+    ctx.read_ahead = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="read-ahead")
     if not dry_run:
-        first, runs = _first_session(runs)
+        # The first user of every worker is ready before the first session opens, rather
+        # than handed out one by one by this thread as the workers compete with it for the
+        # interpreter; the first user's items are read while it logs in.
+        head = list(islice(runs, max(1, jobs)))
+        if head:
+            head[0].start_reading()
+        runs = chain(head, runs)
+        try:
+            first, runs = _first_session(runs)
+        except BaseException:
+            ctx.read_ahead.shutdown(wait=True, cancel_futures=True)
+            raise
     if rate:
         # Filled from now, not from before the users' sessions opened.
         ctx.pace = TokenBucket(rate, burst=batch_size)
@@ -166,7 +181,6 @@ def _run_pool(runs: Iterator[UserRun], first: tuple[UserRun, TargetSession] | No
 
     threads = [threading.Thread(target=worker, name=f"inject-{n}", daemon=True)
                for n in range(jobs)]
-    ctx.read_ahead = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="read-ahead")
     if not ctx.dry_run and ctx.target.stages:
         ctx.committer = Committer(ctx.target, ctx.journal, ctx.stop, ctx.record)
     for thread in threads:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from functools import partial
 from itertools import groupby
@@ -40,6 +41,7 @@ class UserRun:
         self.deliveries = deliveries
         self.retries = 0
         self.checked = False        # the target check has read this user's mailbox
+        self._reading: Iterator[list[Delivery]] | None = None
 
     def skip_done(self) -> None:
         """Count what the journal has done or found present (or what the plan lists twice)."""
@@ -61,8 +63,18 @@ class UserRun:
         self.ctx.tally.add(self.user, present=present)
 
     def open_session(self) -> TargetSession:
-        """A session to the user's mailbox, retrying while the target is briefly away."""
+        """A session to the user's mailbox, retrying while the target is briefly away.
+
+        The first batch's items are read meanwhile (``start_reading``).
+        """
+        self.start_reading()
         return self._retrying(lambda: self.ctx.target.session(self.user))
+
+    def start_reading(self) -> None:
+        """Start reading the first batch's items, so that the login and the target check
+        do not wait for the archive, nor the archive for them."""
+        if self._reading is None:
+            self._reading = self._batches()
 
     def _retrying(self, attempt: Callable[[], T], lost: Callable[[], None] = lambda: None) -> T:
         """``attempt()`` until it gets through: after each TransientError, ``lost()`` and back off.
@@ -98,7 +110,11 @@ class UserRun:
             if session is None:
                 session = self.open_session()
             self.ctx.journal_created(self.user, session)
-            for batch in self._batches():
+            self.start_reading()
+            # The target check, while the first batch is still being read.
+            session = self._batch(session, [])
+            assert self._reading is not None
+            for batch in self._reading:
                 session = self._batch(session, batch)
                 self.retries = 0
         except TargetUnavailable:
@@ -115,9 +131,16 @@ class UserRun:
                 self.ctx.check.forget(self.user)
 
     def _batches(self) -> Iterator[list[Delivery]]:
-        """The user's batches, the next one's items read ahead while this one is handled."""
+        """The user's batches, the next one's items read ahead while this one is handled.
+
+        The first batch's reading starts now, not at the first ``next()``.
+        """
         batches = split(self.deliveries, self.ctx.batch_size, self.ctx.target.batch_bytes)
         ahead = self.ctx.prefetch(batches[0]) if batches else None
+        return self._in_turn(batches, ahead)
+
+    def _in_turn(self, batches: list[list[Delivery]], ahead: Future[None] | None
+                 ) -> Iterator[list[Delivery]]:
         for i, batch in enumerate(batches):
             if self.ctx.stop.is_set():
                 return
@@ -248,7 +271,10 @@ class UserRun:
         for delivery, message in zip(deliveries, messages, strict=True):
             delivery.planned_id, delivery.in_doubt = message.planned_id, True
             delivery.attempted = True
-        # The journal must know the promised names before the target holds anything.
+        # The journal must know the promised names before the target holds anything: the
+        # rows are committed here and made durable by the committer, or by ``durable``,
+        # which the target calls before it can hold any of them (IMAP: while the batch is
+        # on its way, before the command's last line).
         self.ctx.record(State.PENDING, [d.row(d.planned_id) for d in deliveries])
         committer = self.ctx.committer
         staged = session.stage(folder, messages) if committer is not None else None
@@ -256,7 +282,7 @@ class UserRun:
         if committer is not None and staged is not None:
             committer.submit(Group(partial(self.settle, deliveries), staged))
             return
-        outcomes = session.append(folder, messages)
+        outcomes = session.append(folder, messages, ready=self.ctx.durable)
         self.ctx.journal_created(self.user, session)
         self.ctx.record(State.DONE, self.settle(deliveries, outcomes))
 

@@ -14,6 +14,13 @@ returns one ``Outcome`` per message, in the same order:
   - ``Outcome(ok=True, target_id=...)``: written; ``target_id`` says where
     (``"APPENDUID 1700000000 42"``, or the Maildir file name);
   - ``Outcome(ok=False, reason=...)``: refused for good (quota, too big).
+``ready()``, when given, is called once before the target can hold any
+message of the batch: the caller makes its journal's pending rows durable
+there. A target that can take the batch's bytes before it holds them (IMAP
+MULTIAPPEND: nothing is appended before the command's last line) calls it
+once they are sent, so that the sync and the transfer overlap; any other
+calls it first. When ``ready()`` raises (``JournalError``), nothing of the
+batch is appended.
 It raises ``TransientError`` when the connection died (the caller retries
 the unfinished part on a fresh session) and ``TargetError`` when the target
 is unusable as a whole (login refused, no such mail root).
@@ -78,12 +85,16 @@ For undo:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 # Why undo leaves a message alone, whatever the target.
 MOVED = "no longer where it was written (moved or deleted since): left alone"
 CHANGED = "changed since it was written: left alone"
+
+
+def nothing() -> None:
+    """``append``'s ``ready`` when the caller has nothing to make durable."""
 
 
 def folder_gone(folder: str) -> str:
@@ -122,7 +133,8 @@ class TargetSession(ABC):
     def prepare(self, folder: str, message: Message) -> str: ...
 
     @abstractmethod
-    def append(self, folder: str, batch: Sequence[Message]) -> list[Outcome]: ...
+    def append(self, folder: str, batch: Sequence[Message],
+               ready: Callable[[], None] = nothing) -> list[Outcome]: ...
 
     @abstractmethod
     def find(self, folder: str, message: Message) -> str | None: ...

@@ -2,7 +2,7 @@
 
 Speed comes from MULTIAPPEND (RFC 3502) with LITERAL+: one command, and one
 round trip, carries a user's whole batch (up to ``CHUNK_MESSAGES`` messages
-or ``CHUNK_BYTES``; inject makes batches of that size, ``batch_messages``
+or ``CHUNK_BYTES``; inject makes batches that fit, ``batch_messages``
 and ``batch_bytes``), so the server writes it in one transaction, with one
 round of fsyncs, instead of one APPEND per message. MULTIAPPEND is atomic,
 so when the server refuses a chunk (one message too big, the quota reached
@@ -36,7 +36,7 @@ from __future__ import annotations
 import imaplib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -64,6 +64,7 @@ from restore.targets.base import (
     Target,
     TargetSession,
     folder_gone,
+    nothing,
 )
 from restore.targets.imap_wire import (
     keyword_refusal,
@@ -86,7 +87,10 @@ class ImapTarget(Target):
 
     kind = "imap"
     batch_messages = CHUNK_MESSAGES
-    batch_bytes = CHUNK_BYTES
+    # A batch is sized by its plan sizes (the archive's line ends); CRLF on the wire makes it
+    # larger, and a batch just over CHUNK_BYTES would go as two MULTIAPPENDs (two round trips
+    # and two of the server's commits) and EXAMINE its folder for the second.
+    batch_bytes = CHUNK_BYTES - CHUNK_BYTES // 8
 
     def __init__(self, spec: str, password: str, insecure: bool = False, timeout: float = 60.0):
         self.spec = spec
@@ -177,7 +181,9 @@ class ImapSession(TargetSession):
 
     # -- append ------------------------------------------------------------
 
-    def append(self, folder: str, batch: Sequence[Message]) -> list[Outcome]:
+    def append(self, folder: str, batch: Sequence[Message],
+               ready: Callable[[], None] = nothing) -> list[Outcome]:
+        ready = _once(ready)
         outcomes: list[Outcome | None] = [None] * len(batch)
         pending: list[_Pending] = []
         for index, message in enumerate(batch):
@@ -202,8 +208,9 @@ class ImapSession(TargetSession):
                 return [outcome or Outcome(ok=False, reason=reason) for outcome in outcomes]
             for chunk in chunks:
                 if self._multiappend and len(chunk) > 1:
-                    results = self._append_together(mailbox, chunk)
+                    results = self._append_together(mailbox, chunk, ready)
                 else:
+                    ready()
                     results = self._append_each(mailbox, chunk)
                 if self._check_wanted(chunk) and self._check_dates(chunk, results):
                     self._dates_kept.set()
@@ -211,10 +218,11 @@ class ImapSession(TargetSession):
                     outcomes[item.index] = outcome
         return [outcome or Outcome(ok=False, reason="not appended") for outcome in outcomes]
 
-    def _append_together(self, mailbox: str, chunk: list[_Pending]) -> list[Outcome]:
+    def _append_together(self, mailbox: str, chunk: list[_Pending],
+                         ready: Callable[[], None]) -> list[Outcome]:
         """One MULTIAPPEND; if refused, one APPEND each to find who is refused."""
         try:
-            status, data = self._send_multiappend(mailbox, chunk)
+            status, data = self._send_multiappend(mailbox, chunk, ready)
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error:  # BAD: something in the chunk the server rejects
@@ -226,13 +234,16 @@ class ImapSession(TargetSession):
             return [Outcome(ok=True, warning="server gave no APPENDUID") for _ in chunk]
         return [Outcome(ok=True, target_id=f"APPENDUID {uidvalidity} {uid}") for uid in uids]
 
-    def _send_multiappend(self, mailbox: str, chunk: list[_Pending]) -> tuple[str, list]:
-        """Send the MULTIAPPEND in one write and wait for its answer.
+    def _send_multiappend(self, mailbox: str, chunk: list[_Pending],
+                          ready: Callable[[], None]) -> tuple[str, list]:
+        """Send the MULTIAPPEND in one write, ``ready()``, end it and wait for its answer.
 
         With LITERAL+ nothing waits for the server mid-command, so the whole
         command goes out at once: imapclient's ``multiappend`` writes three
         pieces per message, each a system call and a small packet that wakes
-        the server to read it.
+        the server to read it. The server appends nothing before the
+        command's last line (RFC 3502: all or none), so ``ready()`` (the
+        journal's sync) runs while the server is still taking the messages in.
         """
         parts = [b"", b"APPEND", self._client._normalise_folder(mailbox)]
         for item in chunk:
@@ -243,7 +254,15 @@ class ImapSession(TargetSession):
         imap = self._client._imap
         tag = imap._new_tag()
         parts[0] = tag
-        imap.send(b" ".join(parts) + b"\r\n")
+        imap.send(b" ".join(parts))
+        try:
+            ready()
+        except BaseException:
+            # The command is never ended, so none of it is appended; the connection,
+            # left in the middle of it, goes.
+            imap.shutdown()
+            raise
+        imap.send(b"\r\n")
         return imap._command_complete("APPEND", tag)
 
     def _append_each(self, mailbox: str, chunk: list[_Pending]) -> list[Outcome]:
@@ -496,6 +515,18 @@ def _prepare(index: int, message: Message) -> _Pending:
     if not 1 <= internal_date.year <= 9999:
         raise ValueError(f"received time {message.received!r} is out of range")
     return _Pending(index, to_crlf(message.data), tuple(message.flags), internal_date)
+
+
+def _once(call: Callable[[], None]) -> Callable[[], None]:
+    """``call``, run by the first call of the result that gets through it."""
+    done = False
+
+    def once() -> None:
+        nonlocal done
+        if not done:
+            call()
+            done = True
+    return once
 
 
 def _chunks(pending: list[_Pending]) -> Iterator[list[_Pending]]:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from restore.errors import PermanentError, TargetError, TransientError, UsageError
 from restore.identity import fingerprint_of, normalize_newlines
@@ -58,7 +58,7 @@ from restore.mailnames import (
     maildir_dirname,
     unique_name,
 )
-from restore.targets.base import Message, Outcome, Staged, Target, TargetSession
+from restore.targets.base import Message, Outcome, Staged, Target, TargetSession, nothing
 from restore.targets.dovecot_keywords import KEYWORDS_FILE, KeywordsFull, keyword_letters
 from restore.targets.maildir_fs import (
     MAILDIRFOLDER,
@@ -284,7 +284,9 @@ class MaildirSession(TargetSession):
     def prepare(self, folder: str, message: Message) -> str:
         return unique_name(len(maildir_bytes(message.data)))
 
-    def append(self, folder: str, batch: Sequence[Message]) -> list[Outcome]:
+    def append(self, folder: str, batch: Sequence[Message],
+               ready: Callable[[], None] = nothing) -> list[Outcome]:
+        ready()
         return self.target.commit([self.stage(folder, batch)])[0]
 
     def stage(self, folder: str, batch: Sequence[Message]) -> StagedBatch:
