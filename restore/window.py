@@ -36,8 +36,9 @@ search is repeated once with them.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from restore.times import EARLIEST, LATEST, iso
@@ -84,7 +85,32 @@ Pair = tuple[float, str, bool]                  # received, user, present
 Timeline = Callable[[], Iterable[Pair]]         # a fresh pass over the pairs, in time order
 
 
-Counts = dict[str, list[int]]                   # user -> [pairs, absent]
+@dataclass(slots=True)
+class Counts:
+    """Pairs and absent pairs per user, indexed by the user's number.
+
+    ``detect`` numbers the users as the timeline first shows them: a
+    timeline has as many users as the archive (20,000 and more), and two
+    machine integers a user take a tenth of a list in a dict.
+    """
+
+    pairs: array
+    absent: array
+
+    @classmethod
+    def zeros(cls, users: int) -> Counts:
+        return cls(array("q", bytes(8 * users)), array("q", bytes(8 * users)))
+
+    def copy(self) -> Counts:
+        return Counts(array("q", self.pairs), array("q", self.absent))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def rate(self, user: int) -> float:
+        """The user's absent share; 1 with no pairs (sorted last)."""
+        n = self.pairs[user]
+        return self.absent[user] / n if n else 1.0
 
 
 def upper_rate(absent: int, pairs: int) -> float:
@@ -110,20 +136,27 @@ class Background:
     deleters do not raise it.
     """
 
-    rates: dict[str, float]
+    rates: array                # by user number
     common: float
     pairs: int
     absent: int
 
     @classmethod
-    def measure(cls, counts: Counts) -> Background:
-        by_rate = sorted(counts.values(), key=lambda c: c[1] / c[0] if c[0] else 1.0)
-        least = by_rate[:(len(by_rate) + 1) // 2]
-        common = upper_rate(sum(a for _, a in least), sum(n for n, _ in least))
-        rates = {user: min((a + SHRINK * common) / (n + SHRINK), MAX_RATE)
-                 for user, (n, a) in counts.items()}
-        return cls(rates, common, sum(n for n, _ in counts.values()),
-                   sum(a for _, a in counts.values()))
+    def measure(cls, counts: Counts, order: array | None = None) -> Background:
+        """``order``: each user's place among equal rates (by default their number)."""
+        users = list(range(len(counts)))
+        if order is not None:
+            for user, place in enumerate(order):
+                users[place] = user
+        # Stable: of users with equal rates, the first in ``order`` count among the least.
+        users.sort(key=counts.rate)
+        least = users[:(len(users) + 1) // 2]
+        common = upper_rate(sum(counts.absent[u] for u in least),
+                            sum(counts.pairs[u] for u in least))
+        del users, least
+        rates = array("d", (min((a + SHRINK * common) / (n + SHRINK), MAX_RATE)
+                            for n, a in zip(counts.pairs, counts.absent, strict=True)))
+        return cls(rates, common, sum(counts.pairs), sum(counts.absent))
 
     def describe(self) -> str:
         share = self.absent / self.pairs if self.pairs else 0.0
@@ -139,14 +172,14 @@ class Scoring:
     # costs log((1 - rate) / (1 - THETA)), and a tally is scored at any share from them.
     # Two floats a user, as many users as the archive has: the gain and cost are
     # worked out pair by pair rather than held as two more.
-    log_rate: dict[str, float]
-    log_keep: dict[str, float]
+    log_rate: array             # by user number
+    log_keep: array
     threshold: float            # log(pairs / ALPHA): what a gap's evidence must reach
 
     @classmethod
     def of(cls, background: Background, pairs: int) -> Scoring:
-        log_rate = {u: math.log(max(r, 1e-12)) for u, r in background.rates.items()}
-        log_keep = {u: math.log(1 - r) for u, r in background.rates.items()}
+        log_rate = array("d", (math.log(max(r, 1e-12)) for r in background.rates))
+        log_keep = array("d", (math.log(1 - r) for r in background.rates))
         return cls(log_rate, log_keep, math.log(max(pairs, 1) / ALPHA))
 
     def log10_p(self, evidence: float, pairs: int) -> float:
@@ -164,8 +197,8 @@ class Cluster:
     after: float | None         # the first present pair after it: inbound mail is back
     pairs: int
     absent: int
-    users: Counts = field(repr=False, compare=False)
-    busiest: str | None         # the user whose pairs weigh most in its favour
+    users: Counts = field(repr=False, compare=False)    # by user number
+    busiest: int | None         # the user whose pairs weigh most in its favour
     evidence: float             # its score without the busiest user and burst
     log10_p: float
 
@@ -175,7 +208,11 @@ class Cluster:
 
     @property
     def users_absent(self) -> int:
-        return sum(1 for _, a in self.users.values() if a)
+        return sum(1 for a in self.users.absent if a)
+
+    @property
+    def users_active(self) -> int:
+        return sum(1 for n in self.users.pairs if n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +235,7 @@ class Detection:
         return (
             f"auto: {gap.absent:,} of {gap.pairs:,} archive messages received after the "
             f"replica's last replicated message at {iso(gap.since)} are absent from the "
-            f"replica, for {gap.users_absent} of {len(gap.users)} users, against "
+            f"replica, for {gap.users_absent} of {gap.users_active} users, against "
             f"{self.background.describe()}; {_p(gap.log10_p)} even without its busiest user "
             f"and busiest {2 * BURST // 60} minutes; the last absent one was received at "
             f"{iso(gap.until)}; {after}{late}"
@@ -210,7 +247,7 @@ class Detection:
         c = self.strongest_rejected
         return (
             f"no gap found: the strongest cluster of absent mail ({c.absent:,} of {c.pairs:,} "
-            f"messages, {c.users_absent} of {len(c.users)} active users, {iso(c.first_absent)} "
+            f"messages, {c.users_absent} of {c.users_active} active users, {iso(c.first_absent)} "
             f"to {iso(c.until)}) looks like deletions, not a failover: {_p(c.log10_p)} against "
             f"{self.background.describe()}; give --since/--until to restore it anyway"
         )
@@ -232,65 +269,91 @@ def detect(timeline: Timeline) -> Detection:
     """Every gap in a received-time-ordered (time, user, present) sequence.
 
     A few passes over ``timeline()``; memory grows with the number of users,
-    never with the number of pairs.
+    never with the number of pairs. Users are numbered as first seen, and
+    what is kept per user is held in arrays by that number.
     """
-    totals, ordinary = _count(timeline())
-    for user in totals.keys() - ordinary.keys():
-        ordinary[user] = [0, 0]
-    pairs = sum(n for n, _ in totals.values())
-    single_user = len(totals) == 1
+    number: dict[str, int] = {}
+    totals, ordinary, order = _count(timeline(), number)
+    pairs = sum(totals.pairs)
+    single_user = len(number) == 1
     # Measured first in the hours that are not mostly absent, then outside the gaps found.
-    background = Background.measure(ordinary)
+    background = Background.measure(ordinary, order)
+    del ordinary, order
     for final in (False, True):
         scoring = Scoring.of(background, pairs)
-        candidates, best = _scan(timeline(), scoring)
-        tested = _test(timeline, scoring, candidates + ([best] if best else []), single_user, pairs)
+        candidates, best = _scan(timeline(), scoring, number)
+        tested = _test(timeline, scoring, candidates + ([best] if best else []), single_user, pairs,
+                       number)
         gaps = [c for c in tested if c.evidence >= scoring.threshold]
         if final or not gaps:
             break
-        outside = {u: list(c) for u, c in totals.items()}
+        outside = totals.copy()
         for gap in gaps:
-            for user, (n, a) in gap.users.items():
-                outside[user][0] -= n
-                outside[user][1] -= a
+            for user, (n, a) in enumerate(zip(gap.users.pairs, gap.users.absent, strict=True)):
+                outside.pairs[user] -= n
+                outside.absent[user] -= a
         remeasured = Background.measure(outside)
-        if all(abs(math.log(r / background.rates[u])) <= STABLE
-               for u, r in remeasured.rates.items()):
+        del outside
+        if all(abs(math.log(r / b)) <= STABLE
+               for r, b in zip(remeasured.rates, background.rates, strict=True)):
             break               # the same rates would find the same gaps
         background = remeasured
     rejected = [c for c in tested if c.evidence < scoring.threshold]
     return Detection(gaps, background, pairs, max(rejected, key=lambda c: c.evidence, default=None))
 
 
-def _count(stream: Iterable[Pair]) -> tuple[Counts, Counts]:
-    """Pairs and absent pairs per user: in all, and in the hours not mostly absent."""
-    totals: Counts = {}
-    ordinary: Counts = {}
-    hour: dict[str, list[int]] = {}
+def _count(stream: Iterable[Pair], number: dict[str, int]) -> tuple[Counts, Counts, array]:
+    """Pairs and absent pairs per user: in all, and in the hours not mostly absent.
+
+    Numbers each user in ``number`` as first seen. The third array is each
+    user's place in the order the ordinary hours first show them (those they
+    never show after): ``Background.measure`` breaks ties by it.
+    """
+    totals, ordinary, hour = Counts.zeros(0), Counts.zeros(0), Counts.zeros(0)
+    order = array("q")
+    placed = 0
+    touched: list[int] = []     # this hour's users, as first seen in it
     current = -1
     pairs = absent = 0
 
     def close() -> None:
-        for target in (totals, ordinary) if 2 * absent <= pairs else (totals,):
-            for user, (n, a) in hour.items():
-                counts = target.setdefault(user, [0, 0])
-                counts[0] += n
-                counts[1] += a
+        nonlocal placed
+        usual = 2 * absent <= pairs
+        for user in touched:
+            n, a = hour.pairs[user], hour.absent[user]
+            hour.pairs[user] = hour.absent[user] = 0
+            totals.pairs[user] += n
+            totals.absent[user] += a
+            if usual:
+                if order[user] < 0:
+                    order[user], placed = placed, placed + 1
+                ordinary.pairs[user] += n
+                ordinary.absent[user] += a
+        touched.clear()
 
-    for ts, user, present in stream:
+    for ts, name, present in stream:
         if int(ts // 3600) != current:
             close()
-            hour, current, pairs, absent = {}, int(ts // 3600), 0, 0
-        counts = hour.get(user)
-        if counts is None:
-            counts = hour[user] = [0, 0]
-        counts[0] += 1
+            current, pairs, absent = int(ts // 3600), 0, 0
+        user = number.get(name)
+        if user is None:
+            user = number[name] = len(number)
+            for counts in (totals, ordinary, hour):
+                counts.pairs.append(0)
+                counts.absent.append(0)
+            order.append(-1)
+        if not hour.pairs[user]:
+            touched.append(user)
+        hour.pairs[user] += 1
         pairs += 1
         if not present:
-            counts[1] += 1
+            hour.absent[user] += 1
             absent += 1
     close()
-    return totals, ordinary
+    for user, place in enumerate(order):
+        if place < 0:
+            order[user], placed = placed, placed + 1
+    return totals, ordinary, order
 
 
 @dataclass(slots=True)
@@ -301,7 +364,8 @@ class _Run:
     peak: float
 
 
-def _scan(stream: Iterable[Pair], scoring: Scoring) -> tuple[list[_Run], _Run | None]:
+def _scan(stream: Iterable[Pair], scoring: Scoring,
+          number: dict[str, int]) -> tuple[list[_Run], _Run | None]:
     """The runs where the cumulative score climbs from zero to its peak.
 
     A run ends when the score falls back to zero, or ``threshold`` below its
@@ -320,7 +384,8 @@ def _scan(stream: Iterable[Pair], scoring: Scoring) -> tuple[list[_Run], _Run | 
     present_before: float | None = None     # the last present pair before this second
     second = -math.inf
     recent: deque[tuple[float, float | None]] = deque()    # absent pairs of the last SKEW
-    for ts, user, present in stream:
+    for ts, name, present in stream:
+        user = number[name]
         if ts != second:
             second, present_before = ts, last_present
             while recent and recent[0][0] < ts - SKEW:
@@ -355,7 +420,7 @@ def _scan(stream: Iterable[Pair], scoring: Scoring) -> tuple[list[_Run], _Run | 
 
 
 def _test(timeline: Timeline, scoring: Scoring, runs: list[_Run], single_user: bool,
-          total_pairs: int) -> list[Cluster]:
+          total_pairs: int, number: dict[str, int]) -> list[Cluster]:
     """Tally each run's window per user and per burst; score what the busiest leave.
 
     Ordinary deletions cluster: one user clears a day of mail, or many delete
@@ -367,11 +432,11 @@ def _test(timeline: Timeline, scoring: Scoring, runs: list[_Run], single_user: b
     runs = sorted(runs, key=lambda r: r.first)
     bounds = [(r.since if r.since is not None and r.since < r.first else r.first - 1, r.last)
               for r in runs]
-    tallies = [_Tally() for _ in runs]
+    tallies = [_Tally.of(len(number)) for _ in runs]
     log_rate, log_keep = scoring.log_rate, scoring.log_keep
     i = 0
     waiting: list[_Tally] = []              # runs passed, their first present after unseen
-    for ts, user, present in timeline():
+    for ts, name, present in timeline():
         while i < len(runs) and ts > bounds[i][1]:
             waiting.append(tallies[i])
             i += 1
@@ -385,11 +450,12 @@ def _test(timeline: Timeline, scoring: Scoring, runs: list[_Run], single_user: b
             continue
         lo, hi = bounds[i]
         if lo < ts <= hi:
+            user = number[name]
             tallies[i].add(ts, user, present, log_keep[user] if present else log_rate[user])
     for tally in tallies:
         tally.leave_out(single_user)
     i = 0
-    for ts, user, present in timeline():     # the pairs go to the same runs as above
+    for ts, name, present in timeline():     # the pairs go to the same runs as above
         while i < len(runs) and ts > bounds[i][1]:
             tallies[i].close_block()
             i += 1
@@ -397,6 +463,7 @@ def _test(timeline: Timeline, scoring: Scoring, runs: list[_Run], single_user: b
             break
         lo, hi = bounds[i]
         if lo < ts <= hi:
+            user = number[name]
             log_chance = log_keep[user] if present else log_rate[user]
             tallies[i].add_to_block(ts, user, present, log_chance)
     for tally in tallies:
@@ -408,12 +475,12 @@ def _test(timeline: Timeline, scoring: Scoring, runs: list[_Run], single_user: b
         found.append(Cluster(
             since=lo, until=hi, first_absent=run.first, after=tally.after,
             pairs=int(tally.total[0] + tally.total[1]), absent=int(tally.total[0]),
-            users={u: [int(a + p), int(a)] for u, (a, p, _) in tally.users.items()},
+            users=tally.counts(),
             busiest=busiest, evidence=evidence, log10_p=scoring.log10_p(evidence, total_pairs)))
     return found
 
 
-Sums = list[float]      # absent pairs, present pairs, and the sum of their log(rate or 1 - rate)
+Sums = Sequence[float]  # absent pairs, present pairs, and the sum of their log(rate or 1 - rate)
 
 
 def _score(sums: Sums, theta: float) -> float:
@@ -432,19 +499,37 @@ class _Tally:
     proportion to the pairs.
     """
 
-    total: Sums = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    # Per user, by number: absent pairs, present pairs, the sum of their
+    # log(rate or 1 - rate); ``seen`` lists the users in the order they came.
+    absent: array
+    present: array
+    log_background: array
+    seen: array
+    total: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     after: float | None = None
-    users: dict[str, Sums] = field(default_factory=dict)
-    left_out: dict[float, str | None] = field(default_factory=dict)     # share -> user
+    left_out: dict[float, int | None] = field(default_factory=dict)     # share -> user
     blocks: dict[float, dict[int, float]] = field(default_factory=dict)  # share -> block -> score
     block: int | None = None
-    cells: dict[str, Sums] = field(default_factory=dict)    # the current block's, per user
+    cells: dict[int, list[float]] = field(default_factory=dict)    # the current block's, per user
 
-    def add(self, ts: float, user: str, present: bool, log_background: float) -> None:
-        column = 1 if present else 0
-        for sums in (self.total, self.users.setdefault(user, [0.0, 0.0, 0.0])):
-            sums[column] += 1
-            sums[2] += log_background
+    @classmethod
+    def of(cls, users: int) -> _Tally:
+        return cls(array("d", bytes(8 * users)), array("d", bytes(8 * users)),
+                   array("d", bytes(8 * users)), array("q"))
+
+    def add(self, ts: float, user: int, present: bool, log_background: float) -> None:
+        if not self.absent[user] and not self.present[user]:
+            self.seen.append(user)
+        self.total[1 if present else 0] += 1
+        self.total[2] += log_background
+        (self.present if present else self.absent)[user] += 1
+        self.log_background[user] += log_background
+
+    def counts(self) -> Counts:
+        """Pairs and absent pairs per user."""
+        return Counts(array("q", (int(a + p) for a, p in zip(self.absent, self.present,
+                                                              strict=True))),
+                      array("q", (int(a) for a in self.absent)))
 
     def leave_out(self, single_user: bool) -> None:
         """Once every pair is added: whom the blocks leave out at each share."""
@@ -453,7 +538,7 @@ class _Tally:
             self.left_out[theta] = None if single_user else busiest
             self.blocks[theta] = {}
 
-    def add_to_block(self, ts: float, user: str, present: bool, log_background: float) -> None:
+    def add_to_block(self, ts: float, user: int, present: bool, log_background: float) -> None:
         block = int(ts // BURST)
         if block != self.block:
             self.close_block()
@@ -474,16 +559,22 @@ class _Tally:
                 self.blocks[theta][self.block] = score
         self.block, self.cells = None, {}
 
-    def _busiest(self, theta: float) -> tuple[dict[str, float], str | None]:
-        users = {u: _score(s, theta) for u, s in self.users.items()}
-        return users, max(users, key=lambda u: users[u], default=None)
+    def _busiest(self, theta: float) -> tuple[float, int | None]:
+        """The highest score of one user's pairs, and whose (the first seen of equals)."""
+        best, busiest = 0.0, None
+        for user in self.seen:
+            score = _score((self.absent[user], self.present[user], self.log_background[user]),
+                           theta)
+            if busiest is None or score > best:
+                best, busiest = score, user
+        return best, busiest
 
-    def evidence(self, theta: float, single_user: bool) -> tuple[float, str | None]:
+    def evidence(self, theta: float, single_user: bool) -> tuple[float, int | None]:
         """The score without the busiest user, then without the others' busiest two blocks."""
-        users, busiest = self._busiest(theta)
+        best, busiest = self._busiest(theta)
         left = _score(self.total, theta)
         if not single_user and busiest is not None:
-            left -= max(0.0, users[busiest])
+            left -= max(0.0, best)
         blocks = self.blocks[theta]
         burst = max((s + blocks.get(b + 1, 0.0) for b, s in blocks.items()), default=0.0)
         return left - max(0.0, burst), busiest
