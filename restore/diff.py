@@ -328,8 +328,10 @@ def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) 
     db = catalog.db
     cursor = catalog.to_pair(side.store_id, settings.match, settings.consider_from)
     # Many messages share an envelope (one user's mail): resolve each envelope
-    # once, into the (user, reason) pairs its messages make.
-    resolved: dict[tuple[str | None, int], list[tuple[str, str | None]]] = {}
+    # once, into the (user, reason) pairs its messages make. Kept for every
+    # user's envelope (20,000 and more), so the usual one, a single mailbox,
+    # is held as its name alone.
+    resolved: dict[tuple[str | None, int], str | tuple[tuple[str, str | None], ...]] = {}
     nobody = "no recipient: none of " + ", ".join(settings.recipient_headers) + " is present"
     while rows := cursor.fetchmany(BATCH):
         out: list[tuple[str, int, float | None, str, str | None]] = []
@@ -338,26 +340,32 @@ def _insert_pairs(catalog: Catalog, side: ScannedStore, settings: DiffSettings) 
             if targets is None:
                 if len(resolved) > RESOLVED_CACHE:
                     resolved.clear()
-                users, rejected = resolve_users(
-                    path_user, catalog.envelope(envelope), settings.recipient_headers,
-                    settings.aliases)
-                targets = [(u, None) for u in users] + [(r.address, r.reason) for r in rejected]
-                if not targets:
-                    # Mail for nobody: with a user filter not part of the run; of one shard only.
-                    targets = [("", nobody)] if settings.users.keeps_unaddressed else []
-                elif not settings.users.everyone:
-                    # Another user's pair is not made at all.
-                    targets = [t for t in targets if settings.users(t[0])]
+                targets = _targets(catalog, path_user, envelope, settings, nobody)
                 resolved[(path_user, envelope)] = targets
-            if not targets:
-                continue
-            if len(targets) == 1:
-                out.append((targets[0][0], msg, received, key, targets[0][1]))
+            if isinstance(targets, str):
+                out.append((targets, msg, received, key, None))
             else:
                 out.extend([(user, msg, received, key, reason) for user, reason in targets])
         db.executemany(
             "INSERT INTO pairs (user, msg, received, key, reason) VALUES (?,?,?,?,?)", out
         )
+
+
+def _targets(catalog: Catalog, path_user: str | None, envelope: int, settings: DiffSettings,
+             nobody: str) -> str | tuple[tuple[str, str | None], ...]:
+    """The (user, reason) pairs an envelope's messages make; one valid user as their name."""
+    users, rejected = resolve_users(path_user, catalog.envelope(envelope),
+                                    settings.recipient_headers, settings.aliases)
+    targets = [(u, None) for u in users] + [(r.address, r.reason) for r in rejected]
+    if not targets:
+        # Mail for nobody: with a user filter not part of the run; of one shard only.
+        targets = [("", nobody)] if settings.users.keeps_unaddressed else []
+    elif not settings.users.everyone:
+        # Another user's pair is not made at all.
+        targets = [t for t in targets if settings.users(t[0])]
+    if len(targets) == 1 and targets[0][1] is None:
+        return targets[0][0]
+    return tuple(targets)
 
 
 def _windows(catalog: Catalog, settings: DiffSettings) -> tuple[Window, list[Window]]:
