@@ -241,8 +241,10 @@ def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: Scanne
     catalog.index_for_diff(settings.match, by_received=settings.consider_from is not None)
     db.execute("BEGIN")
     users = replica_users if replica_users is not None else catalog.users(replica.store_id)
-    users = set(settings.users.select(users))
-    db.executemany("INSERT OR IGNORE INTO repusers VALUES (?)", [(u,) for u in users])
+    # One row at a time: the replica has a mailbox for each of 20,000 users and more.
+    db.executemany("INSERT OR IGNORE INTO repusers VALUES (?)",
+                   ((u,) for u in users if settings.users(u)))
+    del users
     for side in archives:
         _insert_pairs(catalog, side, settings)
     db.execute("CREATE INDEX temp.pairs_user_key ON pairs (user, key, received, msg)")
@@ -277,7 +279,7 @@ def _compare(catalog: Catalog, archives: Sequence[ScannedStore], replica: Scanne
     catalog.record_delivered(replica.store_id, settings.match, started, inside,
                              [bound for w in windows for bound in (w.since, w.until)])
     db.execute("COMMIT")
-    result = _tally(catalog, archives, replica, window, users)
+    result = _tally(catalog, archives, replica, window)
     result.windows, result.gaps, result.unfinished, result.started = (
         windows, gaps, unfinished, started)
     result.match, result.remembered = settings.match, settings.remembered
@@ -420,8 +422,7 @@ def _detect(catalog: Catalog, until: float | None = None) -> Detection:
 
 
 def _tally(catalog: Catalog, archives: Sequence[ScannedStore], replica: ScannedStore,
-           window: Window,
-           replica_users: set[str]) -> DiffResult:
+           window: Window) -> DiffResult:
     db = catalog.db
     counts = dict.fromkeys(CLASSES, 0)
     for cls, n in db.execute("SELECT class, COUNT(*) FROM pairs GROUP BY class"):
