@@ -5,6 +5,7 @@ Nothing in the core imports this module; the CLI hands results to it.
 
 from __future__ import annotations
 
+import heapq
 import json
 import shlex
 import sys
@@ -140,16 +141,18 @@ def print_diff(result, plan_file: str | None = None, planned: int = 0,
     if memory:
         out.print(memory)
     out.print()
-    users = sorted(result.users.items(), key=lambda kv: (-kv[1]["missing"], kv[0]))
+    # The users with the most missing, without sorting every user (20,000 and more).
+    shown = heapq.nsmallest(SHOW_USERS, result.users.items(),
+                            key=lambda kv: (-kv[1]["missing"], kv[0]))
     rows = [(u, v["present"], v["missing"], v["outside-window"], v["duplicate"])
-            for u, v in users[:SHOW_USERS]]
+            for u, v in shown]
     if rows:
         out.print(table("Per user", ("user", "present", "missing", "outside-window", "duplicate"),
                         rows))
-        if len(users) > SHOW_USERS:
-            rest = users[SHOW_USERS:]
-            out.print(f"... and {len(rest):,} more users with "
-                      f"{sum(v['missing'] for _, v in rest):,} missing (all in --json)")
+        if len(result.users) > SHOW_USERS:
+            rest = sum(v["missing"] for v in result.users.values()) - sum(r[2] for r in rows)
+            out.print(f"... and {len(result.users) - SHOW_USERS:,} more users with "
+                      f"{rest:,} missing (all in --json)")
         out.print()
     deleted = f"{c['deleted']:,} deleted by their users, " if c["deleted"] else ""
     out.print(
