@@ -83,10 +83,8 @@ def inject_users(
     if not dry_run:
         # The first user of every worker is ready before the first session opens, rather
         # than handed out one by one by this thread as the workers compete with it for the
-        # interpreter; the first user's items are read while it logs in.
+        # interpreter (``open_session`` reads a user's first items while it logs in).
         head = list(islice(runs, max(1, jobs)))
-        if head:
-            head[0].start_reading()
         runs = chain(head, runs)
         try:
             first, runs = _first_session(runs)
