@@ -63,6 +63,12 @@ def _busy(exc: sqlite3.Error) -> bool:
     return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+def _full(exc: sqlite3.Error) -> bool:
+    """Whether SQLite found no room to write (the disk, or the file's set limit)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -164,6 +170,12 @@ class Catalog:
         except sqlite3.Error as exc:
             if _busy(exc):
                 raise CatalogBusy(self.path, BUSY_SECONDS) from None
+            if _full(exc):
+                raise CatalogError(
+                    f"catalog {self.path}: the disk is full ({exc}); free space there and in "
+                    "the temporary directory (TMPDIR), or give --catalog a file on a larger "
+                    "file system (it takes ~500 bytes a message), then run the same command "
+                    "again: the catalog is only a cache") from None
             if _damaged(exc):
                 self._remove()
                 raise CatalogError(f"catalog {self.path} is damaged ({exc}); removed: it is only "

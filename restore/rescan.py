@@ -162,7 +162,10 @@ class _Rescan:
                 db.execute("DELETE FROM summaries WHERE store=?", (store_id,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite ends the transaction itself on some errors (a full disk):
+            # a ROLLBACK then would fail, and hide the error that says why.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         return stats
 

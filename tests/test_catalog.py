@@ -22,7 +22,7 @@ from restore import catalog as catalog_module
 from restore import cli, pipeline, rescan, scanpool
 from restore.catalog import Catalog
 from restore.catalogtables import envelope_json
-from restore.errors import CatalogBusy, StoreError, WorkerDied
+from restore.errors import CatalogBusy, CatalogError, StoreError, WorkerDied
 from restore.recipients import DEFAULT_RECIPIENT_HEADERS
 from restore.rescan import READ_BATCH
 from restore.stores import files, open_store
@@ -532,3 +532,23 @@ def test_a_database_locked_later_in_a_run_exits_3_with_advice(tmp_path, mail_fac
     assert exited.value.code == 3
     err = capsys.readouterr().err
     assert "in use by another mailrestore command" in err and "Traceback" not in err
+
+
+def test_a_full_disk_is_reported_as_such_and_the_next_scan_recovers(catalog, mail_factory,
+                                                                    tmp_path):
+    # SQLite ends the transaction itself on a full disk; the scan must say the
+    # disk is full, not that its own ROLLBACK failed.
+    maildir = tmp_path / "md"
+    body = "x" * 3000 + "\n"
+    mail_factory.write_maildir(maildir, {"INBOX": [mail_factory.make_message(body=body)
+                                                   for _ in range(300)]})
+    pages = catalog.db.execute("PRAGMA page_count").fetchone()[0]
+    catalog.db.execute(f"PRAGMA max_page_count={pages + 4}")   # the file cannot grow
+    with pytest.raises(CatalogError) as failed:
+        scan(catalog, f"maildir:{maildir}")
+    message = str(failed.value)
+    assert "the disk is full" in message and "--catalog" in message
+    assert "rollback" not in message.lower()
+    catalog.db.execute("PRAGMA max_page_count=1073741823")     # space freed
+    stats = scan(catalog, f"maildir:{maildir}")[1]
+    assert (stats.read, stats.messages) == (300, 300)
