@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import gzip
 import os
+import random
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from restore.errors import StoreError, UnreadableItem
-from restore.mailnames import decode_mutf7
-from restore.stores import Item, StoreOptions, Unit, Unreadable, open_store
+from restore.mailnames import decode_mutf7, name_text
+from restore.stores import Item, StoreOptions, Unit, Unreadable, files, open_store
 from restore.stores.mbox import MboxStore
 
 WHEN = datetime(2017, 12, 8, 21, 13, 5, tzinfo=UTC)
@@ -639,3 +641,38 @@ def test_mbox_file_outside_root_via_symlink_is_unreadable(tmp_path, mail_factory
     (root / "link").symlink_to(tmp_path / "private")
     items, problems = scan(open_store(f"mbox:{root}"))
     assert not items and problems == {"link": "symlink pointing outside the store root"}
+
+
+@pytest.mark.parametrize("kind", ["eml", "maildir"])
+def test_a_directory_larger_than_a_sorting_run_is_listed_in_name_order(
+        tmp_path, mail_factory, monkeypatch, kind):
+    # Large directories are sorted in runs and merged: the order (refs,
+    # catalog rows, reports) must be the one a plain sort gives, hidden
+    # entries left out and undecodable names kept.
+    root = tmp_path / kind
+    messages = [mail_factory.make_message() for _ in range(23)]
+    if kind == "eml":
+        written = mail_factory.write_eml_tree(root, messages)
+    else:
+        written = mail_factory.write_maildir(root, {"INBOX": messages})
+    folder = written[0].parent
+    odd = os.fsencode(folder) + b"/\xff-odd-name"
+    shutil.copy(written[0], os.fsdecode(odd))
+    shutil.copy(written[1], folder / ".hidden")
+    for path in random.Random(7).sample(written, 9):    # names unlike the others' order
+        path.rename(path.with_name("zz" + path.name[::-1]))
+
+    def refs(cold: bool) -> list[str]:
+        store = open_store(f"{kind}:{root}")
+        try:
+            return [u.ref for g in store.unit_groups()
+                    for u in (g.unstamped if cold and g.unstamped else g.units)()]
+        finally:
+            store.close()
+
+    whole = refs(cold=False)
+    monkeypatch.setattr(files, "SORT_RUN", 4)
+    assert refs(cold=False) == refs(cold=True) == whole
+    names = sorted(name for name in os.listdir(folder) if not name.startswith("."))
+    assert [ref.rsplit("/", 1)[1] for ref in whole] == [name_text(name) for name in names]
+    assert len(whole) == 24 and "\\xff-odd-name" in whole[-1]

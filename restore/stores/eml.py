@@ -34,6 +34,7 @@ from restore.stores.files import (
     read_message,
     read_message_file,
     root_and_file,
+    sorted_names,
     stamp,
 )
 
@@ -136,25 +137,21 @@ class EmlStore(Store):
         What the directory entry does not show to be a plain file (a
         symlink, a subdirectory made since) is examined as ``_leaf_units`` does.
         """
-        names: list[str] = []
         others: set[str] = set()    # entries not shown to be plain files: few, if any
+
+        def names(entries: Iterator[os.DirEntry[str]]) -> Iterator[str]:
+            for entry in entries:
+                if not entry.is_file(follow_symlinks=False):
+                    others.add(entry.name)
+                yield entry.name
+
         try:
-            with os.scandir(path) as it:
-                for entry in it:
-                    if entry.name.startswith("."):
-                        continue
-                    names.append(entry.name)
-                    if not entry.is_file(follow_symlinks=False):
-                        others.add(entry.name)
+            with os.scandir(path) as entries:
+                listed = sorted_names(names(entries))
         except OSError as exc:
             yield Unreadable(Unit(rel, ""), rel, f"cannot list directory: {failure_reason(exc)}")
             return
-        # Names alone, taken off the end as they are yielded: an hour of a
-        # large gateway holds ~50,000 files, and its listing is the largest
-        # thing a scan holds.
-        names.sort(reverse=True)
-        while names:
-            name = names.pop()
+        for name in listed:
             entry_rel = f"{rel}/{name_text(name)}"
             if name not in others:
                 yield Unit(entry_rel, "", path=entry_rel)

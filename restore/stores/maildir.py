@@ -36,7 +36,6 @@ the assumption: after running one, touch the directories it changed.
 
 from __future__ import annotations
 
-import bisect
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -63,19 +62,17 @@ from restore.stores.files import (
     read_ahead,
     read_message,
     read_message_file,
+    sorted_names,
     stamp,
 )
 
 MESSAGE_DIRS = ("cur", "new")
 
 
-def _sorted_names(directory_fd: int) -> list[str]:
-    """A directory's entries but hidden ones, sorted: names only (a cur/ of 100k: a few MB)."""
-    names = os.listdir(directory_fd)
-    names.sort()
-    # Hidden names sort together, between "." and "/": cut them out without a pass over the rest.
-    del names[bisect.bisect_left(names, "."):bisect.bisect_left(names, "/")]
-    return names
+def _sorted_names(directory_fd: int) -> Iterator[str]:
+    """A directory's entries but hidden ones, sorted (``files.sorted_names``)."""
+    with os.scandir(directory_fd) as entries:
+        return sorted_names(entry.name for entry in entries)
 
 
 class MaildirStore(Store):
