@@ -59,7 +59,10 @@ FILES = {
                "private to the user (0600). Only a cache: deleting it costs a full re-read of "
                "the stores and the record of what audits saw delivered (mail users deleted "
                "before counts as missing until it leaves the audit's window), nothing else; a "
-               "damaged one is rebuilt with a notice. Its directory must exist.",
+               "damaged one is rebuilt with a notice. Its directory must exist. It takes "
+               "~500 bytes a message; when its disk or the temporary directory (TMPDIR) is "
+               "full, the command exits 3 saying so: free space or give a file on a larger "
+               "file system, and run it again.",
     "state": "The journal (SQLite) of the messages already written and of the incident's "
              "remembered window(s), by default per target in the user state directory. Keep it "
              "until the job is finished: it is what makes a re-run write every message exactly "
