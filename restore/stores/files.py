@@ -159,8 +159,7 @@ class StoreRoot:
             if (st.st_dev, st.st_ino) in seen:  # a symlink loop inside the root
                 return
             seen.add((st.st_dev, st.st_ino))
-            with os.scandir(directory) as entries:
-                names = sorted_names(entry.name for entry in entries)
+            names = sorted_listing(directory)
         except OSError as exc:
             yield Refused(rel, f"cannot list directory: {failure_reason(exc)}")
             return
@@ -222,6 +221,12 @@ def sorted_names(names: Iterable[str]) -> Iterator[str]:
     if run:
         runs.append("\0".join(run))
     return heapq.merge(*map(_names_in, runs))
+
+
+def sorted_listing(directory: str | int) -> Iterator[str]:
+    """A directory's (a path or an open descriptor) names but hidden ones, sorted; listed now."""
+    with os.scandir(directory) as entries:
+        return sorted_names(entry.name for entry in entries)
 
 
 def _names_in(run: str) -> Iterator[str]:

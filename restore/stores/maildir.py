@@ -62,17 +62,11 @@ from restore.stores.files import (
     read_ahead,
     read_message,
     read_message_file,
-    sorted_names,
+    sorted_listing,
     stamp,
 )
 
 MESSAGE_DIRS = ("cur", "new")
-
-
-def _sorted_names(directory_fd: int) -> Iterator[str]:
-    """A directory's entries but hidden ones, sorted (``files.sorted_names``)."""
-    with os.scandir(directory_fd) as entries:
-        return sorted_names(entry.name for entry in entries)
 
 
 class MaildirStore(Store):
@@ -240,7 +234,7 @@ class MaildirStore(Store):
                              f"cannot list directory: {failure_reason(exc)}")
             return
         try:
-            for name in _sorted_names(fd):
+            for name in sorted_listing(fd):
                 if stamped:
                     yield self._message_file(fd, directory, rel, name, folder, user)
                 else:
